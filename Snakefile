@@ -1,0 +1,23 @@
+# U-Net (Ronneberger et al. 2015) for EM and microscopy segmentation, end to end.
+# Stages live in workflow/rules/*.smk, their logic in workflow/unet_pipeline/.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/ingest.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,15 @@
+"""Rule ingest: write a dataset's OME-Zarr volume store (see unet_pipeline.ingest)."""
+
+import _library_path  # noqa: F401 (makes unet_pipeline importable)
+from unet_pipeline.ingest import ingest
+from unet_pipeline.rule_logging import rule_logging
+
+with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+    name = snakemake.wildcards.dataset
+    ingest(
+        name,
+        snakemake.config["datasets"][name],
+        snakemake.input.image,
+        snakemake.input.get("labels"),
+        snakemake.output[0],
+    )

@@ -1,0 +1,70 @@
+"""The download code against a real HTTP server on 127.0.0.1 serving ../shared/data/isbi2012."""
+
+import socket
+
+import pytest
+from conftest import ISBI_FILE_SHA256
+
+from unet_pipeline.download import download, sha256_of_file
+from unet_pipeline.errors import DownloadError
+
+FAST = {"retries": 2, "backoff_s": 0.01, "timeout_s": 10}
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_download_verifies_checksum_and_renames(http_server, tmp_path):
+    base, _ = http_server
+    dest = tmp_path / "train-labels.tif"
+    download(f"{base}/train-labels.tif", dest, sha256=ISBI_FILE_SHA256["train-labels.tif"], **FAST)
+    assert sha256_of_file(dest) == ISBI_FILE_SHA256["train-labels.tif"]
+    assert leftovers(tmp_path) == ["train-labels.tif"]
+
+
+def test_404_fails_at_once_with_url_and_status(http_server, tmp_path):
+    base, requests = http_server
+    with pytest.raises(DownloadError, match=r"/nothing-here\.tif: HTTP 404"):
+        download(f"{base}/nothing-here.tif", tmp_path / "x.tif", **FAST)
+    assert len(requests) == 1, "a client error is not retried"
+    assert leftovers(tmp_path) == []
+
+
+def test_connection_closed_mid_file_is_retried_then_reported(http_server, tmp_path):
+    base, requests = http_server
+    with pytest.raises(DownloadError, match=r"truncate/test-volume\.tif: connection closed after \d+ of 7869390 bytes"):
+        download(f"{base}/truncate/test-volume.tif", tmp_path / "test-volume.tif", **FAST)
+    assert len(requests) == FAST["retries"] + 1
+    assert leftovers(tmp_path) == [], "no partial file may remain"
+
+
+def test_interrupted_download_resumes_with_range(http_server, tmp_path):
+    base, requests = http_server
+    dest = tmp_path / "test-volume.tif"
+    download(f"{base}/flaky/test-volume.tif", dest, sha256=ISBI_FILE_SHA256["test-volume.tif"], **FAST)
+    assert sha256_of_file(dest) == ISBI_FILE_SHA256["test-volume.tif"]
+    assert requests[0][1] is None and requests[1][1] == f"bytes={7869390 // 2}-", requests
+
+
+def test_checksum_mismatch_leaves_nothing(http_server, tmp_path):
+    base, _ = http_server
+    with pytest.raises(DownloadError, match="sha256 mismatch: expected 0{64}, got a05df637"):
+        download(f"{base}/train-volume.tif", tmp_path / "train-volume.tif", sha256="0" * 64, **FAST)
+    assert leftovers(tmp_path) == []
+
+
+def test_server_error_is_retried_then_reported(http_server, tmp_path):
+    base, requests = http_server
+    with pytest.raises(DownloadError, match=r"HTTP 500 .*gave up after 3 attempts"):
+        download(f"{base}/error500/train-volume.tif", tmp_path / "x.tif", **FAST)
+    assert len(requests) == 3
+
+
+def test_unreachable_host(tmp_path):
+    with socket.socket() as probe:  # a port that nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DownloadError, match=rf"127.0.0.1:{port}/x.tif: host unreachable"):
+        download(f"http://127.0.0.1:{port}/x.tif", tmp_path / "x.tif", **FAST)
+    assert leftovers(tmp_path) == []

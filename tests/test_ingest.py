@@ -1,0 +1,183 @@
+"""Ingest of TIFF stacks, image folders and Zarr arrays into the OME-Zarr volume store."""
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from conftest import ISBI_PIXEL_SHA256
+
+from unet_pipeline import volume_store
+from unet_pipeline.errors import InputDataError, PipelineError
+from unet_pipeline.ingest import ingest
+
+
+def dataset(image, labels=None, **extra):
+    config = {"image": {"source": str(image)}, "voxel_size": [50.0, 4.0, 4.0], "unit": "nanometer"}
+    if labels is not None:
+        config["labels"] = {"source": str(labels), "foreground": 255, "background": 0}
+    config.update(extra)
+    return config
+
+
+def only_output_or_nothing(folder, expected):
+    """The output folder holds exactly ``expected`` (no temporary stores)."""
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
+
+
+def test_isbi_tiff_stacks_keep_their_pixels(isbi_dir, tmp_path):
+    config = dataset(isbi_dir / "train-volume.tif", isbi_dir / "train-labels.tif", sections={"train": "0-24", "validation": "25-29"})
+    config["image"]["pixel_sha256"] = ISBI_PIXEL_SHA256["train-volume.tif"]
+    config["labels"]["pixel_sha256"] = ISBI_PIXEL_SHA256["train-labels.tif"]
+    out = tmp_path / "volume.zarr"
+    attrs = ingest("isbi2012", config, config["image"]["source"], config["labels"]["source"], out)
+
+    root = volume_store.open_store(out)
+    image = root[volume_store.IMAGE_PATH]
+    labels = root[volume_store.LABELS_PATH]
+    assert image.shape == (30, 512, 512) and image.dtype == np.uint8 and image.chunks == (1, 512, 512)
+    np.testing.assert_array_equal(image[:], tifffile.imread(isbi_dir / "train-volume.tif"))
+    np.testing.assert_array_equal(labels[:], tifffile.imread(isbi_dir / "train-labels.tif") == 255)
+    assert attrs == volume_store.provenance(root)
+    assert attrs["image"]["pixel_sha256"] == ISBI_PIXEL_SHA256["train-volume.tif"]
+    assert attrs["sections"] == {"train": list(range(25)), "validation": list(range(25, 30)), "test": []}
+    ome = root.attrs["ome"]
+    assert ome["version"] == "0.5"
+    assert ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [50.0, 4.0, 4.0]
+    assert root["labels"].attrs["ome"]["labels"] == ["cells"]
+    only_output_or_nothing(tmp_path, ["volume.zarr"])
+
+
+def test_png_folders_with_inverted_polarity(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (3, 40, 50), dtype=np.uint8)
+    membrane = rng.random((3, 40, 50)) < 0.3
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    for z in range(3):  # names sort naturally: 2 before 10
+        iio.imwrite(tmp_path / "img" / f"s{[2, 10, 11][z]}.png", image[z])
+        iio.imwrite(tmp_path / "lab" / f"s{[2, 10, 11][z]}.png", np.where(membrane[z], 255, 0).astype(np.uint8))
+    config = dataset(tmp_path / "img", tmp_path / "lab")
+    config["labels"].update(foreground=0, background=255)  # membranes drawn white
+    out = tmp_path / "out" / "volume.zarr"
+    ingest("pngs", config, tmp_path / "img", tmp_path / "lab", out)
+    root = volume_store.open_store(out)
+    np.testing.assert_array_equal(root[volume_store.IMAGE_PATH][:], image)
+    np.testing.assert_array_equal(root[volume_store.LABELS_PATH][:], ~membrane)
+
+
+def test_zarr_sources_2d_3d_and_group_key(tmp_path):
+    data = np.arange(2 * 30 * 20, dtype=np.uint16).reshape(2, 30, 20) % 256
+    zarr.create_array(str(tmp_path / "plain.zarr"), data=data)
+    group = zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
+    group.create_array("raw", data=data)
+    group.create_array("other", data=data[0])
+    for source, key in [(tmp_path / "plain.zarr", None), (tmp_path / "group.zarr", "raw")]:
+        out = tmp_path / f"out-{source.stem}.zarr"
+        config = dataset(source)
+        config["image"]["key"] = key
+        attrs = ingest("z", config, source, None, out)
+        np.testing.assert_array_equal(volume_store.open_store(out)[volume_store.IMAGE_PATH][:], data)
+        assert attrs["image"]["dtype"] == "uint16" and attrs["labels"] is None
+    with pytest.raises(InputDataError, match=r"group\.zarr: Zarr group holds arrays \['other', 'raw'\]"):
+        ingest("z", dataset(tmp_path / "group.zarr"), tmp_path / "group.zarr", None, tmp_path / "bad.zarr")
+    single = tmp_path / "single.zarr"
+    zarr.create_array(str(single), data=data[1])
+    out = tmp_path / "out-single.zarr"
+    ingest("z", dataset(single), single, None, out)
+    assert volume_store.open_store(out)[volume_store.IMAGE_PATH].shape == (1, 30, 20)
+
+
+def test_sixteen_bit_needs_rescale(tmp_path):
+    data = np.linspace(0, 4095, 2 * 16 * 16).reshape(2, 16, 16).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "deep.tif", data)
+    out = tmp_path / "volume.zarr"
+    with pytest.raises(InputDataError, match=r"deep\.tif, section 0: values 0\.\.\d+ of dtype uint16 do not fit uint8.*rescale"):
+        ingest("d", dataset(tmp_path / "deep.tif"), tmp_path / "deep.tif", None, out)
+    only_output_or_nothing(tmp_path, ["deep.tif"])
+    config = dataset(tmp_path / "deep.tif")
+    config["image"]["rescale"] = [0, 4095]
+    ingest("d", config, tmp_path / "deep.tif", None, out)
+    image = volume_store.open_store(out)[volume_store.IMAGE_PATH][:]
+    assert image.min() == 0 and image.max() == 255
+
+
+def test_float_image_with_fractions_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "f.tif", np.full((2, 8, 8), 0.5, dtype=np.float32))
+    with pytest.raises(InputDataError, match="float32 do not fit uint8"):
+        ingest("f", dataset(tmp_path / "f.tif"), tmp_path / "f.tif", None, tmp_path / "v.zarr")
+
+
+def test_instance_labels_keep_ids(tmp_path):
+    ids = np.zeros((2, 20, 20), dtype=np.uint16)
+    ids[:, 2:8, 2:8], ids[:, 10:18, 10:18] = 7, 300
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((2, 20, 20), np.uint8))
+    tifffile.imwrite(tmp_path / "ids.tif", ids)
+    config = dataset(tmp_path / "img.tif", tmp_path / "ids.tif")
+    config["labels"]["type"] = "instance"
+    attrs = ingest("i", config, tmp_path / "img.tif", tmp_path / "ids.tif", tmp_path / "v.zarr")
+    labels = volume_store.open_store(tmp_path / "v.zarr")[volume_store.LABELS_PATH]
+    assert labels.dtype == np.uint32 and attrs["labels"]["type"] == "instance"
+    np.testing.assert_array_equal(labels[:], ids)
+
+
+@pytest.fixture
+def small_pair(tmp_path):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((3, 16, 16), np.uint8), photometric="minisblack")
+    labels = np.full((3, 16, 16), 255, np.uint8)
+    labels[:, 8] = 0
+    tifffile.imwrite(tmp_path / "lab.tif", labels, photometric="minisblack")
+    return tmp_path / "img.tif", tmp_path / "lab.tif"
+
+
+def test_non_binary_labels_are_refused(small_pair, tmp_path):
+    image, labels = small_pair
+    data = tifffile.imread(labels)
+    data[1, 0, 0] = 128
+    tifffile.imwrite(labels, data, photometric="minisblack")
+    with pytest.raises(InputDataError, match=r"lab\.tif, section 1: label values \[128\] are neither foreground \(255\) nor background \(0\)"):
+        ingest("b", dataset(image, labels), image, labels, tmp_path / "v.zarr")
+    only_output_or_nothing(tmp_path, ["img.tif", "lab.tif"])
+
+
+def test_shape_mismatch_is_refused(small_pair, tmp_path):
+    image, _ = small_pair
+    tifffile.imwrite(tmp_path / "short.tif", np.zeros((2, 16, 16), np.uint8), photometric="minisblack")
+    with pytest.raises(InputDataError, match=r"short\.tif: label shape \(2, 16, 16\) differs from image shape \(3, 16, 16\)"):
+        ingest("s", dataset(image, tmp_path / "short.tif"), image, tmp_path / "short.tif", tmp_path / "v.zarr")
+
+
+def test_corrupt_and_missing_tiffs(isbi_dir, tmp_path):
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes((isbi_dir / "train-volume.tif").read_bytes()[:3_000_000])
+    with pytest.raises(InputDataError, match=r"truncated\.tif: (not a readable TIFF|section \d+ cannot be decoded)"):
+        ingest("c", dataset(truncated), truncated, None, tmp_path / "v.zarr")
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"this is not a tiff at all" * 10)
+    with pytest.raises(InputDataError, match=r"garbage\.tif: not a readable TIFF"):
+        ingest("c", dataset(garbage), garbage, None, tmp_path / "v.zarr")
+    with pytest.raises(InputDataError, match=r"nowhere\.tif: no such file"):
+        ingest("c", dataset(tmp_path / "nowhere.tif"), tmp_path / "nowhere.tif", None, tmp_path / "v.zarr")
+    only_output_or_nothing(tmp_path, ["truncated.tif", "garbage.tif"])
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 3), (2, 16, 16, 3)])
+def test_rgb_tiff_is_refused(tmp_path, shape):
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros(shape, np.uint8), photometric="rgb")
+    with pytest.raises(InputDataError, match=r"rgb\.tif: expected a grayscale stack"):
+        ingest("r", dataset(tmp_path / "rgb.tif"), tmp_path / "rgb.tif", None, tmp_path / "v.zarr")
+
+
+def test_checksums_and_section_ranges(small_pair, tmp_path):
+    image, labels = small_pair
+    config = dataset(image, labels)
+    config["image"]["pixel_sha256"] = "1" * 64
+    with pytest.raises(InputDataError, match=r"img\.tif: pixel sha256 mismatch: expected 1{64}"):
+        ingest("k", config, image, labels, tmp_path / "v.zarr")
+    config = dataset(image, labels)
+    config["labels"]["sha256"] = "2" * 64
+    with pytest.raises(PipelineError, match=r"lab\.tif: sha256 mismatch"):
+        ingest("k", config, image, labels, tmp_path / "v.zarr")
+    with pytest.raises(PipelineError, match=r"sections.train: sections \[3\] are outside"):
+        ingest("k", dataset(image, labels, sections={"train": "0-3"}), image, labels, tmp_path / "v.zarr")
+    only_output_or_nothing(tmp_path, ["img.tif", "lab.tif"])

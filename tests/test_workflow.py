@@ -1,0 +1,64 @@
+"""The workflow as users run it: through the snakemake command line."""
+
+import numpy as np
+import tifffile
+from conftest import REPO, run_snakemake, tiny_config, write_config
+
+from unet_pipeline import volume_store
+
+
+def test_lint_is_clean():
+    result = run_snakemake(REPO, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_default_config_dag_resolves(tmp_path):
+    result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
+    summary = result.stdout
+    assert "download        3" in summary and "ingest          2" in summary, summary
+
+
+def test_tiny_pipeline_downloads_and_ingests(serve, tiny_isbi, tmp_path):
+    base, requests = serve(tiny_isbi)
+    config = tiny_config(base)
+    config["datasets"]["tiny_test"]["base"] = tiny_isbi.as_uri()  # a file:// source is read in place
+    write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path, "--configfile", "config.yaml")
+
+    results = tmp_path / "results"
+    train = volume_store.open_store(results / "tiny" / "volume.zarr")
+    np.testing.assert_array_equal(train[volume_store.IMAGE_PATH][:], tifffile.imread(tiny_isbi / "train-volume.tif"))
+    np.testing.assert_array_equal(train[volume_store.LABELS_PATH][:], tifffile.imread(tiny_isbi / "train-labels.tif") == 255)
+    assert volume_store.provenance(train)["sections"] == {"train": [0, 1], "validation": [2], "test": []}
+    test = volume_store.open_store(results / "tiny_test" / "volume.zarr")
+    np.testing.assert_array_equal(test[volume_store.IMAGE_PATH][:], tifffile.imread(tiny_isbi / "test-volume.tif"))
+    assert sorted(path for path, _ in requests) == ["/train-labels.tif", "/train-volume.tif"]
+    assert not (results / "downloads" / "tiny_test").exists(), "local sources are used in place"
+    for log in ("download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log"):
+        assert (results / "logs" / log).stat().st_size > 0
+    for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv"):
+        assert "max_rss" in (results / "benchmarks" / bench).read_text()
+
+
+def test_failed_download_leaves_no_output_and_names_the_url(http_server, tmp_path):
+    base, _ = http_server
+    config = tiny_config(base)
+    config["datasets"]["tiny"]["image"]["source"] = "no-such-volume.tif"
+    write_config(tmp_path / "config.yaml", config)
+    result = run_snakemake(tmp_path, "--configfile", "config.yaml", "--keep-going", check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "results" / "logs" / "download" / "tiny.image.no-such-volume.tif.log").read_text()
+    assert f"{base}/no-such-volume.tif: HTTP 404" in log
+    assert f"{base}/no-such-volume.tif: HTTP 404" in result.stderr + result.stdout
+    image_dir = tmp_path / "results" / "downloads" / "tiny" / "image"
+    assert not image_dir.exists() or list(image_dir.iterdir()) == []
+    assert not (tmp_path / "results" / "tiny" / "volume.zarr").exists()
+
+
+def test_bad_config_is_rejected_by_the_schema(tmp_path):
+    config = tiny_config("/nowhere")
+    config["datasets"]["tiny"]["labels"]["type"] = "semantic"
+    write_config(tmp_path / "config.yaml", config)
+    result = run_snakemake(tmp_path, "--configfile", "config.yaml", "-n", check=False)
+    assert result.returncode != 0
+    assert "'semantic' is not one of ['binary', 'instance']" in result.stderr + result.stdout

@@ -1,0 +1,76 @@
+"""The layout of a dataset's Zarr store, shared by every stage that reads or writes it.
+
+``results/{dataset}/volume.zarr`` is an OME-Zarr 0.5 image (zarr v3), so napari
+and other NGFF viewers open it directly::
+
+    volume.zarr/            group: ome.multiscales + unet_pipeline provenance
+      0                     image, uint8 (z, y, x)
+      labels/cells/0        labels: uint8 0/1 (1 = foreground, i.e. cell interior)
+                            or uint32 instance ids (0 = background)
+
+Stores are written into a temporary sibling folder and renamed into place only
+when complete, so an interrupted stage never leaves a store that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+IMAGE_PATH = "0"
+LABELS_GROUP = "labels"
+LABEL_NAME = "cells"
+LABELS_PATH = f"{LABELS_GROUP}/{LABEL_NAME}/0"
+PROVENANCE_KEY = "unet_pipeline"
+NGFF_VERSION = "0.5"
+
+
+def section_chunks(shape: tuple[int, ...], max_tile: int = 1024) -> tuple[int, ...]:
+    """Chunks of one section in z, at most ``max_tile`` pixels along y and x."""
+    return (1, *(min(n, max_tile) for n in shape[1:]))
+
+
+def multiscales(name: str, voxel_size, unit: str, path: str = IMAGE_PATH) -> list[dict]:
+    """OME-NGFF multiscales metadata of a single-level (z, y, x) image."""
+    return [
+        {
+            "name": name,
+            "axes": [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"],
+            "datasets": [{"path": path, "coordinateTransformations": [{"type": "scale", "scale": list(map(float, voxel_size))}]}],
+        }
+    ]
+
+
+@contextmanager
+def atomic_store(final: str | os.PathLike):
+    """Yield a temporary path to write a Zarr store into; rename it to ``final`` on success.
+
+    On any exception the temporary store is deleted and ``final`` is left
+    untouched, so no half-written store remains.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def open_store(path: str | os.PathLike, mode: str = "r"):
+    """Open a dataset's volume store as a zarr group."""
+    import zarr
+
+    return zarr.open_group(str(path), mode=mode)
+
+
+def provenance(group) -> dict:
+    """The pipeline's provenance attributes of a volume store."""
+    return dict(group.attrs[PROVENANCE_KEY])
