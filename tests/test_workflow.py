@@ -1,5 +1,7 @@
 """The workflow as users run it: through the snakemake command line."""
 
+import re
+
 import numpy as np
 import tifffile
 from conftest import REPO, run_snakemake, tiny_config, write_config
@@ -15,10 +17,11 @@ def test_lint_is_clean():
 def test_default_config_dag_resolves(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
     summary = result.stdout
-    assert "download        3" in summary and "ingest          2" in summary, summary
+    for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1}.items():
+        assert re.search(rf"^{rule}\s+{count}$", summary, re.MULTILINE), summary
 
 
-def test_tiny_pipeline_downloads_and_ingests(serve, tiny_isbi, tmp_path):
+def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     base, requests = serve(tiny_isbi)
     config = tiny_config(base)
     config["datasets"]["tiny_test"]["base"] = tiny_isbi.as_uri()  # a file:// source is read in place
@@ -34,9 +37,13 @@ def test_tiny_pipeline_downloads_and_ingests(serve, tiny_isbi, tmp_path):
     np.testing.assert_array_equal(test[volume_store.IMAGE_PATH][:], tifffile.imread(tiny_isbi / "test-volume.tif"))
     assert sorted(path for path, _ in requests) == ["/train-labels.tif", "/train-volume.tif"]
     assert not (results / "downloads" / "tiny_test").exists(), "local sources are used in place"
-    for log in ("download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log"):
+    weights = volume_store.open_store(results / "tiny" / "weights.zarr")[volume_store.IMAGE_PATH]
+    assert weights.shape == (3, 128, 128) and weights.dtype == np.float32 and weights[:].max() > 1
+    assert (results / "tiny" / "figures" / "weight_map.png").stat().st_size > 10_000
+    assert not (results / "tiny_test" / "weights.zarr").exists(), "unlabelled data has no weight maps"
+    for log in ("download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log", "weight_maps/tiny.log"):
         assert (results / "logs" / log).stat().st_size > 0
-    for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv"):
+    for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv", "weight_maps/tiny.tsv"):
         assert "max_rss" in (results / "benchmarks" / bench).read_text()
 
 

@@ -49,10 +49,12 @@ def remote_source(wildcards):
     return source
 
 
-def volume_store(dataset):
-    return f"{RESULTS}/{dataset}/volume.zarr"
+def labelled(dataset):
+    return bool(DATASETS[dataset].get("labels"))
 
 
 def all_targets():
     """Everything `snakemake` builds by default: every stage for every dataset."""
-    return [volume_store(name) for name in DATASETS]
+    targets = [f"{RESULTS}/{name}/volume.zarr" for name in DATASETS]
+    targets += [f"{RESULTS}/{name}/figures/weight_map.png" for name in DATASETS if labelled(name)]
+    return targets

@@ -1,0 +1,16 @@
+"""Rule weight_maps: the paper's loss weights for every labelled section (see unet_pipeline.weight_map)."""
+
+import _library_path  # noqa: F401 (makes unet_pipeline importable)
+from unet_pipeline.rule_logging import rule_logging
+from unet_pipeline.weight_map import plot_weight_map, write_weight_maps
+
+with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+    options = snakemake.config["weight_map"]
+    write_weight_maps(
+        snakemake.input.volume,
+        snakemake.output.weights,
+        w0=options["w0"],
+        sigma=options["sigma"],
+        workers=snakemake.threads,
+    )
+    plot_weight_map(snakemake.input.volume, snakemake.output.weights, snakemake.output.figure, options["figure_section"])

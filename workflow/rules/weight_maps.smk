@@ -1,0 +1,26 @@
+# Stage 2: the paper's border-emphasising loss weights of every labelled section.
+
+
+rule weight_maps:
+    input:
+        volume=f"{RESULTS}/{{dataset}}/volume.zarr",
+    output:
+        weights=directory(f"{RESULTS}/{{dataset}}/weights.zarr"),
+        figure=report(
+            f"{RESULTS}/{{dataset}}/figures/weight_map.png",
+            caption="../report/weight_map.rst",
+            category="Weight maps",
+            subcategory="{dataset}",
+        ),
+    log:
+        f"{RESULTS}/logs/weight_maps/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/weight_maps/{{dataset}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    conda:
+        "../../envs/weight_maps.yaml"
+    script:
+        "../../scripts/weight_maps.py"
