@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/weight_maps.smk"
+include: "workflow/rules/augment.smk"
 
 
 rule all:

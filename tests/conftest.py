@@ -121,6 +121,16 @@ def tiny_config(data_base: str, results: str = "results") -> dict:
     return {
         "results": results,
         "download": {"retries": 1, "backoff_s": 0.05, "timeout_s": 10},
+        "preset": "tiny",
+        "train_dataset": "tiny",
+        "presets": {
+            "tiny": {
+                "model": {"architecture": "unet", "levels": 3, "base_channels": 4, "padded": False, "dropout": 0.5},
+                "input_size": 92,
+                "samples": 6,
+            }
+        },
+        "augmentation": {"samples_per_task": 2},
         "datasets": {
             "tiny": {
                 "base": data_base,

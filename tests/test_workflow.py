@@ -17,7 +17,7 @@ def test_lint_is_clean():
 def test_default_config_dag_resolves(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
     summary = result.stdout
-    for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1}.items():
+    for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1}.items():
         assert re.search(rf"^{rule}\s+{count}$", summary, re.MULTILINE), summary
 
 
@@ -41,9 +41,13 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert weights.shape == (3, 128, 128) and weights.dtype == np.float32 and weights[:].max() > 1
     assert (results / "tiny" / "figures" / "weight_map.png").stat().st_size > 10_000
     assert not (results / "tiny_test" / "weights.zarr").exists(), "unlabelled data has no weight maps"
-    for log in ("download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log", "weight_maps/tiny.log"):
+    augmented = volume_store.open_store(results / "tiny" / "augmented" / "tiny.zarr")
+    assert augmented["inputs"].shape == (6, 92, 92) and augmented["labels"].shape == (6, 52, 52)
+    assert (results / "tiny" / "figures" / "augmented_tiny.png").stat().st_size > 10_000
+    logs = ["download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log"]
+    for log in logs + ["weight_maps/tiny.log", "augment/tiny.tiny.log"]:
         assert (results / "logs" / log).stat().st_size > 0
-    for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv", "weight_maps/tiny.tsv"):
+    for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv", "weight_maps/tiny.tsv", "augment/tiny.tiny.tsv"):
         assert "max_rss" in (results / "benchmarks" / bench).read_text()
 
 

@@ -7,13 +7,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from unet_pipeline.sources import download_path, resolve_source
+from unet_pipeline.tile_geometry import TileGeometry
 
 RESULTS = config["results"]
 DATASETS = config["datasets"]
+PRESETS = config.get("presets", {})
+PRESET = config["preset"]
+TRAIN_DATASET = config.get("train_dataset")
+
+if TRAIN_DATASET is not None and not DATASETS.get(TRAIN_DATASET, {}).get("labels"):
+    raise ValueError(f"train_dataset {TRAIN_DATASET!r} must be a dataset of the config with labels")
+if TRAIN_DATASET is not None and PRESET not in PRESETS:
+    raise ValueError(f"preset {PRESET!r} is not among the presets of the config ({sorted(PRESETS)})")
 
 
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    preset="[A-Za-z0-9][A-Za-z0-9_-]*",
     role="image|labels",
     filename="[^/]+",
 
@@ -49,6 +59,19 @@ def remote_source(wildcards):
     return source
 
 
+def preset_geometry(preset):
+    """Tile geometry of a preset's network; fails early on an illegal input size."""
+    model = PRESETS[preset]["model"]
+    geometry = TileGeometry(levels=model["levels"], padded=model["padded"])
+    geometry.output_size(PRESETS[preset]["input_size"])
+    return geometry
+
+
+def augmentation_options(preset):
+    """The augmentation config plus the preset's sample count."""
+    return {**config["augmentation"], "samples": PRESETS[preset]["samples"]}
+
+
 def labelled(dataset):
     return bool(DATASETS[dataset].get("labels"))
 
@@ -57,4 +80,6 @@ def all_targets():
     """Everything `snakemake` builds by default: every stage for every dataset."""
     targets = [f"{RESULTS}/{name}/volume.zarr" for name in DATASETS]
     targets += [f"{RESULTS}/{name}/figures/weight_map.png" for name in DATASETS if labelled(name)]
+    if TRAIN_DATASET is not None:
+        targets.append(f"{RESULTS}/{TRAIN_DATASET}/figures/augmented_{PRESET}.png")
     return targets

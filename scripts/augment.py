@@ -1,0 +1,17 @@
+"""Rule augment: the augmented training set of a dataset for one preset (see unet_pipeline.augment)."""
+
+import _library_path  # noqa: F401 (makes unet_pipeline importable)
+from unet_pipeline.augment import plot_samples, write_augmented_set
+from unet_pipeline.rule_logging import rule_logging
+
+with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+    write_augmented_set(
+        snakemake.input.volume,
+        snakemake.input.weights,
+        snakemake.output.augmented,
+        snakemake.params.options,
+        snakemake.params.geometry,
+        snakemake.params.input_size,
+        workers=snakemake.threads,
+    )
+    plot_samples(snakemake.output.augmented, snakemake.output.figure)
