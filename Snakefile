@@ -17,6 +17,7 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/weight_maps.smk"
 include: "workflow/rules/augment.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

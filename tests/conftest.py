@@ -128,6 +128,7 @@ def tiny_config(data_base: str, results: str = "results") -> dict:
                 "model": {"architecture": "unet", "levels": 3, "base_channels": 4, "padded": False, "dropout": 0.5},
                 "input_size": 92,
                 "samples": 6,
+                "training": {"iterations": 4, "batch_size": 2, "validate_every": 2, "log_every": 1, "learning_rate": 0.001},
             }
         },
         "augmentation": {"samples_per_task": 2},

@@ -22,3 +22,9 @@ def test_padded_geometry_keeps_the_size():
     geometry = TileGeometry(levels=5, padded=True)
     assert geometry.output_size(512) == 512 and geometry.margin(512) == 0
     assert geometry.legal_input_sizes(1, 64) == [16, 32, 48, 64]
+
+
+def test_tile_step_is_a_multiple_of_the_pooling_period():
+    assert TileGeometry(levels=5).tile_step(572) == 384
+    assert TileGeometry(levels=4).tile_step(188) == 96
+    assert TileGeometry(levels=5, padded=True).tile_step(512) == 512

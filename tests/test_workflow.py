@@ -1,5 +1,6 @@
 """The workflow as users run it: through the snakemake command line."""
 
+import json
 import re
 
 import numpy as np
@@ -17,7 +18,7 @@ def test_lint_is_clean():
 def test_default_config_dag_resolves(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
     summary = result.stdout
-    for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1}.items():
+    for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1, "train": 1}.items():
         assert re.search(rf"^{rule}\s+{count}$", summary, re.MULTILINE), summary
 
 
@@ -44,10 +45,15 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     augmented = volume_store.open_store(results / "tiny" / "augmented" / "tiny.zarr")
     assert augmented["inputs"].shape == (6, 92, 92) and augmented["labels"].shape == (6, 52, 52)
     assert (results / "tiny" / "figures" / "augmented_tiny.png").stat().st_size > 10_000
+    model = json.loads((results / "models" / "tiny" / "model.json").read_text())
+    assert model["training"]["iterations"] == 4 and model["output_size"] == 52
+    for name in ("model.pt", "model.torchscript.pt", "training_curve.csv", "training_curve.png"):
+        assert (results / "models" / "tiny" / name).stat().st_size > 0
     logs = ["download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log"]
-    for log in logs + ["weight_maps/tiny.log", "augment/tiny.tiny.log"]:
+    for log in logs + ["weight_maps/tiny.log", "augment/tiny.tiny.log", "train/tiny.log"]:
         assert (results / "logs" / log).stat().st_size > 0
-    for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv", "weight_maps/tiny.tsv", "augment/tiny.tiny.tsv"):
+    for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv", "weight_maps/tiny.tsv", "augment/tiny.tiny.tsv",
+                  "train/tiny.tsv"):
         assert "max_rss" in (results / "benchmarks" / bench).read_text()
 
 

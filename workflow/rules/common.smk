@@ -82,4 +82,5 @@ def all_targets():
     targets += [f"{RESULTS}/{name}/figures/weight_map.png" for name in DATASETS if labelled(name)]
     if TRAIN_DATASET is not None:
         targets.append(f"{RESULTS}/{TRAIN_DATASET}/figures/augmented_{PRESET}.png")
+        targets.append(f"{RESULTS}/models/{PRESET}/model.pt")
     return targets

@@ -74,6 +74,24 @@ class TileGeometry:
         """Context pixels per side that the input tile adds around the output tile (92 in the paper)."""
         return (input_size - self.output_size(input_size)) // 2
 
+    def tile_step(self, input_size: int) -> int:
+        """Distance between neighbouring output tiles for seamless overlap-tile prediction.
+
+        Max-pooling makes an unpadded U-Net shift-equivariant only for shifts by
+        multiples of 2^(levels - 1) (16 in the paper), and its output sizes are not
+        such multiples (388 = 16 * 24 + 4). Tiles therefore step by the largest
+        multiple of 2^(levels - 1) that fits in the output tile and overlap by the
+        rest; every output pixel then equals a single pass over the whole image.
+        """
+        output = self.output_size(input_size)
+        if self.padded:
+            return output
+        factor = 2 ** (self.levels - 1)
+        step = output - output % factor
+        if step == 0:
+            raise TileSizeError(f"input tile size {input_size} gives an output of {output} px, below one pooling period ({factor})")
+        return step
+
     def input_size_for_output(self, output_size: int) -> int:
         """The smallest legal input tile whose output is at least ``output_size``."""
         size = output_size

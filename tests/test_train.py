@@ -1,0 +1,153 @@
+"""Training: it learns, it resumes exactly, it writes a self-describing model."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import REPO
+
+from unet_pipeline import volume_store
+from unet_pipeline.augment import write_augmented_set
+from unet_pipeline.errors import InputDataError
+from unet_pipeline.ingest import ingest
+from unet_pipeline.train import TrainingOptions, learning_rate, train
+from unet_pipeline.unet import UNetConfig, load_model
+from unet_pipeline.weight_map import write_weight_maps
+
+CONFIG = UNetConfig(levels=3, base_channels=8, dropout=0.1)
+INPUT = 92
+
+
+def synthetic_sections(rng, count=4, size=96):
+    """Bright discs (cells) on a dark, noisy background."""
+    yy, xx = np.indices((size, size))
+    labels = np.zeros((count, size, size), bool)
+    for z in range(count):
+        for _ in range(6):
+            cy, cx, r = rng.integers(10, size - 10), rng.integers(10, size - 10), rng.integers(5, 12)
+            labels[z] |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    image = np.clip(60 + 120 * labels + rng.normal(0, 25, labels.shape), 0, 255).astype(np.uint8)
+    return image, labels
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic")
+    image, labels = synthetic_sections(np.random.default_rng(0))
+    tifffile.imwrite(folder / "image.tif", image, photometric="minisblack")
+    tifffile.imwrite(folder / "labels.tif", np.where(labels, 255, 0).astype(np.uint8), photometric="minisblack")
+    config = {"image": {"source": "i"}, "labels": {"source": "l"}, "sections": {"train": "0-2", "validation": "3"}}
+    ingest("synthetic", config, folder / "image.tif", folder / "labels.tif", folder / "volume.zarr")
+    write_weight_maps(folder / "volume.zarr", folder / "weights.zarr")
+    options = {
+        "seed": 0, "samples": 24, "samples_per_task": 24,
+        "shift": {"enabled": True}, "flip": {"enabled": True}, "rotation": {"enabled": True, "max_degrees": 180},
+        "elastic": {"enabled": True, "grid_points": 3, "sigma": 4.0},
+        "intensity": {"enabled": False, "brightness": 0.1, "contrast": 0.2, "gamma": 0.2},
+    }  # fmt: skip
+    write_augmented_set(folder / "volume.zarr", folder / "weights.zarr", folder / "augmented.zarr", options, CONFIG.geometry, INPUT, progress=False)
+    return folder
+
+
+def outputs(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {"model": "model.pt", "metadata": "model.json", "torchscript": "model.ts", "curve_csv": "curve.csv", "curve_png": "curve.png"}
+    return {key: folder / name for key, name in names.items()}
+
+
+def run(synthetic, folder, **options):
+    settings = {"batch_size": 2, "optimizer": "adam", "learning_rate": 2e-3, "validate_every": 5, "log_every": 5, **options}
+    return train(synthetic / "augmented.zarr", synthetic / "volume.zarr", outputs(folder), folder / "checkpoints",
+                 CONFIG, TrainingOptions(**settings), threads=2, preset="test")  # fmt: skip
+
+
+def test_training_drives_the_loss_down_and_writes_the_model(synthetic, tmp_path):
+    metadata = run(synthetic, tmp_path, iterations=60, validate_every=30, log_every=10)
+    curve = [line.split(",") for line in (tmp_path / "curve.csv").read_text().splitlines()[1:]]
+    losses = [float(row[2]) for row in curve if row[0] == "train"]
+    assert losses[-1] < 0.6 * losses[0], losses
+    validation = [row for row in curve if row[0] == "validation"]
+    assert len(validation) == 2 and float(validation[-1][4]) < 0.2, validation
+    written = json.loads((tmp_path / "model.json").read_text())
+    assert written == metadata
+    assert written["input_size"] == INPUT and written["output_size"] == 52 and written["tile_step"] == 52
+    assert written["training"]["best"]["step"] in (30, 60)
+    model, loaded = load_model(tmp_path / "model.pt")
+    assert loaded["normalisation"] == metadata["normalisation"]
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["model"]
+    assert all(torch.equal(best[key], value) for key, value in model.state_dict().items()), "model.pt holds the best weights"
+    assert (tmp_path / "curve.png").stat().st_size > 5000
+
+
+def test_resume_continues_exactly_where_it_stopped(synthetic, tmp_path):
+    run(synthetic, tmp_path / "straight", iterations=10)
+    run(synthetic, tmp_path / "resumed", iterations=5)  # stops after the checkpoint of step 5
+    run(synthetic, tmp_path / "resumed", iterations=10)  # resumes from it
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)
+    assert straight["step"] == resumed["step"] == 10
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for a, b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
+        for name in a:
+            assert torch.equal(a[name], b[name]), name
+    keys = ("split", "step", "loss", "pixel_error", "v_rand")
+    assert [[r[k] for k in keys] for r in straight["rows"]] == [[r[k] for k in keys] for r in resumed["rows"]]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(synthetic, tmp_path):
+    script = (
+        "import sys; sys.path.insert(0, 'workflow'); sys.path.insert(0, 'tests');"
+        "from pathlib import Path; from test_train import run;"
+        f"run(Path({str(synthetic)!r}), Path({str(tmp_path)!r}), iterations=100000, validate_every=3, log_every=3)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    last = tmp_path / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert last.exists(), "the run wrote a checkpoint before it was killed"
+    stopped_at = torch.load(last, weights_only=False)["step"]
+    assert not (tmp_path / "model.pt").exists(), "a killed run leaves no model"
+    run(synthetic, tmp_path, iterations=stopped_at + 3, validate_every=3, log_every=3)
+    rows = json.loads((tmp_path / "model.json").read_text())["training"]
+    assert torch.load(last, weights_only=False)["step"] == stopped_at + 3
+    assert rows["iterations"] == stopped_at + 3
+
+
+def test_a_changed_configuration_starts_over(synthetic, tmp_path, caplog):
+    run(synthetic, tmp_path, iterations=5)
+    with caplog.at_level("INFO"):
+        run(synthetic, tmp_path, iterations=5, learning_rate=1e-3)
+    assert "ignoring" in caplog.text and "resuming" not in caplog.text
+
+
+def test_tiles_that_do_not_fit_the_network_are_refused(synthetic, tmp_path):
+    with pytest.raises(InputDataError, match=r"tiles of 92 -> 52 px do not fit the network \(92 -> 4 px\)"):
+        train(synthetic / "augmented.zarr", synthetic / "volume.zarr", outputs(tmp_path), tmp_path / "c",
+              UNetConfig(levels=4, base_channels=4), TrainingOptions(iterations=1))  # fmt: skip
+
+
+def test_learning_rate_schedules():
+    constant = TrainingOptions(iterations=100, learning_rate=0.1)
+    assert learning_rate(constant, 0) == learning_rate(constant, 99) == 0.1
+    poly = TrainingOptions(iterations=100, learning_rate=0.1, schedule="poly", warmup=10)
+    assert learning_rate(poly, 0) == pytest.approx(0.01) and learning_rate(poly, 10) == pytest.approx(0.1)
+    assert learning_rate(poly, 99) < 0.01
+    cosine = TrainingOptions(iterations=100, learning_rate=0.1, schedule="cosine")
+    assert learning_rate(cosine, 50) == pytest.approx(0.05)
+
+
+def test_normalisation_comes_from_the_training_sections(synthetic, tmp_path):
+    metadata = run(synthetic, tmp_path, iterations=1)
+    image = volume_store.open_store(synthetic / "volume.zarr")[volume_store.IMAGE_PATH][:3] / 255.0
+    assert metadata["normalisation"]["mean"] == pytest.approx(image.mean())
+    assert metadata["normalisation"]["std"] == pytest.approx(image.std())

@@ -1,0 +1,40 @@
+# Stage 4: train the preset's U-Net on the augmented set of the training dataset.
+
+
+rule train:
+    input:
+        augmented=f"{RESULTS}/{TRAIN_DATASET}/augmented/{{preset}}.zarr",
+        volume=f"{RESULTS}/{TRAIN_DATASET}/volume.zarr",
+    output:
+        model=f"{RESULTS}/models/{{preset}}/model.pt",
+        metadata=f"{RESULTS}/models/{{preset}}/model.json",
+        torchscript=f"{RESULTS}/models/{{preset}}/model.torchscript.pt",
+        curve_csv=report(
+            f"{RESULTS}/models/{{preset}}/training_curve.csv",
+            caption="../report/training_curve.rst",
+            category="Training",
+            subcategory="{preset}",
+        ),
+        curve_png=report(
+            f"{RESULTS}/models/{{preset}}/training_curve.png",
+            caption="../report/training_curve.rst",
+            category="Training",
+            subcategory="{preset}",
+        ),
+    params:
+        preset=lambda wildcards: PRESETS[wildcards.preset],
+        # not an output: Snakemake deletes a failed job's outputs, checkpoints must survive to resume
+        checkpoints=f"{RESULTS}/models/{{preset}}/checkpoints",
+    log:
+        f"{RESULTS}/logs/train/{{preset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{preset}}.tsv"
+    threads: 8
+    resources:
+        mem_mb=16000,
+        runtime=lambda wildcards: PRESETS[wildcards.preset]["runtime_minutes"],
+        gpu=lambda wildcards: PRESETS[wildcards.preset]["gpus"],
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../../scripts/train.py"
