@@ -18,6 +18,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/weight_maps.smk"
 include: "workflow/rules/augment.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:

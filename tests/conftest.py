@@ -132,6 +132,7 @@ def tiny_config(data_base: str, results: str = "results") -> dict:
             }
         },
         "augmentation": {"samples_per_task": 2},
+        "prediction": {"submission_tiff": ["tiny_test"]},
         "datasets": {
             "tiny": {
                 "base": data_base,

@@ -18,7 +18,8 @@ def test_lint_is_clean():
 def test_default_config_dag_resolves(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
     summary = result.stdout
-    for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1, "train": 1}.items():
+    for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1, "train": 1, "predict": 2,
+                        "submission_tiff": 1}.items():
         assert re.search(rf"^{rule}\s+{count}$", summary, re.MULTILINE), summary
 
 
@@ -49,11 +50,15 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert model["training"]["iterations"] == 4 and model["output_size"] == 52
     for name in ("model.pt", "model.torchscript.pt", "training_curve.csv", "training_curve.png"):
         assert (results / "models" / "tiny" / name).stat().st_size > 0
+    for name in ("tiny", "tiny_test"):
+        probabilities = volume_store.open_store(results / name / "predictions" / "tiny.zarr")[volume_store.IMAGE_PATH]
+        assert probabilities.shape == (3, 128, 128) and probabilities.dtype == np.uint8
+    assert tifffile.imread(results / "tiny_test" / "predictions" / "tiny.tif").dtype == np.float32
     logs = ["download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log"]
-    for log in logs + ["weight_maps/tiny.log", "augment/tiny.tiny.log", "train/tiny.log"]:
+    for log in logs + ["weight_maps/tiny.log", "augment/tiny.tiny.log", "train/tiny.log", "predict/tiny_test.tiny.log"]:
         assert (results / "logs" / log).stat().st_size > 0
     for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv", "weight_maps/tiny.tsv", "augment/tiny.tiny.tsv",
-                  "train/tiny.tsv"):
+                  "train/tiny.tsv", "predict/tiny.tiny.tsv", "submission_tiff/tiny_test.tiny.tsv"):
         assert "max_rss" in (results / "benchmarks" / bench).read_text()
 
 

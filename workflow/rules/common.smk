@@ -17,6 +17,9 @@ TRAIN_DATASET = config.get("train_dataset")
 
 if TRAIN_DATASET is not None and not DATASETS.get(TRAIN_DATASET, {}).get("labels"):
     raise ValueError(f"train_dataset {TRAIN_DATASET!r} must be a dataset of the config with labels")
+for name in config["prediction"]["submission_tiff"]:
+    if name not in DATASETS:
+        raise ValueError(f"prediction.submission_tiff names {name!r}, which is not a dataset of the config")
 if TRAIN_DATASET is not None and PRESET not in PRESETS:
     raise ValueError(f"preset {PRESET!r} is not among the presets of the config ({sorted(PRESETS)})")
 
@@ -83,4 +86,6 @@ def all_targets():
     if TRAIN_DATASET is not None:
         targets.append(f"{RESULTS}/{TRAIN_DATASET}/figures/augmented_{PRESET}.png")
         targets.append(f"{RESULTS}/models/{PRESET}/model.pt")
+        targets += [f"{RESULTS}/{name}/predictions/{PRESET}.zarr" for name in DATASETS]
+        targets += [f"{RESULTS}/{name}/predictions/{PRESET}.tif" for name in config["prediction"]["submission_tiff"]]
     return targets

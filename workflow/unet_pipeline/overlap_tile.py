@@ -39,6 +39,8 @@ def normalise(tiles: np.ndarray, normalisation: dict) -> np.ndarray:
 def _dihedral(batch: torch.Tensor, index: int, inverse: bool = False) -> torch.Tensor:
     """One of the 8 flips/rotations of square tiles (index 0 is the identity)."""
     turns, flip = index % 4, index >= 4
+    if index == 0:
+        return batch
     if inverse:
         batch = torch.rot90(batch, -turns, dims=(-2, -1))
         return torch.flip(batch, dims=(-1,)) if flip else batch

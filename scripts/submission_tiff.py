@@ -1,0 +1,8 @@
+"""Rule submission_tiff: a prediction as the ISBI 2012 submission format (see unet_pipeline.predict)."""
+
+import _library_path  # noqa: F401 (makes unet_pipeline importable)
+from unet_pipeline.predict import write_submission_tiff
+from unet_pipeline.rule_logging import rule_logging
+
+with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+    write_submission_tiff(snakemake.input[0], snakemake.output[0])

@@ -1,0 +1,142 @@
+"""The prediction stage: whole volumes, borders, restarts, bounded memory, submission TIFF."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+from conftest import REPO
+
+from unet_pipeline import overlap_tile, volume_store
+from unet_pipeline.errors import InputDataError, PipelineError
+from unet_pipeline.predict import decode, predict_volume, write_submission_tiff
+from unet_pipeline.tile_geometry import TileSizeError
+from unet_pipeline.unet import UNet, UNetConfig, load_model, save_model
+
+CONFIG = UNetConfig(levels=3, base_channels=4)
+NORMALISATION = {"mean": 0.4, "std": 0.3}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    metadata = {"model": {"architecture": "unet", "in_channels": 1, "classes": 2, "levels": 3, "base_channels": 4,
+                          "padded": False, "dropout": 0.5}, "input_size": 92, "normalisation": NORMALISATION}  # fmt: skip
+    save_model(UNet(CONFIG), path, metadata)
+    return path
+
+
+def volume(tmp_path, shape=(3, 150, 170), chunks=None, seed=0):
+    data = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    zarr.create_array(str(tmp_path / "image.zarr"), data=data, chunks=chunks or (1, *shape[1:]))
+    return tmp_path / "image.zarr", data
+
+
+def reference(model_path, section):
+    model, metadata = load_model(model_path)
+    return overlap_tile.predict_section(model, section, model.config.geometry, 92, metadata["normalisation"], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("uint8", 0.5 / 255 + 1e-6), ("float16", 1e-3)])
+def test_volume_prediction_equals_section_prediction(model_path, tmp_path, dtype, tolerance):
+    image, data = volume(tmp_path, chunks=(1, 64, 96))  # blocks are smaller than the section
+    info = predict_volume(model_path, image, tmp_path / "out.zarr", dtype=dtype, batch_size=3)
+    stored = volume_store.open_store(tmp_path / "out.zarr")[volume_store.IMAGE_PATH]
+    assert stored.shape == data.shape and stored.dtype == np.dtype(dtype) and stored.chunks == (1, 150, 170)
+    for z in range(3):
+        assert np.abs(decode(stored[z]) - reference(model_path, data[z])).max() <= tolerance
+    assert info["chunks_computed"] == 3 and info["probability_of"].startswith("foreground")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no work store is left"
+
+
+def test_mirror_padding_at_all_four_borders(model_path):
+    """Predicting a section equals predicting the middle of its mirror-padded copy, which has real context."""
+    section = np.random.default_rng(5).integers(0, 256, (100, 120), dtype=np.uint8)
+    pad = 64  # a multiple of the pooling period, wider than the context the border tiles read
+    padded = np.pad(section, pad, mode="reflect")
+    inner = reference(model_path, padded)[pad:-pad, pad:-pad]
+    assert np.abs(reference(model_path, section) - inner).max() <= 1e-5
+
+
+def test_restart_skips_finished_chunks(model_path, tmp_path, monkeypatch):
+    image, data = volume(tmp_path, shape=(4, 80, 80), chunks=(1, 80, 80))
+    calls = {"n": 0}
+    real = overlap_tile.predict_region
+
+    def crash_after_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    import unet_pipeline.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "predict_region", crash_after_two)
+    with pytest.raises(RuntimeError, match="killed"):
+        predict_volume(model_path, image, tmp_path / "out.zarr")
+    assert not (tmp_path / "out.zarr").exists(), "an interrupted prediction is not an output"
+    work = tmp_path / ".out.zarr.partial"
+    assert sorted(p.name for p in (work / ".done").iterdir()) == ["0_0_0", "1_0_0"]
+    (work / ".done" / "1_0_0").unlink()  # as if chunk 1 were half-written when the run died
+    monkeypatch.setattr(predict_module, "predict_region", real)
+    info = predict_volume(model_path, image, tmp_path / "out.zarr")
+    assert info["chunks_computed"] == 3, "chunk 0 is reused, chunks 1-3 are computed"
+    stored = volume_store.open_store(tmp_path / "out.zarr")[volume_store.IMAGE_PATH]
+    predict_volume(model_path, image, tmp_path / "clean.zarr")
+    np.testing.assert_array_equal(stored[:], volume_store.open_store(tmp_path / "clean.zarr")[volume_store.IMAGE_PATH][:])
+
+
+def test_peak_memory_does_not_grow_with_the_volume(model_path, tmp_path):
+    """A lazily filled volume 16x larger costs (almost) no extra memory: no full-volume buffer exists."""
+    script = (
+        "import json, resource, sys, zarr; sys.path.insert(0, 'workflow');"
+        "from unet_pipeline.predict import predict_volume;"
+        "path, size, out = sys.argv[1], int(sys.argv[2]), sys.argv[3];"
+        "zarr.create_array(path, shape=(1, size, size), chunks=(1, 512, 512), dtype='uint8', fill_value=90);"
+        f"predict_volume({str(model_path)!r}, path, out, batch_size=8, threads=2);"
+        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
+    )
+    peaks = {}
+    for size in (512, 2048):
+        command = [sys.executable, "-c", script, str(tmp_path / f"in{size}.zarr"), str(size), str(tmp_path / f"out{size}.zarr")]
+        peaks[size] = json.loads(subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout) / 1024
+    full_volume_mib = 2048 * 2048 * 4 / 2**20  # one float32 copy of the larger volume: 16 MiB
+    assert peaks[2048] - peaks[512] < full_volume_mib, peaks
+
+
+def test_submission_tiff(model_path, tmp_path):
+    image, data = volume(tmp_path, shape=(2, 60, 70))
+    predict_volume(model_path, image, tmp_path / "out.zarr", dtype="float16")
+    write_submission_tiff(tmp_path / "out.zarr", tmp_path / "submission.tif")
+    pages = tifffile.imread(tmp_path / "submission.tif")
+    assert pages.shape == (2, 60, 70) and pages.dtype == np.float32 and 0 <= pages.min() and pages.max() <= 1
+    np.testing.assert_array_equal(pages, decode(volume_store.open_store(tmp_path / "out.zarr")[volume_store.IMAGE_PATH][:]))
+
+
+def test_clear_errors(model_path, tmp_path):
+    zarr.create_array(str(tmp_path / "float.zarr"), data=np.zeros((2, 40, 40), np.float32))
+    with pytest.raises(InputDataError, match=r"float\.zarr: expected uint8 gray values, found dtype float32"):
+        predict_volume(model_path, tmp_path / "float.zarr", tmp_path / "o.zarr")
+    zarr.create_array(str(tmp_path / "4d.zarr"), data=np.zeros((2, 2, 40, 40), np.uint8))
+    with pytest.raises(InputDataError, match=r"4d\.zarr: expected a 2D or 3D image"):
+        predict_volume(model_path, tmp_path / "4d.zarr", tmp_path / "o.zarr")
+    image, _ = volume(tmp_path, shape=(1, 40, 40))
+    with pytest.raises(PipelineError, match=r"missing\.pt: model file not found"):
+        predict_volume(tmp_path / "missing.pt", image, tmp_path / "o.zarr")
+    with pytest.raises(TileSizeError, match="input tile size 90 is illegal.*88 or 92"):
+        predict_volume(model_path, image, tmp_path / "o.zarr", input_size=90)
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_two_dimensional_input(model_path, tmp_path):
+    data = np.random.default_rng(2).integers(0, 256, (70, 90), dtype=np.uint8)
+    zarr.create_array(str(tmp_path / "plane.zarr"), data=data)
+    predict_volume(model_path, tmp_path / "plane.zarr", tmp_path / "o.zarr", dtype="float16")
+    stored = volume_store.open_store(tmp_path / "o.zarr")[volume_store.IMAGE_PATH]
+    assert stored.shape == (1, 70, 90)
+    assert np.abs(decode(stored[0]) - reference(model_path, data)).max() <= 1e-3

@@ -1,0 +1,41 @@
+# Stage 5: overlap-tile prediction of whole volumes with a trained model, streamed chunk by chunk.
+
+
+rule predict:
+    input:
+        model=f"{RESULTS}/models/{{preset}}/model.pt",
+        volume=f"{RESULTS}/{{dataset}}/volume.zarr",
+    output:
+        directory(f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr"),
+    log:
+        f"{RESULTS}/logs/predict/{{dataset}}.{{preset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{dataset}}.{{preset}}.tsv"
+    threads: 8
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=lambda wildcards: PRESETS[wildcards.preset]["gpus"],
+    conda:
+        "../../envs/predict.yaml"
+    script:
+        "../../scripts/predict.py"
+
+
+rule submission_tiff:
+    input:
+        f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr",
+    output:
+        f"{RESULTS}/{{dataset}}/predictions/{{preset}}.tif",
+    log:
+        f"{RESULTS}/logs/submission_tiff/{{dataset}}.{{preset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/submission_tiff/{{dataset}}.{{preset}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1024,
+        runtime=30,
+    conda:
+        "../../envs/predict.yaml"
+    script:
+        "../../scripts/submission_tiff.py"
