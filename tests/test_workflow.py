@@ -1,5 +1,6 @@
 """The workflow as users run it: through the snakemake command line."""
 
+import base64
 import json
 import re
 
@@ -19,7 +20,7 @@ def test_default_config_dag_resolves(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
     summary = result.stdout
     for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1, "train": 1, "predict": 2,
-                        "submission_tiff": 1}.items():
+                        "submission_tiff": 1, "evaluate": 1, "prediction_figure": 2}.items():
         assert re.search(rf"^{rule}\s+{count}$", summary, re.MULTILINE), summary
 
 
@@ -54,11 +55,26 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
         probabilities = volume_store.open_store(results / name / "predictions" / "tiny.zarr")[volume_store.IMAGE_PATH]
         assert probabilities.shape == (3, 128, 128) and probabilities.dtype == np.uint8
     assert tifffile.imread(results / "tiny_test" / "predictions" / "tiny.tif").dtype == np.float32
+    summary = json.loads((results / "tiny" / "evaluation" / "tiny" / "summary.json").read_text())
+    assert summary["split"] == "validation" and summary["sections"] == [2]
+    assert set(summary["metrics"]) == {"v_rand", "v_info", "pixel_error", "iou", "dice", "rand_error"}
+    assert not (results / "tiny_test" / "evaluation").exists(), "data without labels is not evaluated"
+    for name in ("tiny", "tiny_test"):
+        assert (results / name / "figures" / "prediction_tiny.png").stat().st_size > 10_000
+
+    run_snakemake(tmp_path, "--configfile", "config.yaml", "--report", "report.html")
+    report = (tmp_path / "report.html").read_text()
+    table = (results / "tiny" / "evaluation" / "tiny" / "sections.csv").read_bytes()
+    embedded = re.search(r"data:text/csv;charset=utf8;filename=sections\.csv;base64,([A-Za-z0-9+/=]+)", report)
+    assert embedded and base64.b64decode(embedded.group(1)) == table, "the report carries the metric table"
+    for category in ("Weight maps", "Augmentation", "Training", "Evaluation", "Predictions"):
+        assert category in report
     logs = ["download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log"]
-    for log in logs + ["weight_maps/tiny.log", "augment/tiny.tiny.log", "train/tiny.log", "predict/tiny_test.tiny.log"]:
+    logs += ["weight_maps/tiny.log", "augment/tiny.tiny.log", "train/tiny.log", "predict/tiny_test.tiny.log", "evaluate/tiny.tiny.log"]
+    for log in logs:
         assert (results / "logs" / log).stat().st_size > 0
     for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv", "weight_maps/tiny.tsv", "augment/tiny.tiny.tsv",
-                  "train/tiny.tsv", "predict/tiny.tiny.tsv", "submission_tiff/tiny_test.tiny.tsv"):
+                  "train/tiny.tsv", "predict/tiny.tiny.tsv", "submission_tiff/tiny_test.tiny.tsv", "evaluate/tiny.tiny.tsv"):
         assert "max_rss" in (results / "benchmarks" / bench).read_text()
 
 

@@ -86,6 +86,7 @@ def all_targets():
     if TRAIN_DATASET is not None:
         targets.append(f"{RESULTS}/{TRAIN_DATASET}/figures/augmented_{PRESET}.png")
         targets.append(f"{RESULTS}/models/{PRESET}/model.pt")
-        targets += [f"{RESULTS}/{name}/predictions/{PRESET}.zarr" for name in DATASETS]
+        targets += [f"{RESULTS}/{name}/figures/prediction_{PRESET}.png" for name in DATASETS]
+        targets += [f"{RESULTS}/{name}/evaluation/{PRESET}/summary.json" for name in DATASETS if labelled(name)]
         targets += [f"{RESULTS}/{name}/predictions/{PRESET}.tif" for name in config["prediction"]["submission_tiff"]]
     return targets

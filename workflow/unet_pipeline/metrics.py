@@ -1,10 +1,43 @@
-"""Segmentation scores of a foreground probability map against binary labels.
+"""Segmentation scores as the ISBI 2012 organisers computed them, plus pixel error, IoU and Dice.
 
-``pixel_error`` is the paper's (Table 1). ``v_rand_skimage`` is the Rand F-score
-of scikit-image's ``adapted_rand_error`` on the 4-connected cells of the
-thresholded prediction and of the labels; it serves training validation. It is
-not the organisers' exact ISBI 2012 V_rand (which thins borders and counts
-border pixels of the proposal as singletons).
+For one section, a foreground probability map and binary ground truth
+(1 = cell interior):
+
+1. The probability map is binarised at a threshold; its 4-connected foreground
+   components are the proposed cells. A watershed with 4-connectivity, seeded by
+   those cells and flooding the membrane probability, thins the borders between
+   them to 1-px watershed lines (Fiji's evaluation does the same with
+   MorphoLibJ).
+2. The ground-truth cells are the 4-connected components of the labels.
+3. Only pixels inside ground-truth cells count ("foreground-restricted"). On
+   them the contingency table p_ij (fraction of pixels in true cell i and
+   proposed cell j) is built, and a proposal border pixel (watershed line)
+   inside a true cell is its own singleton segment.
+4. With p_ij the fraction of those pixels in proposed segment i and true cell j,
+   s_i = sum_j p_ij (proposal) and t_j = sum_i p_ij (truth), as in
+   Arganda-Carreras et al. (2015):
+   V_rand split = sum p_ij^2 / sum t_j^2, merge = sum p_ij^2 / sum s_i^2 and
+   V_rand = 2 sum p_ij^2 / (sum s_i^2 + sum t_j^2);
+   V_info split = I / H(proposal), merge = I / H(truth) and
+   V_info = 2 I / (H(proposal) + H(truth)), I the mutual information.
+   A merge lowers the merge scores, a split the split scores.
+5. Per threshold the scores are averaged over sections; the reported value is
+   the maximum over thresholds 0.0, 0.1, ..., 1.0.
+
+Rand error = 1 - V_rand. Pixel error is the fraction of pixels whose
+thresholded class differs from the labels (the minimum over thresholds is
+reported). IoU and Dice are those of the foreground (cells).
+
+Differences from ``skimage.metrics.adapted_rand_error``: scikit-image also ignores
+pixels where the truth is 0, but it takes label 0 of the proposal as one
+ordinary segment instead of singletons and does not thin borders, so every
+proposal membrane pixel inside a true cell joins one giant segment; it counts
+pairs of distinct pixels (leaving out the n self-pairs that the probabilities
+p_ij include, an O(1/n) difference); and its precision and recall are the split
+and merge scores in the other order. Its F-score is therefore lower wherever
+predicted membranes are thick. The warping error is not computed: a faithful implementation needs
+the topology-preserving warping with simple points of Jain et al. (2010), and an
+approximation would not be comparable to published values.
 """
 
 from __future__ import annotations
@@ -13,6 +46,7 @@ import numpy as np
 from scipy import ndimage
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def pixel_error(probability: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> float:
@@ -20,11 +54,103 @@ def pixel_error(probability: np.ndarray, labels: np.ndarray, threshold: float = 
     return float(np.mean((probability > threshold) != (labels > 0)))
 
 
-def v_rand_skimage(probability: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> float:
-    """1 - adapted Rand error between the 4-connected cells of prediction and labels."""
-    from skimage.metrics import adapted_rand_error
+def overlap_scores(probability: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> tuple[float, float]:
+    """IoU and Dice of the foreground (1.0 each when both are empty)."""
+    predicted, truth = probability > threshold, labels > 0
+    intersection = np.count_nonzero(predicted & truth)
+    union = np.count_nonzero(predicted | truth)
+    total = np.count_nonzero(predicted) + np.count_nonzero(truth)
+    return (intersection / union if union else 1.0), (2 * intersection / total if total else 1.0)
 
-    truth, _ = ndimage.label(labels > 0, structure=FOUR_CONNECTED)
-    proposal, _ = ndimage.label(probability > threshold, structure=FOUR_CONNECTED)
-    error, _, _ = adapted_rand_error(truth, proposal)
-    return float(1.0 - error)
+
+def truth_cells(labels: np.ndarray) -> np.ndarray:
+    """Ground-truth cells: 4-connected components of the foreground."""
+    cells, _ = ndimage.label(labels > 0, structure=FOUR_CONNECTED)
+    return cells
+
+
+def proposal_cells(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """Proposed cells with borders thinned to 1-px watershed lines (label 0)."""
+    from skimage.segmentation import watershed
+
+    markers, count = ndimage.label(probability > threshold, structure=FOUR_CONNECTED)
+    if count == 0:
+        return markers
+    # Flooding only ever starts from cell pixels next to the background, so the watershed
+    # runs on the background and that rim alone: same result, a third of the work.
+    band = ndimage.binary_dilation(markers == 0, structure=FOUR_CONNECTED)
+    flooded = watershed(1.0 - probability, markers, connectivity=1, watershed_line=True, mask=band)
+    return np.where(band, flooded, markers)
+
+
+def contingency(truth: np.ndarray, proposal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Joint and marginal counts on truth foreground; proposal label 0 counts as singletons.
+
+    Returns (joint counts of (i, j) pairs with j > 0, counts per true cell,
+    counts per proposed cell j > 0, number of singleton pixels).
+    """
+    inside = truth > 0
+    t, p = truth[inside].astype(np.int64), proposal[inside].astype(np.int64)
+    singletons = int(np.count_nonzero(p == 0))
+    t_all = np.bincount(t)
+    t_pair, p_pair = t[p > 0], p[p > 0]
+    keys = t_pair * (int(p.max()) + 1) + p_pair
+    _, joint = np.unique(keys, return_counts=True)
+    proposed = np.bincount(p_pair)
+    return joint, t_all[t_all > 0], proposed[proposed > 0], singletons
+
+
+def rand_and_info(truth: np.ndarray, proposal: np.ndarray) -> dict:
+    """Foreground-restricted V_rand and V_info with their split and merge parts."""
+    joint, true_sizes, proposed_sizes, singletons = contingency(truth, proposal)
+    n = float(true_sizes.sum())
+    if n == 0:
+        return {name: 1.0 for name in ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split", "v_info_merge")}
+    p_ij = np.concatenate([joint, np.ones(singletons)]) / n
+    s_i = np.concatenate([proposed_sizes, np.ones(singletons)]) / n
+    t_j = true_sizes / n
+    sum_p2, sum_s2, sum_t2 = (p_ij**2).sum(), (s_i**2).sum(), (t_j**2).sum()
+    scores = {
+        "v_rand_split": sum_p2 / sum_t2,
+        "v_rand_merge": sum_p2 / sum_s2,
+        "v_rand": 2 * sum_p2 / (sum_s2 + sum_t2),
+    }
+    entropy_proposal = -(s_i * np.log(s_i)).sum()
+    entropy_truth = -(t_j * np.log(t_j)).sum()
+    mutual = entropy_truth + entropy_proposal + (p_ij * np.log(p_ij)).sum()
+    scores["v_info_split"] = mutual / entropy_proposal if entropy_proposal > 0 else 1.0
+    scores["v_info_merge"] = mutual / entropy_truth if entropy_truth > 0 else 1.0
+    total = entropy_truth + entropy_proposal
+    scores["v_info"] = 2 * mutual / total if total > 0 else 1.0
+    return {key: float(value) for key, value in scores.items()}
+
+
+def section_scores(probability: np.ndarray, labels: np.ndarray, thresholds=THRESHOLDS) -> list[dict]:
+    """Every score of one section at every threshold."""
+    truth = truth_cells(labels)
+    rows = []
+    for threshold in thresholds:
+        iou, dice = overlap_scores(probability, labels, threshold)
+        rows.append({
+            "threshold": threshold,
+            **rand_and_info(truth, proposal_cells(probability, threshold)),
+            "pixel_error": pixel_error(probability, labels, threshold),
+            "iou": iou,
+            "dice": dice,
+        })  # fmt: skip
+    return rows
+
+
+HIGHER_IS_BETTER = {"v_rand": True, "v_info": True, "iou": True, "dice": True, "pixel_error": False}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per metric: the best over thresholds of the per-threshold mean over sections, and that threshold."""
+    thresholds = sorted({row["threshold"] for row in rows})
+    summary = {}
+    for metric, higher in HIGHER_IS_BETTER.items():
+        means = {t: float(np.mean([row[metric] for row in rows if row["threshold"] == t])) for t in thresholds}
+        best = (max if higher else min)(thresholds, key=lambda t: means[t])
+        summary[metric] = {"value": means[best], "threshold": best, "per_threshold": means}
+    summary["rand_error"] = {"value": 1.0 - summary["v_rand"]["value"], "threshold": summary["v_rand"]["threshold"]}
+    return summary

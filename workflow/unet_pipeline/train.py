@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from . import volume_store
 from .errors import InputDataError, PipelineError
-from .metrics import pixel_error, v_rand_skimage
+from .metrics import pixel_error, proposal_cells, rand_and_info, truth_cells
 from .overlap_tile import predict_section
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
 
@@ -138,7 +138,7 @@ def normalisation_of(volume, sections) -> dict:
 
 
 def validate(model, volume, sections, geometry, input_size, normalisation, device, amp_dtype, batch_size) -> dict:
-    """Pixel error and V_rand averaged over the validation sections, by overlap-tile prediction."""
+    """Pixel error and V_rand (ISBI style, threshold 0.5) over the validation sections, by overlap-tile prediction."""
     model.eval()
     image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
     scores = []
@@ -147,7 +147,8 @@ def validate(model, volume, sections, geometry, input_size, normalisation, devic
             model, image[section], geometry, input_size, normalisation, device, batch_size=batch_size, amp_dtype=amp_dtype
         )
         truth = labels[section] > 0
-        scores.append((pixel_error(probability, truth), v_rand_skimage(probability, truth)))
+        v_rand = rand_and_info(truth_cells(truth), proposal_cells(probability, 0.5))["v_rand"]
+        scores.append((pixel_error(probability, truth), v_rand))
     model.train()
     return {"pixel_error": float(np.mean([s[0] for s in scores])), "v_rand": float(np.mean([s[1] for s in scores]))}
 
@@ -185,7 +186,7 @@ def plot_curve(rows: list[dict], path) -> None:
     left.set(xlabel="iteration", ylabel="weighted cross-entropy", title="training loss (running mean)")
     if valid:
         steps = [row["step"] for row in valid]
-        right.plot(steps, [row["v_rand"] for row in valid], "o-", label="V_rand (skimage, 4-conn.)")
+        right.plot(steps, [row["v_rand"] for row in valid], "o-", label="V_rand (threshold 0.5)")
         right.plot(steps, [1 - row["pixel_error"] for row in valid], "s-", label="1 - pixel error")
         right.legend()
     right.set(xlabel="iteration", title="validation")

@@ -1,0 +1,8 @@
+"""Rule prediction_figure: image and probability of a few sections (see unet_pipeline.evaluate)."""
+
+import _library_path  # noqa: F401 (makes unet_pipeline importable)
+from unet_pipeline.evaluate import plot_predictions
+from unet_pipeline.rule_logging import rule_logging
+
+with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+    plot_predictions(snakemake.input.prediction, snakemake.input.volume, snakemake.output[0])
