@@ -151,3 +151,25 @@ def test_normalisation_comes_from_the_training_sections(synthetic, tmp_path):
     image = volume_store.open_store(synthetic / "volume.zarr")[volume_store.IMAGE_PATH][:3] / 255.0
     assert metadata["normalisation"]["mean"] == pytest.approx(image.mean())
     assert metadata["normalisation"]["std"] == pytest.approx(image.std())
+
+
+def test_ternausnet_trains_from_vgg11_weights_and_predicts(synthetic, tmp_path):
+    from test_ternausnet import vgg11_state_dict
+
+    from unet_pipeline.predict import predict_volume
+
+    torch.save(vgg11_state_dict(), tmp_path / "vgg11.pth")
+    config = UNetConfig(architecture="ternausnet", base_channels=4, encoder_weights=str(tmp_path / "vgg11.pth"))
+    options = {
+        "seed": 0, "samples": 4, "samples_per_task": 4, "shift": {"enabled": True}, "flip": {"enabled": False},
+        "rotation": {"enabled": False, "max_degrees": 0}, "elastic": {"enabled": True, "grid_points": 3, "sigma": 4.0},
+        "intensity": {"enabled": False, "brightness": 0, "contrast": 0, "gamma": 0},
+    }  # fmt: skip
+    write_augmented_set(synthetic / "volume.zarr", synthetic / "weights.zarr", tmp_path / "aug.zarr", options, config.geometry, 64, progress=False)
+    metadata = train(tmp_path / "aug.zarr", synthetic / "volume.zarr", outputs(tmp_path / "model"), tmp_path / "ck", config,
+                     TrainingOptions(iterations=2, batch_size=2, optimizer="adam", learning_rate=1e-4, validate_every=2))  # fmt: skip
+    assert metadata["model"]["architecture"] == "ternausnet" and metadata["output_size"] == 64
+    info = predict_volume(tmp_path / "model" / "model.pt", synthetic / "volume.zarr", tmp_path / "p.zarr", dtype="float16")
+    probability = volume_store.open_store(tmp_path / "p.zarr")[volume_store.IMAGE_PATH][:]
+    assert probability.shape == (4, 96, 96) and info["tile_step"] == 64
+    assert np.isfinite(probability.astype(np.float32)).all()

@@ -65,6 +65,36 @@ def predict_tiles(model, tiles: np.ndarray, normalisation: dict, device, amp_dty
     return (total / len(transforms)).cpu().numpy()
 
 
+def blend_overlap(input_size: int) -> int:
+    """Pixels that neighbouring tiles of a padded network share (a quarter of the tile)."""
+    return input_size // 4
+
+
+def input_origins(start: int, stop: int, geometry: TileGeometry, input_size: int) -> list[int]:
+    """First input pixel of every tile along one axis covering output pixels [start, stop).
+
+    Unpadded networks: output tiles on a grid of ``tile_step`` from ``start``, each
+    input tile reaching ``margin`` before its output tile. Padded networks (no
+    valid-convolution margin): tiles overlapping by ``blend_overlap``, the first
+    starting half an overlap before ``start`` so that no output pixel lies on a
+    tile's outer edge, where zero padding degrades the prediction.
+    """
+    if not geometry.padded:
+        margin = geometry.margin(input_size)
+        return [origin - margin for origin in range(start, stop, geometry.tile_step(input_size))]
+    overlap = blend_overlap(input_size)
+    origins = [start - overlap // 2]
+    while origins[-1] + input_size - overlap // 2 < stop:
+        origins.append(origins[-1] + input_size - overlap)
+    return origins
+
+
+def _blend_window(size: int) -> np.ndarray:
+    """Separable weights falling smoothly to (almost) zero at the tile edges."""
+    ramp = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
 def predict_region(
     model,
     read: Reader,
@@ -79,24 +109,47 @@ def predict_region(
 ) -> np.ndarray:
     """Foreground probabilities of ``region = (top, bottom, left, right)`` of an image, float32.
 
-    ``top`` and ``left`` must be multiples of the pooling period for the result
-    to match a single pass exactly (block and section origins are).
+    Unpadded networks (the paper's): the overlap-tile strategy; each output pixel
+    comes from exactly one tile, and the result matches a single pass over the
+    whole image when ``top`` and ``left`` are multiples of the pooling period
+    (block and section origins are). Padded networks (TernausNet): overlapping
+    tiles averaged with a smooth window, which hides the weaker predictions near
+    each tile's zero-padded edges.
     """
     top, bottom, left, right = region
-    output_size = geometry.output_size(input_size)
-    margin = (input_size - output_size) // 2
-    step = geometry.tile_step(input_size)
-    result = np.empty((bottom - top, right - left), np.float32)
-    origins = [(y, x) for y in range(top, bottom, step) for x in range(left, right, step)]
+    rows, cols = input_origins(top, bottom, geometry, input_size), input_origins(left, right, geometry, input_size)
+    origins = [(y, x) for y in rows for x in cols]
     offsets = np.arange(input_size)
+    if geometry.padded:
+        window = _blend_window(input_size)
+        shape = (rows[-1] + input_size - rows[0], cols[-1] + input_size - cols[0])
+        total, weight = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    else:
+        margin, step = geometry.margin(input_size), geometry.tile_step(input_size)
+        result = np.empty((bottom - top, right - left), np.float32)
     for start in range(0, len(origins), batch_size):
         batch = origins[start : start + batch_size]
-        tiles = np.stack([read(y - margin + offsets, x - margin + offsets) for y, x in batch])
+        tiles = np.stack([read(y + offsets, x + offsets) for y, x in batch])
         probabilities = predict_tiles(model, tiles, normalisation, device, amp_dtype, tta)
         for (y, x), probability in zip(batch, probabilities):
-            height, width = min(step, bottom - y), min(step, right - x)
-            result[y - top : y - top + height, x - left : x - left + width] = probability[:height, :width]
+            if geometry.padded:
+                place = (slice(y - rows[0], y - rows[0] + input_size), slice(x - cols[0], x - cols[0] + input_size))
+                total[place] += probability * window
+                weight[place] += window
+            else:
+                y, x = y + margin, x + margin
+                height, width = min(step, bottom - y), min(step, right - x)
+                result[y - top : y - top + height, x - left : x - left + width] = probability[:height, :width]
+    if geometry.padded:
+        return (total / weight)[top - rows[0] : bottom - rows[0], left - cols[0] : right - cols[0]]
     return result
+
+
+def input_extent(region: tuple[int, int, int, int], geometry: TileGeometry, input_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The input rows and columns that ``predict_region`` reads for ``region``."""
+    top, bottom, left, right = region
+    rows, cols = input_origins(top, bottom, geometry, input_size), input_origins(left, right, geometry, input_size)
+    return np.arange(rows[0], rows[-1] + input_size), np.arange(cols[0], cols[-1] + input_size)
 
 
 def predict_section(model, section: np.ndarray, geometry: TileGeometry, input_size: int, normalisation: dict, device, **options) -> np.ndarray:

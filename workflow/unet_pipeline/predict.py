@@ -33,7 +33,7 @@ import torch
 from . import volume_store
 from .augment import read_mirrored
 from .errors import InputDataError, PipelineError
-from .overlap_tile import predict_region
+from .overlap_tile import input_extent, predict_region
 from .train import AMP_DTYPES, pick_device
 from .unet import load_model
 
@@ -83,12 +83,9 @@ def _blocks(shape, chunks):
                 yield z, top, min(top + chunks[1], height), left, min(left + chunks[2], width)
 
 
-def _window_reader(image, z: int, region, margin: int, step: int, input_size: int):
-    """Read once the mirrored input window a block needs; return it with a tile reader over it."""
-    top, bottom, left, right = region
-    # the last tile starts before the block's end and reaches input_size beyond its start - margin
-    rows = np.arange(top - margin, top - margin + step * -(-(bottom - top) // step) - step + input_size)
-    cols = np.arange(left - margin, left - margin + step * -(-(right - left) // step) - step + input_size)
+def _window_reader(image, z: int, region, geometry, input_size: int):
+    """Read once the mirrored input window a block needs; return a tile reader over it."""
+    rows, cols = input_extent(region, geometry, input_size)
     window = read_mirrored(image, z, rows, cols)
 
     def read(tile_rows: np.ndarray, tile_cols: np.ndarray) -> np.ndarray:
@@ -134,8 +131,7 @@ def predict_volume(
         model = model.to(memory_format=torch.channels_last)
     geometry = model.config.geometry
     input_size = input_size or metadata["input_size"]
-    geometry.output_size(input_size)  # an illegal size is a clear error here
-    margin, step = geometry.margin(input_size), geometry.tile_step(input_size)
+    step = geometry.tile_step(input_size)  # an illegal size is a clear error here
 
     image = open_image(image_path, image_key)
     image3d = image if image.ndim == 3 else _AsStack(image)
@@ -167,7 +163,7 @@ def predict_volume(
 
     def fetch(block):
         z, top, bottom, left, right = block
-        return block, _window_reader(image3d, z, (top, bottom, left, right), margin, step, input_size)
+        return block, _window_reader(image3d, z, (top, bottom, left, right), geometry, input_size)
 
     def store(block, probability):
         z, top, bottom, left, right = block

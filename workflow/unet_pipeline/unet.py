@@ -1,4 +1,4 @@
-"""The U-Net of Ronneberger et al. (2015), and how to save and load a trained one.
+"""The U-Net of Ronneberger et al. (2015), and how to build, save and load a trained network.
 
 Architecture (paper, sect. 2 and Fig. 1): per level two 3x3 convolutions, each
 followed by ReLU, unpadded by default; 2x2 max-pooling with stride 2 between
@@ -44,9 +44,12 @@ class UNetConfig:
     base_channels: int = 64
     padded: bool = False
     dropout: float = 0.5
+    encoder_weights: str | None = None  # TernausNet: torchvision VGG11 state dict to start the encoder from
 
     @property
     def geometry(self) -> TileGeometry:
+        if self.architecture == "ternausnet":
+            return TileGeometry(levels=6, padded=True)  # VGG11's five poolings: inputs divisible by 32
         return TileGeometry(levels=self.levels, padded=self.padded)
 
 
@@ -117,9 +120,22 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def build_model(config: UNetConfig) -> nn.Module:
-    """The network for an architecture name."""
-    return UNet(config)
+def build_model(config: UNetConfig, load_encoder: bool = True) -> nn.Module:
+    """The network of ``config.architecture`` (unet or ternausnet).
+
+    ``load_encoder`` initialises a TernausNet encoder from ``encoder_weights``;
+    loading a trained model skips it, the state dict holding every weight.
+    """
+    if config.architecture == "unet":
+        return UNet(config)
+    if config.architecture == "ternausnet":
+        from .ternausnet import TernausNet
+
+        network = TernausNet(config)
+        if load_encoder and config.encoder_weights:
+            network.load_vgg11(config.encoder_weights)
+        return network
+    raise PipelineError(f"unknown architecture {config.architecture!r}: use unet or ternausnet")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -152,7 +168,7 @@ def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dic
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         raise PipelineError(f"{path}: model format {found!r} is not {MODEL_FORMAT!r}; retrain or convert the model")
     metadata = saved["metadata"]
-    model = build_model(UNetConfig(**metadata["model"]))
+    model = build_model(UNetConfig(**metadata["model"]), load_encoder=False)
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), metadata
 

@@ -1,0 +1,163 @@
+"""Prediction throughput and peak memory: the predict stage vs MONAI's sliding_window_inference.
+
+    pip install monai==1.6.1      # for the comparison only
+    python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508] [--model results/models/laptop/model.pt]
+
+A synthetic uint8 volume of --shape (random gray values, written chunk by chunk
+to Zarr) is predicted three ways, each in its own subprocess so that peak RSS is
+its own:
+
+- stage: unet_pipeline.predict.predict_volume (Zarr in, Zarr out, chunk by chunk);
+- monai: per section, monai.inferers.sliding_window_inference over the section
+  as one tensor, with the same network wrapped to mirror-pad its input by the
+  context margin (so its output matches the ROI), ROI = the output tile, overlap
+  = the stage's (out - step) / out, mirror padding at the borders; each
+  section's probability is written to Zarr;
+- compute: the network alone on as many random tiles as the stage predicts, no
+  I/O, no tiling (the stage's tiling overhead is stage time / compute time).
+
+Without --model a randomly initialised network of the laptop preset is used
+(throughput does not depend on the weights). The default shape is 2 GiB; a
+smaller one (for example --shape 1 8192 8192) gives the same per-voxel rates on
+the CPU in far less time.
+"""
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+
+def laptop_model(path: Path) -> Path:
+    from unet_pipeline.unet import UNetConfig, build_model, save_model
+
+    preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
+    config = UNetConfig(**preset["model"])
+    metadata = {"model": {**preset["model"], "in_channels": 1, "classes": 2}, "input_size": preset["input_size"],
+                "normalisation": {"mean": 0.5, "std": 0.2}}  # fmt: skip
+    save_model(build_model(config), path, metadata)
+    return path
+
+
+def make_volume(path: Path, shape) -> None:
+    import zarr
+
+    array = zarr.create_array(str(path), shape=shape, chunks=(1, min(shape[1], 1024), min(shape[2], 1024)), dtype="uint8")
+    rng = np.random.default_rng(0)
+    for z in range(shape[0]):
+        array[z] = rng.integers(0, 256, shape[1:], dtype=np.uint8)
+
+
+def run_stage(model: str, volume: str, out: str, input_size: int, threads: int) -> dict:
+    from unet_pipeline.predict import predict_volume
+
+    info = predict_volume(model, volume, out, batch_size=4, threads=threads, input_size=input_size)
+    return {"seconds": info["seconds"]}
+
+
+def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: int) -> dict:
+    import zarr
+    from monai.inferers import sliding_window_inference
+
+    from unet_pipeline.overlap_tile import normalise
+    from unet_pipeline.unet import load_model
+
+    torch.set_num_threads(threads)
+    model, metadata = load_model(model_path)
+    geometry = model.config.geometry
+    output, margin, step = geometry.output_size(input_size), geometry.margin(input_size), geometry.tile_step(input_size)
+
+    class MirrorPadded(torch.nn.Module):
+        """The same network, its input mirror-padded by the context margin: output size = input size."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return torch.softmax(self.net(torch.nn.functional.pad(x, (margin,) * 4, mode="reflect")), dim=1)[:, 1:]
+
+    wrapped = MirrorPadded(model).eval()
+    image = zarr.open(volume, mode="r")
+    target = zarr.create_array(out, shape=image.shape, chunks=image.chunks, dtype="uint8")
+    start = time.perf_counter()
+    with torch.no_grad():
+        for z in range(image.shape[0]):
+            section = torch.from_numpy(normalise(image[z], metadata["normalisation"]))[None, None]
+            probability = sliding_window_inference(section, (output, output), 4, wrapped, overlap=(output - step) / output,
+                                                   mode="constant", padding_mode="reflect")  # fmt: skip
+            target[z] = np.rint(probability[0, 0].numpy() * 255).astype(np.uint8)
+    return {"seconds": time.perf_counter() - start}
+
+
+def run_compute(model_path: str, volume: str, out: str, input_size: int, threads: int) -> dict:
+    import zarr
+
+    from unet_pipeline.unet import load_model
+
+    torch.set_num_threads(threads)
+    model, _ = load_model(model_path)
+    step = model.config.geometry.tile_step(input_size)
+    shape = zarr.open(volume, mode="r").shape
+    chunk = min(shape[1], 1024), min(shape[2], 1024)
+    per_chunk = math.ceil(chunk[0] / step) * math.ceil(chunk[1] / step)
+    tiles = shape[0] * math.ceil(shape[1] / chunk[0]) * math.ceil(shape[2] / chunk[1]) * per_chunk
+    batch = torch.randn(4, 1, input_size, input_size)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(math.ceil(tiles / 4)):
+            torch.softmax(model(batch), dim=1)
+    return {"seconds": time.perf_counter() - start, "tiles": tiles}
+
+
+def child(method, *args):
+    result = {"stage": run_stage, "monai": run_monai, "compute": run_compute}[method](*args)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", nargs=3, type=int, default=[8, 16384, 16384])
+    parser.add_argument("--input-size", type=int, default=508, help="tile size for both (legal for the model)")
+    parser.add_argument("--model", type=Path, help="a trained model.pt (default: random laptop network)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        method, model, volume, out, size, threads = args.child
+        child(method, model, volume, out, int(size), int(threads))
+        return
+    with tempfile.TemporaryDirectory(dir=REPO / "results" if (REPO / "results").exists() else None) as folder:
+        folder = Path(folder)
+        model = args.model or laptop_model(folder / "model.pt")
+        make_volume(folder / "volume.zarr", args.shape)
+        voxels = int(np.prod(args.shape))
+        print(f"volume {tuple(args.shape)} uint8 = {voxels / 2**30:.2f} GiB, tiles {args.input_size} px, {args.threads} threads")
+        results = {}
+        for method in ("stage", "monai", "compute"):
+            command = [sys.executable, __file__, "--child", method, str(model), str(folder / "volume.zarr"),
+                       str(folder / f"{method}.zarr"), str(args.input_size), str(args.threads)]  # fmt: skip
+            results[method] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            print(f"{method:8s} {results[method]['seconds']:9.1f} s  {voxels / results[method]['seconds'] / 1e6:8.2f} Mvoxel/s  "
+                  f"peak RSS {results[method]['peak_rss_mib']:8.0f} MiB")  # fmt: skip
+        stage, monai, compute = (results[m] for m in ("stage", "monai", "compute"))
+        print(f"stage vs MONAI: {monai['seconds'] / stage['seconds']:.2f}x the speed, "
+              f"{stage['peak_rss_mib'] / monai['peak_rss_mib']:.2f}x the peak memory")  # fmt: skip
+        print(f"tiling overhead of the stage: {stage['seconds'] / compute['seconds']:.2f}x the pure compute time ({compute['tiles']} tiles)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Training throughput of the presets: tiles per second, peak memory, fraction of peak FLOP/s.
+
+    python benchmarks/train_speed.py [--presets laptop paper] [--steps 20] [--amp none bf16]
+                                     [--peak-tflops 989]   # dense bf16 of an H100 SXM, for the fraction
+
+Runs the training step of unet_pipeline.train (forward, weighted cross-entropy,
+backward, optimiser step) on random tiles of each preset's size and batch, after
+a few warm-up steps, on CUDA when present (else the CPU with all its cores).
+FLOPs per step come from torch's FlopCounterMode on the network (forward and
+backward), so the fraction of peak is model FLOPs / time / peak.
+"""
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from unet_pipeline.train import AMP_DTYPES, make_optimizer, weighted_cross_entropy, TrainingOptions  # noqa: E402
+from unet_pipeline.unet import UNetConfig, build_model, count_parameters  # noqa: E402
+
+
+def step_flops(model, batch, size) -> int:
+    x = torch.randn(batch, 1, size, size, device=next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def measure(preset: dict, amp: str, steps: int, device: torch.device) -> dict:
+    config = UNetConfig(**preset["model"])
+    size, batch = preset["input_size"], preset["training"].get("batch_size", 1)
+    out = config.geometry.output_size(size)
+    model = build_model(config).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    options = TrainingOptions(**{k: v for k, v in preset["training"].items() if k in TrainingOptions.__dataclass_fields__})
+    optimizer = make_optimizer(model, options)
+    flops = step_flops(model, batch, size)
+    x = torch.randn(batch, 1, size, size, device=device)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch, out, out), device=device)
+    w = torch.rand(batch, out, out, device=device) + 0.5
+    dtype = AMP_DTYPES[amp] if device.type == "cuda" else None
+
+    def one_step():
+        if dtype is not None:
+            with torch.autocast(device.type, dtype=dtype):
+                logits = model(x)
+        else:
+            logits = model(x)
+        loss = weighted_cross_entropy(logits, y, w)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        one_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"parameters": count_parameters(model), "tiles_per_s": steps * batch / elapsed, "step_s": elapsed / steps,
+            "tflops": flops * steps / elapsed / 1e12, "peak_mib": peak, "size": size, "out": out, "batch": batch}  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["laptop", "paper"])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=sorted(AMP_DTYPES))
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak TFLOP/s, for the fraction")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(torch.get_num_threads())
+    presets = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}")
+    print(f"{'preset':8s} {'amp':5s} {'tile':>10s} {'batch':>5s} {'tiles/s':>9s} {'s/step':>8s} {'TFLOP/s':>8s} {'peak MiB':>9s}" +
+          ("  of peak" if args.peak_tflops else ""))  # fmt: skip
+    for preset in args.presets:
+        for amp in args.amp if device.type == "cuda" else ["none"]:
+            r = measure(presets[preset], amp, args.steps, device)
+            fraction = f"  {r['tflops'] / args.peak_tflops:7.1%}" if args.peak_tflops else ""
+            print(f"{preset:8s} {amp:5s} {r['size']:>4d}->{r['out']:<4d} {r['batch']:5d} {r['tiles_per_s']:9.2f} {r['step_s']:8.3f} "
+                  f"{r['tflops']:8.3f} {r['peak_mib']:9.0f}{fraction}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""TernausNet: VGG11 encoder, padded geometry, encoder weights from a local state dict, blended tiles."""
+
+import numpy as np
+import pytest
+import torch
+
+from unet_pipeline import overlap_tile
+from unet_pipeline.errors import PipelineError
+from unet_pipeline.tile_geometry import TileSizeError
+from unet_pipeline.ternausnet import VGG11_CONVOLUTIONS
+from unet_pipeline.unet import UNetConfig, build_model
+
+CONFIG = UNetConfig(architecture="ternausnet", base_channels=8)
+
+
+def vgg11_state_dict(seed=0):
+    """A state dict with torchvision's vgg11() key names and shapes (classifier included)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for cin, cout, index in VGG11_CONVOLUTIONS:
+        state[f"features.{index}.weight"] = torch.randn(cout, cin, 3, 3, generator=generator)
+        state[f"features.{index}.bias"] = torch.randn(cout, generator=generator)
+    state["classifier.0.weight"] = torch.zeros(8, 8)
+    return state
+
+
+def test_padded_geometry_divisible_by_32():
+    network = build_model(CONFIG).eval()
+    for size in (64, 96):
+        assert network(torch.zeros(1, 1, size, size)).shape == (1, 2, size, size)
+    with pytest.raises(TileSizeError, match="input tile size 70 is illegal for a padded U-Net with 6 levels.*64 or 96"):
+        CONFIG.geometry.output_size(70)
+
+
+def test_encoder_starts_from_vgg11_weights(tmp_path):
+    state = vgg11_state_dict()
+    torch.save(state, tmp_path / "vgg11.pth")
+    network = build_model(UNetConfig(architecture="ternausnet", base_channels=8, encoder_weights=str(tmp_path / "vgg11.pth")))
+    first = network.encoder[0][0]
+    torch.testing.assert_close(first.weight, state["features.0.weight"].sum(dim=1, keepdim=True))
+    for block, (_, _, index) in list(zip(network.encoder, VGG11_CONVOLUTIONS))[1:]:
+        assert torch.equal(block[0].weight, state[f"features.{index}.weight"])
+        assert torch.equal(block[0].bias, state[f"features.{index}.bias"])
+
+
+def test_bad_weight_files_are_clear_errors(tmp_path):
+    with pytest.raises(PipelineError, match=r"missing\.pth: VGG11 weights file not found"):
+        build_model(UNetConfig(architecture="ternausnet", encoder_weights=str(tmp_path / "missing.pth")))
+    state = vgg11_state_dict()
+    state["features.8.weight"] = torch.zeros(256, 128, 3, 3)
+    torch.save(state, tmp_path / "other.pth")
+    with pytest.raises(PipelineError, match=r"other\.pth: features\.8\.weight has shape \(256, 128, 3, 3\), VGG11 has \(256, 256, 3, 3\)"):
+        build_model(UNetConfig(architecture="ternausnet", encoder_weights=str(tmp_path / "other.pth")))
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "resnet.pth")
+    with pytest.raises(PipelineError, match=r"resnet\.pth: no features\.0\.weight/bias; not a torchvision VGG11"):
+        build_model(UNetConfig(architecture="ternausnet", encoder_weights=str(tmp_path / "resnet.pth")))
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(PipelineError, match=r"junk\.pth: not a readable PyTorch state dict"):
+        build_model(UNetConfig(architecture="ternausnet", encoder_weights=str(tmp_path / "junk.pth")))
+
+
+def test_blended_tiles_cover_the_region_with_weights_summing_to_one(monkeypatch):
+    """With a network that predicts a constant, blending must return exactly that constant everywhere."""
+    monkeypatch.setattr(overlap_tile, "predict_tiles", lambda model, tiles, *a, **k: np.full(tiles.shape, 0.7, np.float32))
+    section = np.zeros((150, 201), np.uint8)
+    result = overlap_tile.predict_section(None, section, CONFIG.geometry, 64, {"mean": 0, "std": 1}, torch.device("cpu"))
+    assert result.shape == (150, 201)
+    np.testing.assert_allclose(result, 0.7, rtol=1e-6)
+
+
+def test_blended_prediction_is_close_to_a_whole_image_pass():
+    torch.manual_seed(0)
+    network = build_model(CONFIG).eval()
+    section = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
+    normalisation = {"mean": 0.5, "std": 0.25}
+    blended = overlap_tile.predict_section(network, section, CONFIG.geometry, 64, normalisation, torch.device("cpu"))
+    whole = overlap_tile.predict_tiles(network, section[None], normalisation, torch.device("cpu"))[0]
+    inner = (slice(16, -16), slice(16, -16))
+    assert np.abs(blended[inner] - whole[inner]).mean() < 0.02
