@@ -71,7 +71,7 @@ def run_ours(data: Path, samples: int, all_on: bool) -> None:
 def run_elasticdeform(data: Path, samples: int) -> None:
     import elasticdeform
 
-    from unet_pipeline.augment import read_mirrored
+    from unet_pipeline.mirror import read_mirrored
 
     image, labels, weights = load(data)
     inner = (slice(MARGIN, MARGIN + OUTPUT),) * 2

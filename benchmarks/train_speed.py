@@ -23,7 +23,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from unet_pipeline.train import AMP_DTYPES, make_optimizer, weighted_cross_entropy, TrainingOptions  # noqa: E402
+from unet_pipeline.devices import AMP_DTYPES, amp_dtype  # noqa: E402
+from unet_pipeline.train import TrainingOptions, make_optimizer, weighted_cross_entropy  # noqa: E402
 from unet_pipeline.unet import UNetConfig, build_model, count_parameters  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (batch, out, out), device=device)
     w = torch.rand(batch, out, out, device=device) + 0.5
-    dtype = AMP_DTYPES[amp] if device.type == "cuda" else None
+    dtype = amp_dtype(amp, device)
 
     def one_step():
         if dtype is not None:

@@ -5,10 +5,9 @@ from unet_pipeline.ingest import ingest
 from unet_pipeline.rule_logging import rule_logging
 
 with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
-    name = snakemake.wildcards.dataset
     ingest(
-        name,
-        snakemake.config["datasets"][name],
+        snakemake.wildcards.dataset,
+        snakemake.params.dataset,
         snakemake.input.image,
         snakemake.input.get("labels"),
         snakemake.output[0],

@@ -5,7 +5,7 @@ from unet_pipeline.predict import predict_volume
 from unet_pipeline.rule_logging import rule_logging
 
 with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
-    options = snakemake.config["prediction"]
+    options = snakemake.params.options
     predict_volume(
         snakemake.input.model,
         snakemake.input.volume,

@@ -5,12 +5,12 @@ from unet_pipeline.rule_logging import rule_logging
 from unet_pipeline.weight_map import plot_weight_map, write_weight_maps
 
 with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
-    options = snakemake.config["weight_map"]
     write_weight_maps(
         snakemake.input.volume,
         snakemake.output.weights,
-        w0=options["w0"],
-        sigma=options["sigma"],
+        w0=snakemake.params.w0,
+        sigma=snakemake.params.sigma,
         workers=snakemake.threads,
     )
-    plot_weight_map(snakemake.input.volume, snakemake.output.weights, snakemake.output.figure, options["figure_section"])
+    section = snakemake.config["weight_map"]["figure_section"]
+    plot_weight_map(snakemake.input.volume, snakemake.output.weights, snakemake.output.figure, section)

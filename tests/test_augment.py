@@ -8,9 +8,10 @@ import tifffile
 from scipy import ndimage
 
 from unet_pipeline import volume_store
-from unet_pipeline.augment import draw_sample, make_sample, mirror_indices, write_augmented_set
+from unet_pipeline.augment import draw_sample, make_sample, write_augmented_set
 from unet_pipeline.errors import InputDataError
 from unet_pipeline.ingest import ingest
+from unet_pipeline.mirror import mirror_indices
 from unet_pipeline.tile_geometry import TileGeometry
 from unet_pipeline.weight_map import write_weight_maps
 

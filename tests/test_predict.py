@@ -13,7 +13,8 @@ from conftest import REPO
 
 from unet_pipeline import overlap_tile, volume_store
 from unet_pipeline.errors import InputDataError, PipelineError
-from unet_pipeline.predict import decode, predict_volume, write_submission_tiff
+from unet_pipeline.predict import predict_volume, write_submission_tiff
+from unet_pipeline.volume_store import decode_probability as decode
 from unet_pipeline.tile_geometry import TileSizeError
 from unet_pipeline.unet import UNet, UNetConfig, load_model, save_model
 

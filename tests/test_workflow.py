@@ -1,6 +1,7 @@
 """The workflow as users run it: through the snakemake command line."""
 
 import base64
+import copy
 import json
 import re
 
@@ -11,6 +12,12 @@ from conftest import REPO, run_snakemake, tiny_config, write_config
 from unet_pipeline import volume_store
 
 
+def job_stats(output: str) -> dict:
+    """Snakemake's own "Job stats" table: rule -> number of jobs."""
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
 def test_lint_is_clean():
     result = run_snakemake(REPO, "--lint")
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
@@ -18,10 +25,8 @@ def test_lint_is_clean():
 
 def test_default_config_dag_resolves(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
-    summary = result.stdout
-    for rule, count in {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1, "train": 1, "predict": 2,
-                        "submission_tiff": 1, "evaluate": 1, "prediction_figure": 2}.items():
-        assert re.search(rf"^{rule}\s+{count}$", summary, re.MULTILINE), summary
+    assert job_stats(result.stdout) == {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1, "train": 1, "predict": 2,
+                                        "submission_tiff": 1, "evaluate": 1, "prediction_figure": 2, "all": 1, "total": 15}
 
 
 def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
@@ -69,6 +74,27 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert embedded and base64.b64decode(embedded.group(1)) == table, "the report carries the metric table"
     for category in ("Weight maps", "Augmentation", "Training", "Evaluation", "Predictions"):
         assert category in report
+
+    # A user's new TIFF stack, predicted with the existing model: only that dataset's stages run
+    new_stack = tmp_path / "new-stack.tif"
+    tifffile.imwrite(new_stack, tifffile.imread(tiny_isbi / "test-volume.tif")[:2, :100, :90], photometric="minisblack")
+    with_new = copy.deepcopy(config)
+    with_new["datasets"]["newstack"] = {"image": {"source": str(new_stack)}, "sections": {"test": "all"}}
+    write_config(tmp_path / "new.yaml", with_new)
+    targets = ["results/newstack/predictions/tiny.zarr", "results/newstack/figures/prediction_tiny.png"]
+    result = run_snakemake(tmp_path, *targets, "--configfile", "new.yaml")
+    assert job_stats(result.stdout + result.stderr) == {"ingest": 1, "predict": 1, "prediction_figure": 1, "total": 3}
+    assert volume_store.open_store(results / "newstack" / "predictions" / "tiny.zarr")[volume_store.IMAGE_PATH].shape == (2, 100, 90)
+
+    # Changing a stage's parameters reruns that stage and those after it, nothing before it
+    changed = copy.deepcopy(config)
+    changed["weight_map"] = {"sigma": 4.0}
+    write_config(tmp_path / "changed.yaml", changed)
+    dry_run = run_snakemake(tmp_path, "--configfile", "changed.yaml", "-n")
+    stats = job_stats(dry_run.stdout + dry_run.stderr)
+    assert "download" not in stats and "ingest" not in stats, stats
+    assert {rule: stats.get(rule) for rule in ("weight_maps", "augment", "train", "predict", "evaluate")} == {
+        "weight_maps": 1, "augment": 1, "train": 1, "predict": 2, "evaluate": 1}, stats
     logs = ["download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log"]
     logs += ["weight_maps/tiny.log", "augment/tiny.tiny.log", "train/tiny.log", "predict/tiny_test.tiny.log", "evaluate/tiny.tiny.log"]
     for log in logs:

@@ -6,6 +6,8 @@ rule ingest:
         unpack(ingest_inputs),
     output:
         directory(f"{RESULTS}/{{dataset}}/volume.zarr"),
+    params:
+        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     log:
         f"{RESULTS}/logs/ingest/{{dataset}}.log",
     benchmark:

@@ -7,6 +7,8 @@ rule predict:
         volume=f"{RESULTS}/{{dataset}}/volume.zarr",
     output:
         directory(f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr"),
+    params:
+        options={key: value for key, value in config["prediction"].items() if key != "submission_tiff"},
     log:
         f"{RESULTS}/logs/predict/{{dataset}}.{{preset}}.log",
     benchmark:

@@ -12,6 +12,10 @@ rule weight_maps:
             category="Weight maps",
             subcategory="{dataset}",
         ),
+    params:
+        # only what changes the weights: a new figure_section must not retrain everything downstream
+        w0=config["weight_map"]["w0"],
+        sigma=config["weight_map"]["sigma"],
     log:
         f"{RESULTS}/logs/weight_maps/{{dataset}}.log",
     benchmark:

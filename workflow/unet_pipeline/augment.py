@@ -42,28 +42,12 @@ from scipy import ndimage
 
 from . import volume_store
 from .errors import InputDataError
+from .mirror import read_mirrored
 from .tile_geometry import TileGeometry
 
 log = logging.getLogger(__name__)
 
 WINDOW_PAD = 8  # extra context read around a sample so the spline prefilter sees no window edge
-
-
-def mirror_indices(indices: np.ndarray, size: int) -> np.ndarray:
-    """Map any integer positions into [0, size) by mirroring at the edges without repeating them."""
-    if size == 1:
-        return np.zeros_like(indices)
-    period = 2 * (size - 1)
-    folded = np.abs(indices) % period
-    return np.where(folded >= size, period - folded, folded)
-
-
-def read_mirrored(array, section: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Read ``array[section]`` at integer ``rows`` x ``cols`` (any range), mirroring outside the section."""
-    height, width = array.shape[1:]
-    rows, cols = mirror_indices(rows, height), mirror_indices(cols, width)
-    block = np.asarray(array[section, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
-    return block[np.ix_(rows - rows.min(), cols - cols.min())]
 
 
 @functools.lru_cache(maxsize=8)

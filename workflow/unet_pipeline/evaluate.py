@@ -19,7 +19,7 @@ import numpy as np
 from . import volume_store
 from .errors import InputDataError
 from .metrics import section_scores, summarise
-from .predict import decode
+from .volume_store import decode_probability
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def evaluation_sections(info: dict) -> tuple[str, list[int]]:
 
 
 def _score_section(prediction_path: str, volume_path: str, section: int) -> list[dict]:
-    probability = decode(volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH][section])
+    probability = decode_probability(volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH][section])
     labels = volume_store.open_store(volume_path)[volume_store.LABELS_PATH][section]
     return [{"section": section, **row} for row in section_scores(probability, labels)]
 
@@ -118,7 +118,7 @@ def plot_overlays(prediction_path, volume_path, path, threshold: float = 0.5, co
         image = volume[volume_store.IMAGE_PATH][section].astype(np.float32) / 255.0
         rgb = np.repeat(image[..., None], 3, axis=-1) * 0.8
         truth_membrane = volume[volume_store.LABELS_PATH][section] == 0
-        predicted_membrane = decode(probabilities[section]) <= threshold
+        predicted_membrane = decode_probability(probabilities[section]) <= threshold
         rgb[truth_membrane] = rgb[truth_membrane] * 0.4 + np.array([0.0, 0.6, 0.0])
         rgb[predicted_membrane] = rgb[predicted_membrane] * 0.5 + np.array([0.5, 0.0, 0.5])
         axis.imshow(np.clip(rgb, 0, 1))
@@ -139,7 +139,7 @@ def plot_predictions(prediction_path, volume_path, path, count: int = 3) -> None
     for column, section in enumerate(sections):
         axes[0, column].imshow(volume[volume_store.IMAGE_PATH][section], cmap="gray")
         axes[0, column].set_title(f"section {section}")
-        axes[1, column].imshow(decode(probabilities[section]), cmap="magma", vmin=0, vmax=1)
+        axes[1, column].imshow(decode_probability(probabilities[section]), cmap="magma", vmin=0, vmax=1)
         axes[1, column].set_title("foreground probability")
         for axis in axes[:, column]:
             axis.set_axis_off()

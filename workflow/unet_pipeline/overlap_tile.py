@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .augment import mirror_indices
+from .mirror import mirror_indices
 from .tile_geometry import TileGeometry
 
 Reader = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -31,30 +31,16 @@ import numpy as np
 import torch
 
 from . import volume_store
-from .augment import read_mirrored
+from .devices import amp_dtype, pick_device
 from .errors import InputDataError, PipelineError
+from .mirror import read_mirrored
 from .overlap_tile import input_extent, predict_region
-from .train import AMP_DTYPES, pick_device
 from .unet import load_model
+from .volume_store import PROBABILITY_DTYPES, decode_probability, encode_probability
 
 log = logging.getLogger(__name__)
 
-OUTPUT_DTYPES = ("uint8", "float16")
 PREFETCH_BLOCKS = 2
-
-
-def encode(probability: np.ndarray, dtype: str) -> np.ndarray:
-    """Probabilities in [0, 1] as stored: uint8 (x255, rounded) or float16."""
-    if dtype == "uint8":
-        return np.rint(np.clip(probability, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return probability.astype(np.float16)
-
-
-def decode(stored: np.ndarray) -> np.ndarray:
-    """Stored probabilities back to float32 in [0, 1]."""
-    if stored.dtype == np.uint8:
-        return stored.astype(np.float32) / 255.0
-    return stored.astype(np.float32)
 
 
 def open_image(path, key: str | None = None):
@@ -121,11 +107,11 @@ def predict_volume(
     """
     import zarr
 
-    if dtype not in OUTPUT_DTYPES:
-        raise PipelineError(f"output dtype must be one of {OUTPUT_DTYPES}, not {dtype!r}")
+    if dtype not in PROBABILITY_DTYPES:
+        raise PipelineError(f"output dtype must be one of {PROBABILITY_DTYPES}, not {dtype!r}")
     torch.set_num_threads(max(threads, 1))
     torch_device = pick_device(device)
-    amp_dtype = AMP_DTYPES[amp] if torch_device.type == "cuda" else None
+    autocast_dtype = amp_dtype(amp, torch_device)
     model, metadata = load_model(model_path, torch_device)
     if torch_device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -167,7 +153,7 @@ def predict_volume(
 
     def store(block, probability):
         z, top, bottom, left, right = block
-        target[z : z + 1, top:bottom, left:right] = encode(probability, dtype)[None]
+        target[z : z + 1, top:bottom, left:right] = encode_probability(probability, dtype)[None]
         (done_dir / f"{z}_{top}_{left}").touch()
 
     started = time.perf_counter()
@@ -179,7 +165,7 @@ def predict_volume(
             if index + PREFETCH_BLOCKS < len(blocks):
                 pending.append(readers.submit(fetch, blocks[index + PREFETCH_BLOCKS]))
             probability = predict_region(model, read, block[1:], geometry, input_size, metadata["normalisation"],
-                                         torch_device, batch_size, amp_dtype, tta)  # fmt: skip
+                                         torch_device, batch_size, autocast_dtype, tta)  # fmt: skip
             writes.append(writer.submit(store, block, probability))
             while writes and (writes[0].done() or len(writes) > PREFETCH_BLOCKS):
                 writes.pop(0).result()  # re-raises a failed write; bounds the chunks waiting in memory
@@ -255,7 +241,7 @@ def write_submission_tiff(prediction_path, tiff_path) -> None:
     try:
         with tifffile.TiffWriter(tmp) as tiff:
             for section in range(probabilities.shape[0]):
-                tiff.write(decode(probabilities[section]), photometric="minisblack", contiguous=True)
+                tiff.write(decode_probability(probabilities[section]), photometric="minisblack", contiguous=True)
         os.replace(tmp, tiff_path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from . import volume_store
+from .devices import amp_dtype as autocast_dtype
+from .devices import pick_device
 from .errors import InputDataError, PipelineError
 from .metrics import pixel_error, proposal_cells, rand_and_info, truth_cells
 from .overlap_tile import predict_section
@@ -39,7 +41,6 @@ from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_
 log = logging.getLogger(__name__)
 
 IN_MEMORY_BYTES = 1 << 30  # augmented sets up to this size are read into memory once
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,6 @@ class TrainingOptions:
     # settings that change the result; the rest (logging, device, speed) may change on resume
     RESULT_FIELDS = ("batch_size", "optimizer", "learning_rate", "momentum", "weight_decay", "schedule", "warmup",
                      "online_augmentation", "seed")  # fmt: skip
-
-
-def pick_device(name: str) -> torch.device:
-    """CUDA when asked for or available ('auto'), else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PipelineError(f"device {name!r} requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -222,7 +214,7 @@ def train(
     """
     device = pick_device(options.device)
     torch.set_num_threads(max(threads, 1))
-    amp_dtype = AMP_DTYPES[options.amp] if device.type == "cuda" else None
+    amp_dtype = autocast_dtype(options.amp, device)
     data = AugmentedSet(augmented_path)
     geometry = model_config.geometry
     input_size = data.attrs["input_size"]

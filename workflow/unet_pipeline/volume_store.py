@@ -20,6 +20,8 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 IMAGE_PATH = "0"
 LABELS_GROUP = "labels"
 LABEL_NAME = "cells"
@@ -62,6 +64,23 @@ def atomic_store(final: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+PROBABILITY_DTYPES = ("uint8", "float16")
+
+
+def encode_probability(probability: np.ndarray, dtype: str) -> np.ndarray:
+    """Probabilities in [0, 1] as stored: uint8 (x255, rounded) or float16."""
+    if dtype == "uint8":
+        return np.rint(np.clip(probability, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return probability.astype(np.float16)
+
+
+def decode_probability(stored: np.ndarray) -> np.ndarray:
+    """Stored probabilities back to float32 in [0, 1]."""
+    if stored.dtype == np.uint8:
+        return stored.astype(np.float32) / 255.0
+    return stored.astype(np.float32)
 
 
 def open_store(path: str | os.PathLike, mode: str = "r"):
