@@ -47,7 +47,7 @@ def main():
         elapsed = time.perf_counter() - start
     metrics = summary["metrics"]
     print(f"{len(summary['sections'])} sections of 512x512, 11 thresholds, {args.workers} worker processes: {elapsed:.2f} s")
-    print(", ".join(f"{name} {metrics[name]['value']:.4f} (t={metrics[name]['threshold']})" for name in ("v_rand", "v_info", "pixel_error")))
+    print(", ".join(f"{name} {metrics[name]['value']:.4f} (t={metrics[name]['threshold']})" for name in ("v_rand", "v_info", "rand_error", "pixel_error")))
 
 
 if __name__ == "__main__":

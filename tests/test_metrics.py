@@ -8,7 +8,7 @@ from skimage.metrics import adapted_rand_error
 
 from unet_pipeline.metrics import (
     overlap_scores,
-    pixel_error,
+    misclassified_fraction,
     proposal_cells,
     rand_and_info,
     section_scores,
@@ -53,7 +53,7 @@ def test_perfect_segmentation_scores_one():
     row = section_scores(probability, labels, thresholds=[0.5])[0]
     for name in ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "iou", "dice"):
         assert row[name] == pytest.approx(1.0), name
-    assert row["pixel_error"] == 0.0
+    assert row["misclassified"] == 0.0 and row["rand_fscore_unthinned"] == pytest.approx(1.0)
 
 
 def test_one_merge():
@@ -90,7 +90,8 @@ def test_a_one_pixel_gap_in_the_membrane_merges_two_cells():
     leaky = section_scores(probability, labels, thresholds=[0.5])[0]
     assert closed["v_rand"] == pytest.approx(1.0)
     assert leaky["v_rand_merge"] == pytest.approx(0.5) and leaky["v_rand"] == pytest.approx(2 / 3)
-    assert leaky["pixel_error"] == pytest.approx(2 / labels.size), "only two pixels are wrong"
+    assert leaky["misclassified"] == pytest.approx(2 / labels.size), "only two pixels are wrong"
+    assert leaky["rand_fscore_unthinned"] == pytest.approx(2 / 3)
 
 
 def test_thick_predicted_borders_are_thinned_to_one_pixel_lines():
@@ -128,23 +129,35 @@ def test_skimage_differs_by_treating_proposal_zeros_as_one_segment():
     assert rand_and_info(truth, no_zeros)["v_rand"] == pytest.approx(1 - adapted_rand_error(truth, no_zeros)[0], abs=5 / truth.size)
 
 
-def test_pixel_error_iou_dice():
+def test_misclassified_iou_dice():
     labels = np.array([[1, 1, 0, 0]])
     probability = np.array([[0.9, 0.2, 0.8, 0.1]])
-    assert pixel_error(probability, labels) == 0.5
+    assert misclassified_fraction(probability, labels) == 0.5
     iou, dice = overlap_scores(probability, labels)
     assert iou == pytest.approx(1 / 3) and dice == pytest.approx(0.5)
 
 
+def test_unthinned_rand_keeps_proposal_background_as_one_segment():
+    labels = np.zeros((12, 22), np.uint8)
+    labels[1:11, 1:21] = 1  # one true cell of 200 pixels
+    probability = labels.astype(np.float32)
+    probability[:, 10] = 0.0  # predicted membrane: 10 pixels inside the cell, cells of 90 and 100 pixels
+    row = section_scores(probability, labels, thresholds=[0.5])[0]
+    sum_p2 = (90**2 + 100**2 + 10**2) / 200**2  # the 10 membrane pixels form one segment, not singletons
+    assert row["rand_fscore_unthinned"] == pytest.approx(2 * sum_p2 / (sum_p2 + 1.0))
+    assert row["rand_fscore_unthinned"] > row["v_rand"]
+
+
 def test_threshold_sweep_picks_the_best_mean_over_sections():
-    rows = [
-        {"section": 0, "threshold": 0.3, "v_rand": 0.8, "v_info": 0.9, "pixel_error": 0.2, "iou": 0.5, "dice": 0.6},
-        {"section": 1, "threshold": 0.3, "v_rand": 0.9, "v_info": 0.7, "pixel_error": 0.1, "iou": 0.5, "dice": 0.6},
-        {"section": 0, "threshold": 0.6, "v_rand": 0.95, "v_info": 0.8, "pixel_error": 0.05, "iou": 0.7, "dice": 0.8},
-        {"section": 1, "threshold": 0.6, "v_rand": 0.85, "v_info": 0.7, "pixel_error": 0.2, "iou": 0.7, "dice": 0.8},
-    ]
+    def row(section, threshold, v_rand, v_info, misclassified, dice, unthinned):
+        return {"section": section, "threshold": threshold, "v_rand": v_rand, "v_info": v_info, "misclassified": misclassified,
+                "iou": dice - 0.1, "dice": dice, "rand_fscore_unthinned": unthinned}  # fmt: skip
+
+    rows = [row(0, 0.3, 0.8, 0.9, 0.2, 0.6, 0.7), row(1, 0.3, 0.9, 0.7, 0.1, 0.6, 0.9),
+            row(0, 0.6, 0.95, 0.8, 0.05, 0.8, 0.8), row(1, 0.6, 0.85, 0.7, 0.2, 0.9, 0.8)]  # fmt: skip
     summary = summarise(rows)
     assert summary["v_rand"] == {"value": pytest.approx(0.9), "threshold": 0.6, "per_threshold": {0.3: pytest.approx(0.85), 0.6: pytest.approx(0.9)}}
-    assert summary["v_info"]["threshold"] == 0.3 and summary["pixel_error"]["value"] == pytest.approx(0.125)
-    assert summary["pixel_error"]["threshold"] == 0.6
-    assert summary["rand_error"]["value"] == pytest.approx(0.1)
+    assert summary["v_info"]["threshold"] == 0.3 and summary["misclassified"]["value"] == pytest.approx(0.125)
+    assert summary["misclassified"]["threshold"] == 0.6
+    assert summary["pixel_error"] == {"value": pytest.approx(1 - 0.85), "threshold": 0.6}
+    assert summary["rand_error"] == {"value": pytest.approx(1 - 0.8), "threshold": 0.3}

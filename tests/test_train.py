@@ -97,7 +97,7 @@ def test_resume_continues_exactly_where_it_stopped(synthetic, tmp_path):
     for a, b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
         for name in a:
             assert torch.equal(a[name], b[name]), name
-    keys = ("split", "step", "loss", "pixel_error", "v_rand")
+    keys = ("split", "step", "loss", "misclassified", "v_rand")
     assert [[r[k] for k in keys] for r in straight["rows"]] == [[r[k] for k in keys] for r in resumed["rows"]]
 
 

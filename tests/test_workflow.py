@@ -62,7 +62,8 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert tifffile.imread(results / "tiny_test" / "predictions" / "tiny.tif").dtype == np.float32
     summary = json.loads((results / "tiny" / "evaluation" / "tiny" / "summary.json").read_text())
     assert summary["split"] == "validation" and summary["sections"] == [2]
-    assert set(summary["metrics"]) == {"v_rand", "v_info", "pixel_error", "iou", "dice", "rand_error"}
+    assert set(summary["metrics"]) == {"v_rand", "v_info", "rand_fscore_unthinned", "misclassified", "iou", "dice",
+                                       "rand_error", "pixel_error"}
     assert not (results / "tiny_test" / "evaluation").exists(), "data without labels is not evaluated"
     for name in ("tiny", "tiny_test"):
         assert (results / name / "figures" / "prediction_tiny.png").stat().st_size > 10_000

@@ -73,9 +73,9 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
     }
     Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
     best = summary["metrics"]
-    log.info("%s (%s sections %s): V_rand %.4f, V_info %.4f, pixel error %.4f, IoU %.4f, Dice %.4f", info["dataset"], split,
-             sections, best["v_rand"]["value"], best["v_info"]["value"], best["pixel_error"]["value"], best["iou"]["value"],
-             best["dice"]["value"])  # fmt: skip
+    log.info("%s (%s sections %s): V_rand %.4f, V_info %.4f, Rand error %.4f, pixel error %.4f, misclassified %.4f, "
+             "IoU %.4f, Dice %.4f", info["dataset"], split, sections,
+             *(best[name]["value"] for name in ("v_rand", "v_info", "rand_error", "pixel_error", "misclassified", "iou", "dice")))  # fmt: skip
     return summary
 
 
@@ -89,15 +89,15 @@ def _pyplot():
 
 
 def plot_threshold_curves(summary: dict, path) -> None:
-    """V_rand, V_info and 1 - pixel error against the binarisation threshold."""
+    """V_rand, V_info, the unthinned Rand F-score and the pixel F-score against the binarisation threshold."""
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
     metrics = summary["metrics"]
-    for name, label in (("v_rand", "V_rand"), ("v_info", "V_info"), ("pixel_error", "1 - pixel error")):
+    curves = (("v_rand", "V_rand (thinned)"), ("v_info", "V_info (thinned)"), ("rand_fscore_unthinned", "Rand F-score, unthinned"),
+              ("dice", "pixel F-score (Dice)"))  # fmt: skip
+    for name, label in curves:
         curve = metrics[name]["per_threshold"]
-        thresholds = [float(t) for t in curve]
-        values = [1 - v if name == "pixel_error" else v for v in curve.values()]
-        axis.plot(thresholds, values, "o-", label=f"{label} (best {max(values) if name != 'pixel_error' else max(values):.4f})")
+        axis.plot([float(t) for t in curve], list(curve.values()), "o-", label=f"{label}: best {max(curve.values()):.4f}")
     axis.set(xlabel="threshold on the foreground probability", ylabel="score", ylim=(0, 1.01),
              title=f"{summary['dataset']}, {summary['split']} sections {summary['sections'][0]}-{summary['sections'][-1]}")  # fmt: skip
     axis.legend(loc="lower center")

@@ -34,7 +34,7 @@ from . import volume_store
 from .devices import amp_dtype as autocast_dtype
 from .devices import pick_device
 from .errors import InputDataError, PipelineError
-from .metrics import pixel_error, proposal_cells, rand_and_info, truth_cells
+from .metrics import misclassified_fraction, proposal_cells, rand_and_info, truth_cells
 from .overlap_tile import predict_section
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
 
@@ -130,7 +130,7 @@ def normalisation_of(volume, sections) -> dict:
 
 
 def validate(model, volume, sections, geometry, input_size, normalisation, device, amp_dtype, batch_size) -> dict:
-    """Pixel error and V_rand (ISBI style, threshold 0.5) over the validation sections, by overlap-tile prediction."""
+    """Misclassified fraction and V_rand (ISBI style) at threshold 0.5 over the validation sections (overlap-tile)."""
     model.eval()
     image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
     scores = []
@@ -140,9 +140,9 @@ def validate(model, volume, sections, geometry, input_size, normalisation, devic
         )
         truth = labels[section] > 0
         v_rand = rand_and_info(truth_cells(truth), proposal_cells(probability, 0.5))["v_rand"]
-        scores.append((pixel_error(probability, truth), v_rand))
+        scores.append((misclassified_fraction(probability, truth), v_rand))
     model.train()
-    return {"pixel_error": float(np.mean([s[0] for s in scores])), "v_rand": float(np.mean([s[1] for s in scores]))}
+    return {"misclassified": float(np.mean([s[0] for s in scores])), "v_rand": float(np.mean([s[1] for s in scores]))}
 
 
 def _atomic_torch_save(payload, path: Path) -> None:
@@ -179,7 +179,7 @@ def plot_curve(rows: list[dict], path) -> None:
     if valid:
         steps = [row["step"] for row in valid]
         right.plot(steps, [row["v_rand"] for row in valid], "o-", label="V_rand (threshold 0.5)")
-        right.plot(steps, [1 - row["pixel_error"] for row in valid], "s-", label="1 - pixel error")
+        right.plot(steps, [1 - row["misclassified"] for row in valid], "s-", label="1 - misclassified fraction")
         right.legend()
     right.set(xlabel="iteration", title="validation")
     fig.savefig(path, dpi=90)
@@ -287,7 +287,7 @@ def train(
         if step % options.log_every == 0 or step == options.iterations:
             rate = tiles_done / (time.perf_counter() - started)
             rows.append({"split": "train", "step": step, "loss": float(np.mean(running)), "lr": learning_rate(options, step - 1),
-                         "pixel_error": None, "v_rand": None, "tiles_per_s": rate})  # fmt: skip
+                         "misclassified": None, "v_rand": None, "tiles_per_s": rate})  # fmt: skip
             log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", step, rows[-1]["loss"], rows[-1]["lr"], rate)
             running = []
         if step % options.validate_every == 0 or step == options.iterations:
@@ -295,8 +295,8 @@ def train(
                 scores = validate(model, volume, validation_sections, geometry, input_size, normalisation, device, amp_dtype,
                                   options.validation_batch_size)  # fmt: skip
                 rows.append({"split": "validation", "step": step, "loss": None, "lr": None, **scores, "tiles_per_s": None})
-                log.info("step %d: validation pixel error %.4f, V_rand %.4f", step, scores["pixel_error"], scores["v_rand"])
-                if best is None or (scores["v_rand"], -scores["pixel_error"]) > (best["v_rand"], -best["pixel_error"]):
+                log.info("step %d: validation misclassified %.4f, V_rand %.4f", step, scores["misclassified"], scores["v_rand"])
+                if best is None or (scores["v_rand"], -scores["misclassified"]) > (best["v_rand"], -best["misclassified"]):
                     best = {"step": step, **scores}
                     _atomic_torch_save({"signature": signature, "step": step, "model": model.state_dict()}, best_path)
             checkpoint()
@@ -334,7 +334,7 @@ def train(
     Path(outputs["metadata"]).write_text(json.dumps(metadata, indent=2) + "\n")
     export_torchscript(model, input_size, outputs["torchscript"])
     with open(outputs["curve_csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["split", "step", "loss", "lr", "pixel_error", "v_rand", "tiles_per_s"])
+        writer = csv.DictWriter(handle, fieldnames=["split", "step", "loss", "lr", "misclassified", "v_rand", "tiles_per_s"])
         writer.writeheader()
         writer.writerows(rows)
     plot_curve(rows, outputs["curve_png"])
