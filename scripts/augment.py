@@ -4,7 +4,7 @@ import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.augment import plot_samples, write_augmented_set
 from unet_pipeline.rule_logging import rule_logging
 
-with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+with rule_logging(snakemake):
     write_augmented_set(
         snakemake.input.volume,
         snakemake.input.weights,

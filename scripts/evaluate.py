@@ -4,7 +4,7 @@ import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.evaluate import evaluate, plot_overlays, plot_threshold_curves
 from unet_pipeline.rule_logging import rule_logging
 
-with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+with rule_logging(snakemake):
     output = snakemake.output
     summary = evaluate(snakemake.input.prediction, snakemake.input.volume, output.sections, output.summary, workers=snakemake.threads)
     plot_threshold_curves(summary, output.thresholds)

@@ -4,7 +4,7 @@ import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.ingest import ingest
 from unet_pipeline.rule_logging import rule_logging
 
-with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+with rule_logging(snakemake):
     ingest(
         snakemake.wildcards.dataset,
         snakemake.params.dataset,

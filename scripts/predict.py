@@ -4,7 +4,7 @@ import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.predict import predict_volume
 from unet_pipeline.rule_logging import rule_logging
 
-with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+with rule_logging(snakemake):
     options = snakemake.params.options
     predict_volume(
         snakemake.input.model,

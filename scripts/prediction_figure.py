@@ -4,5 +4,5 @@ import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.evaluate import plot_predictions
 from unet_pipeline.rule_logging import rule_logging
 
-with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+with rule_logging(snakemake):
     plot_predictions(snakemake.input.prediction, snakemake.input.volume, snakemake.output[0])

@@ -4,5 +4,5 @@ import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.predict import write_submission_tiff
 from unet_pipeline.rule_logging import rule_logging
 
-with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+with rule_logging(snakemake):
     write_submission_tiff(snakemake.input[0], snakemake.output[0])

@@ -5,7 +5,7 @@ from unet_pipeline.rule_logging import rule_logging
 from unet_pipeline.train import TrainingOptions, train
 from unet_pipeline.unet import UNetConfig
 
-with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+with rule_logging(snakemake):
     preset = snakemake.params.preset
     train(
         snakemake.input.augmented,

@@ -4,7 +4,7 @@ import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.rule_logging import rule_logging
 from unet_pipeline.weight_map import plot_weight_map, write_weight_maps
 
-with rule_logging(snakemake):  # noqa: F821 (the snakemake object is injected by Snakemake)
+with rule_logging(snakemake):
     write_weight_maps(
         snakemake.input.volume,
         snakemake.output.weights,

@@ -32,6 +32,7 @@ import torch
 
 from . import volume_store
 from .devices import amp_dtype, pick_device
+from .download import sha256_of_file
 from .errors import InputDataError, PipelineError
 from .mirror import read_mirrored
 from .overlap_tile import input_extent, predict_region
@@ -80,10 +81,10 @@ def _window_reader(image, z: int, region, geometry, input_size: int):
     return read
 
 
-def prediction_signature(model_path, image, model_metadata: dict, tta: bool, dtype: str) -> str:
+def prediction_signature(model_path, image, model_metadata: dict, tta: bool, dtype: str, input_size: int) -> str:
     """What a partial prediction must match to be continued."""
-    described = {"model": model_metadata, "model_bytes": Path(model_path).stat().st_size, "shape": list(image.shape),
-                 "chunks": list(image.chunks), "tta": tta, "dtype": dtype}  # fmt: skip
+    described = {"model": model_metadata, "model_sha256": sha256_of_file(model_path), "shape": list(image.shape),
+                 "chunks": list(image.chunks), "tta": tta, "dtype": dtype, "input_size": input_size}  # fmt: skip
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -125,7 +126,7 @@ def predict_volume(
     chunks = (1, *volume_store.section_chunks(shape)[1:])
     out_path = Path(out_path)
     work = out_path.with_name(f".{out_path.name}.partial")
-    signature = prediction_signature(model_path, image3d, metadata, tta, dtype)
+    signature = prediction_signature(model_path, image3d, metadata, tta, dtype, input_size)
     done_dir = work / ".done"
     if work.exists():
         try:
