@@ -6,7 +6,9 @@ the paper by default: SGD with momentum 0.99 and one large tile per batch; Adam
 and other batch sizes are options. Training is reproducible: batch ``step`` draws
 its samples and on-the-fly flips from ``default_rng([seed, step])``, and the torch
 RNG state (dropout) is checkpointed, so a run that was killed and resumed from
-its last checkpoint ends with the same weights as one that was not.
+its last checkpoint ends with the same weights as one that was not (the CUDA
+RNG state is checkpointed too; on a GPU, nondeterministic cuDNN kernels can
+still make two runs differ slightly).
 
 Checkpoints live in a folder that is not a Snakemake output (Snakemake deletes
 the outputs of a failed job); each carries a signature of the model, the
@@ -241,11 +243,13 @@ def train(
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     step, rows, best = 0, [], None
     if last_path.exists():
-        saved = torch.load(last_path, map_location=device, weights_only=False)
+        saved = torch.load(last_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
         if saved["signature"] == signature and saved["step"] <= options.iterations:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             torch.set_rng_state(saved["torch_rng"])
+            if device.type == "cuda" and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(saved["cuda_rng"], device)
             step, rows, best = saved["step"], saved["rows"], saved["best"]
             log.info("resuming from %s at step %d", last_path, step)
         else:
@@ -259,7 +263,8 @@ def train(
 
     def checkpoint():
         payload = {"signature": signature, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "torch_rng": torch.get_rng_state(), "rows": rows, "best": best}  # fmt: skip
+                   "torch_rng": torch.get_rng_state(), "rows": rows, "best": best,
+                   "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}  # fmt: skip
         _atomic_torch_save(payload, last_path)
 
     model.train()
@@ -302,7 +307,7 @@ def train(
             checkpoint()
 
     if best is not None and best_path.exists():
-        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
+        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
     metadata = {
         "format": MODEL_FORMAT,
         "model": asdict(model_config),
