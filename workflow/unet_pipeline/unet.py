@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -172,6 +172,3 @@ def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dic
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), metadata
 
-
-def model_config_dict(config: UNetConfig) -> dict:
-    return asdict(config)
