@@ -42,6 +42,7 @@ from scipy import ndimage
 
 from . import volume_store
 from .errors import InputDataError
+from .figures import pyplot
 from .mirror import read_mirrored
 from .tile_geometry import TileGeometry
 
@@ -250,10 +251,7 @@ def write_augmented_set(
 
 def plot_samples(augmented_path, figure_path, count: int = 4) -> None:
     """Grid of a few samples: input tile (output region outlined), labels, weights."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     group = volume_store.open_store(augmented_path)

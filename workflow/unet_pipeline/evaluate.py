@@ -18,6 +18,7 @@ import numpy as np
 
 from . import volume_store
 from .errors import InputDataError
+from .figures import pyplot
 from .metrics import section_scores, summarise
 from .volume_store import decode_probability
 
@@ -79,18 +80,9 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
     return summary
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_threshold_curves(summary: dict, path) -> None:
     """V_rand, V_info, the unthinned Rand F-score and the pixel F-score against the binarisation threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axis = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
     metrics = summary["metrics"]
     curves = (("v_rand", "V_rand (thinned)"), ("v_info", "V_info (thinned)"), ("rand_fscore_unthinned", "Rand F-score, unthinned"),
@@ -107,7 +99,7 @@ def plot_threshold_curves(summary: dict, path) -> None:
 
 def plot_overlays(prediction_path, volume_path, path, threshold: float = 0.5, count: int = 3) -> None:
     """Image with ground-truth membranes (green) and predicted membranes (magenta) for a few sections."""
-    plt = _pyplot()
+    plt = pyplot()
     info = volume_store.provenance(volume_store.open_store(volume_path))
     volume = volume_store.open_store(volume_path)
     probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
@@ -130,7 +122,7 @@ def plot_overlays(prediction_path, volume_path, path, threshold: float = 0.5, co
 
 def plot_predictions(prediction_path, volume_path, path, count: int = 3) -> None:
     """Image and foreground probability side by side for a few sections (for data without labels too)."""
-    plt = _pyplot()
+    plt = pyplot()
     volume = volume_store.open_store(volume_path)
     probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
     depth = probabilities.shape[0]

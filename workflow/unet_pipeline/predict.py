@@ -237,12 +237,6 @@ def write_submission_tiff(prediction_path, tiff_path) -> None:
     import tifffile
 
     probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
-    tiff_path = Path(tiff_path)
-    tmp = tiff_path.with_name(f".{tiff_path.name}.tmp")
-    try:
-        with tifffile.TiffWriter(tmp) as tiff:
-            for section in range(probabilities.shape[0]):
-                tiff.write(decode_probability(probabilities[section]), photometric="minisblack", contiguous=True)
-        os.replace(tmp, tiff_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with volume_store.atomic_file(tiff_path) as tmp, tifffile.TiffWriter(tmp) as tiff:
+        for section in range(probabilities.shape[0]):
+            tiff.write(decode_probability(probabilities[section]), photometric="minisblack", contiguous=True)

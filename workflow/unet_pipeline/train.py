@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from . import volume_store
 from .devices import amp_dtype as autocast_dtype
 from .devices import pick_device
 from .errors import InputDataError, PipelineError
+from .figures import pyplot
 from .metrics import misclassified_fraction, proposal_cells, rand_and_info, truth_cells
 from .overlap_tile import predict_section
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
@@ -148,9 +148,8 @@ def validate(model, volume, sections, geometry, input_size, normalisation, devic
 
 
 def _atomic_torch_save(payload, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with volume_store.atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def run_signature(model_config: UNetConfig, options: TrainingOptions, input_size: int, data_attrs: dict) -> str:
@@ -166,11 +165,7 @@ def run_signature(model_config: UNetConfig, options: TrainingOptions, input_size
 
 def plot_curve(rows: list[dict], path) -> None:
     """Training loss (running mean) and validation scores against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     train = [row for row in rows if row["split"] == "train"]
     valid = [row for row in rows if row["split"] == "validation"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
@@ -194,9 +189,8 @@ def export_torchscript(model, input_size: int, path) -> None:
     example = torch.zeros(1, model.config.in_channels, input_size, input_size)
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    traced.save(str(tmp))
-    os.replace(tmp, path)
+    with volume_store.atomic_file(path) as tmp:
+        traced.save(str(tmp))
 
 
 def train(

@@ -20,7 +20,6 @@ overlap, so each output pixel sees one input position per channel); biases 0.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch import nn
 
 from .errors import PipelineError
 from .tile_geometry import TileGeometry
+from .volume_store import atomic_file
 
 MODEL_FORMAT = "unet-pipeline-model/1"
 
@@ -148,11 +148,9 @@ def save_model(model: nn.Module, path, metadata: dict) -> None:
     The metadata also goes, as JSON, beside the file by the caller; the .pt file
     alone is enough to rebuild and run the network.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    torch.save({"format": MODEL_FORMAT, "metadata": metadata, "state_dict": state}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "metadata": metadata, "state_dict": state}, tmp)
 
 
 def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

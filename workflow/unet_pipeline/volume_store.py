@@ -8,8 +8,9 @@ and other NGFF viewers open it directly::
       labels/cells/0        labels: uint8 0/1 (1 = foreground, i.e. cell interior)
                             or uint32 instance ids (0 = background)
 
-Stores are written into a temporary sibling folder and renamed into place only
-when complete, so an interrupted stage never leaves a store that looks finished.
+Stores (and single result files, ``atomic_file``) are written into a temporary
+sibling and renamed into place only when complete, so an interrupted stage never
+leaves an output that looks finished.
 """
 
 from __future__ import annotations
@@ -81,6 +82,21 @@ def decode_probability(stored: np.ndarray) -> np.ndarray:
     if stored.dtype == np.uint8:
         return stored.astype(np.float32) / 255.0
     return stored.astype(np.float32)
+
+
+@contextmanager
+def atomic_file(final: str | os.PathLike):
+    """Yield a temporary path beside ``final`` to write one file into; rename it to ``final`` on success.
+
+    On any exception the temporary file is removed and ``final`` is left untouched.
+    """
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def open_store(path: str | os.PathLike, mode: str = "r"):

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputDataError
+from .figures import pyplot
 
 DEFAULT_TOLERANCE = 1e-7
 
@@ -172,10 +173,7 @@ def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.
 
 def plot_weight_map(volume_path, weights_path, figure_path, section: int | None = None) -> int:
     """Save the paper's Fig. 3 for one section (image, cells, weight map); return the section shown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from . import volume_store
 
