@@ -5,8 +5,9 @@ import socket
 import pytest
 from conftest import ISBI_FILE_SHA256
 
-from unet_pipeline.download import download, sha256_of_file
-from unet_pipeline.errors import DownloadError
+from unet_pipeline.checksums import sha256_of_file
+from unet_pipeline.download import download
+from unet_pipeline.errors import ChecksumError, DownloadError
 
 FAST = {"retries": 2, "backoff_s": 0.01, "timeout_s": 10}
 
@@ -21,6 +22,15 @@ def test_download_verifies_checksum_and_renames(http_server, tmp_path):
     download(f"{base}/train-labels.tif", dest, sha256=ISBI_FILE_SHA256["train-labels.tif"], **FAST)
     assert sha256_of_file(dest) == ISBI_FILE_SHA256["train-labels.tif"]
     assert leftovers(tmp_path) == ["train-labels.tif"]
+
+
+def test_a_sha256_prefix_from_the_file_name_is_verified(http_server, tmp_path):
+    base, _ = http_server
+    digest = ISBI_FILE_SHA256["train-labels.tif"]
+    download(f"{base}/train-labels.tif", tmp_path / "ok.tif", sha256=digest[:8], **FAST)
+    with pytest.raises(ChecksumError, match=r"train-labels\.tif: sha256 prefix mismatch: expected 8a719046, got " + digest):
+        download(f"{base}/train-labels.tif", tmp_path / "bad.tif", sha256="8a719046", **FAST)
+    assert leftovers(tmp_path) == ["ok.tif"]
 
 
 def test_404_fails_at_once_with_url_and_status(http_server, tmp_path):

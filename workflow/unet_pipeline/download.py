@@ -9,7 +9,6 @@ removed, so nothing half-written is left behind.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -18,32 +17,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .checksums import CHUNK_BYTES, verify_sha256
 from .errors import DownloadError
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
 USER_AGENT = "unet-pipeline-download/1"
 
 
 class _Transient(Exception):
     """A failure worth retrying (network trouble, truncated body, server error)."""
-
-
-def sha256_of_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(path: str | os.PathLike, expected: str, what: str) -> None:
-    """Raise DownloadError naming ``what`` when the file's sha256 differs from ``expected``."""
-    actual = sha256_of_file(path)
-    if actual.lower() != expected.lower():
-        raise DownloadError(f"{what}: sha256 mismatch: expected {expected.lower()}, got {actual}")
 
 
 def _fetch_once(url: str, partial: Path, timeout: float) -> None:
@@ -98,6 +81,9 @@ def download(
     timeout_s: float = 60.0,
 ) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying ``sha256`` when given.
+
+    ``sha256`` is a full hex digest or a prefix of one (torchvision's weight files
+    carry the first 8 digits in their names).
 
     Transient failures are retried ``retries`` times, waiting ``backoff_s``,
     then twice as long each time. Client errors such as 404 fail at once.

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import volume_store
-from .download import verify_sha256
+from .checksums import verify_sha256
 from .errors import InputDataError, PipelineError
 from .readers import open_volume
 from .sources import ROLES, parse_sections, resolve_source

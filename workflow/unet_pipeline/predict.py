@@ -32,7 +32,7 @@ import torch
 
 from . import volume_store
 from .devices import amp_dtype, pick_device
-from .download import sha256_of_file
+from .checksums import sha256_of_file
 from .errors import InputDataError, PipelineError
 from .mirror import read_mirrored
 from .overlap_tile import input_extent, predict_region
