@@ -1,4 +1,4 @@
-"""Rule download: fetch one remote source of a dataset (see unet_pipeline.download)."""
+"""Rules download and download_weights: fetch one remote file, verified (see unet_pipeline.download)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.download import download

@@ -12,7 +12,7 @@ with rule_logging(snakemake):
         snakemake.input.volume,
         dict(snakemake.output.items()),
         snakemake.params.checkpoints,
-        UNetConfig(**preset["model"]),
+        UNetConfig(**{**preset["model"], "encoder_weights": snakemake.params.encoder_weights}),
         TrainingOptions(**preset["training"]),
         threads=snakemake.threads,
         preset=snakemake.wildcards.preset,

@@ -1,11 +1,14 @@
 """TernausNet: VGG11 encoder, padded geometry, encoder weights from a local state dict, blended tiles."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from unet_pipeline import overlap_tile
-from unet_pipeline.errors import PipelineError
+from unet_pipeline.checksums import sha256_of_file
+from unet_pipeline.errors import ChecksumError, PipelineError
 from unet_pipeline.tile_geometry import TileSizeError
 from unet_pipeline.ternausnet import VGG11_CONVOLUTIONS
 from unet_pipeline.unet import UNetConfig, build_model
@@ -41,6 +44,28 @@ def test_encoder_starts_from_vgg11_weights(tmp_path):
     for block, (_, _, index) in list(zip(network.encoder, VGG11_CONVOLUTIONS))[1:]:
         assert torch.equal(block[0].weight, state[f"features.{index}.weight"])
         assert torch.equal(block[0].bias, state[f"features.{index}.bias"])
+
+
+def test_ternausnet_random_initialisation_is_lecun_uniform():
+    torch.manual_seed(0)
+    network = build_model(UNetConfig(architecture="ternausnet", base_channels=8, init="lecun_uniform"))
+    transposed = network.center[1]  # 3x3 stride-2 transposed convolution: 9 / 4 inputs per channel on average
+    bound = math.sqrt(3.0 / (transposed.in_channels * 9 / 4))
+    assert transposed.weight.abs().max().item() <= bound < 1.01 * transposed.weight.abs().max().item()
+    conv = network.encoder[7][0]
+    assert conv.weight.abs().max().item() <= math.sqrt(3.0 / (512 * 9))
+
+
+def test_a_file_named_with_a_hash_prefix_is_verified(tmp_path):
+    staged = tmp_path / "staged.pth"
+    torch.save(vgg11_state_dict(), staged)
+    right = tmp_path / f"vgg11-{sha256_of_file(staged)[:8]}.pth"
+    staged.rename(right)
+    build_model(UNetConfig(architecture="ternausnet", base_channels=8, encoder_weights=str(right)))
+    wrong = tmp_path / "vgg11-8a719046.pth"  # torchvision's name, other bytes
+    wrong.write_bytes(right.read_bytes())
+    with pytest.raises(ChecksumError, match=r"vgg11-8a719046\.pth \(its name carries the sha256 prefix 8a719046\): sha256 prefix mismatch"):
+        build_model(UNetConfig(architecture="ternausnet", base_channels=8, encoder_weights=str(wrong)))
 
 
 def test_bad_weight_files_are_clear_errors(tmp_path):

@@ -35,20 +35,40 @@ def test_configurable_networks_follow_their_tile_geometry(levels, base, padded, 
     assert UNet(config).eval()(torch.zeros(1, 1, size, size)).shape == (1, 2, out, out)
 
 
+def expected_fan_in(module):
+    """Inputs of one unit, written out per layer type of the paper's network."""
+    if isinstance(module, torch.nn.ConvTranspose2d):
+        return module.in_channels  # 2x2 stride 2: one input position per channel
+    return module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+
+
 def test_he_initialisation(paper_net):
     for module in paper_net.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-        elif isinstance(module, torch.nn.ConvTranspose2d):
-            fan_in = module.in_channels
-        else:
+        if not isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             continue
         weights = module.weight.detach()
-        expected = math.sqrt(2.0 / fan_in)
+        expected = math.sqrt(2.0 / expected_fan_in(module))
         tolerance = 0.05 if weights.numel() > 10_000 else 0.35
         assert weights.std().item() == pytest.approx(expected, rel=tolerance)
         assert abs(weights.mean().item()) < 4 * expected / math.sqrt(weights.numel())
         assert not module.bias.detach().any()
+
+
+def test_lecun_uniform_initialisation():
+    torch.manual_seed(0)
+    network = UNet(UNetConfig(levels=4, base_channels=16, init="lecun_uniform"))
+    for module in network.modules():
+        if not isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            continue
+        weights = module.weight.detach()
+        bound = math.sqrt(3.0 / expected_fan_in(module))
+        assert weights.abs().max().item() <= bound
+        if weights.numel() > 10_000:  # uniform on [-b, b]: std b / sqrt(3), values near both ends
+            assert weights.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+            assert weights.abs().max().item() > 0.99 * bound
+        assert not module.bias.detach().any()
+    with pytest.raises(PipelineError, match="unknown initialisation 'xavier'"):
+        UNet(UNetConfig(levels=3, base_channels=4, init="xavier"))
 
 
 def test_weighted_loss_by_hand():

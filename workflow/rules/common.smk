@@ -6,14 +6,16 @@ from pathlib import Path
 # The library under workflow/ (rule scripts reach it through scripts/_library_path.py).
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from unet_pipeline.sources import download_path, resolve_source
-from unet_pipeline.tile_geometry import TileGeometry
+from unet_pipeline.checksums import hash_prefix_in_name
+from unet_pipeline.sources import Source, download_path, resolve_source
+from unet_pipeline.tile_geometry import geometry_of
 
 RESULTS = config["results"]
 DATASETS = config["datasets"]
 PRESETS = config.get("presets", {})
 PRESET = config["preset"]
 TRAIN_DATASET = config.get("train_dataset")
+PRETRAINED = config["pretrained_weights"]
 
 if TRAIN_DATASET is not None and not DATASETS.get(TRAIN_DATASET, {}).get("labels"):
     raise ValueError(f"train_dataset {TRAIN_DATASET!r} must be a dataset of the config with labels")
@@ -64,10 +66,49 @@ def remote_source(wildcards):
 
 def preset_geometry(preset):
     """Tile geometry of a preset's network; fails early on an illegal input size."""
-    model = PRESETS[preset]["model"]
-    geometry = TileGeometry(levels=model["levels"], padded=model["padded"])
+    geometry = geometry_of(PRESETS[preset]["model"])
     geometry.output_size(PRESETS[preset]["input_size"])
     return geometry
+
+
+def weights_download_path(name):
+    """Where the download_weights rule stores the pretrained weights named ``name`` in ``pretrained_weights``."""
+    return f"{RESULTS}/downloads/weights/{Source(PRETRAINED[name], remote=True).filename}"
+
+
+def encoder_weights_file(preset):
+    """The file a preset's encoder starts from: a download for a name of ``pretrained_weights``, else the path."""
+    value = PRESETS[preset]["model"].get("encoder_weights")
+    if not value:
+        return None
+    if value in PRETRAINED:
+        return weights_download_path(value)
+    if not Path(value).is_file():
+        raise ValueError(
+            f"preset {preset!r}: encoder_weights {value!r} is neither a name of pretrained_weights "
+            f"({', '.join(sorted(PRETRAINED))}) nor an existing file"
+        )
+    return value
+
+
+def pretrained_source(wildcards):
+    """The pretrained-weights URL a download_weights job fetches, and the sha256 prefix its name carries."""
+    for url in PRETRAINED.values():
+        if Source(url, remote=True).filename == wildcards.filename:
+            return {"url": url, "sha256": hash_prefix_in_name(wildcards.filename)}
+    raise ValueError(f"no URL of pretrained_weights has the file name {wildcards.filename}")
+
+
+def train_inputs(wildcards):
+    """The augmented set and volume of the training dataset, and the encoder's starting weights if any."""
+    inputs = {
+        "augmented": f"{RESULTS}/{TRAIN_DATASET}/augmented/{wildcards.preset}.zarr",
+        "volume": f"{RESULTS}/{TRAIN_DATASET}/volume.zarr",
+    }
+    weights = encoder_weights_file(wildcards.preset)
+    if weights:
+        inputs["encoder_weights"] = weights
+    return inputs
 
 
 def augmentation_options(preset):

@@ -1,4 +1,4 @@
-# Stage 1a: fetch remote sources (http/https) of the datasets; local ones are read in place.
+# Stage 1a: fetch remote sources (http/https) of the datasets, and pretrained weights; local ones are read in place.
 
 
 rule download:
@@ -11,6 +11,26 @@ rule download:
         f"{RESULTS}/logs/download/{{dataset}}.{{role}}.{{filename}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/download/{{dataset}}.{{role}}.{{filename}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=256,
+        runtime=60,
+    conda:
+        "../../envs/download.yaml"
+    script:
+        "../../scripts/download.py"
+
+
+rule download_weights:
+    output:
+        f"{RESULTS}/downloads/weights/{{filename}}",
+    params:
+        url=lambda wildcards: pretrained_source(wildcards)["url"],
+        sha256=lambda wildcards: pretrained_source(wildcards)["sha256"],
+    log:
+        f"{RESULTS}/logs/download_weights/{{filename}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download_weights/{{filename}}.tsv"
     threads: 1
     resources:
         mem_mb=256,

@@ -3,8 +3,7 @@
 
 rule train:
     input:
-        augmented=f"{RESULTS}/{TRAIN_DATASET}/augmented/{{preset}}.zarr",
-        volume=f"{RESULTS}/{TRAIN_DATASET}/volume.zarr",
+        unpack(train_inputs),
     output:
         model=f"{RESULTS}/models/{{preset}}/model.pt",
         metadata=f"{RESULTS}/models/{{preset}}/model.json",
@@ -23,6 +22,7 @@ rule train:
         ),
     params:
         preset=lambda wildcards: PRESETS[wildcards.preset],
+        encoder_weights=lambda wildcards: encoder_weights_file(wildcards.preset),
         # not an output: Snakemake deletes a failed job's outputs, checkpoints must survive to resume
         checkpoints=f"{RESULTS}/models/{{preset}}/checkpoints",
     log:

@@ -5,10 +5,13 @@ Encoder: the eight 3x3 convolutions of VGG11 (64, 128, 256, 256, 512, 512, 512,
 and outputs have the input's size. Decoder: per level a 3x3 convolution and a
 stride-2 3x3 transposed convolution, each followed by ReLU, concatenated with
 the encoder map of the same size; ``base_channels`` (32 in the paper) sets its
-width. The encoder can start from torchvision's ImageNet VGG11 weights (the
-state dict file ``vgg11-8a719046.pth``), read from a local path: nothing is
-downloaded. For gray-value input the pretrained first-layer kernels are summed
-over the RGB channels, which keeps the response to a gray image unchanged.
+width. Random weights follow ``config.init`` (``initialisation``). The encoder
+can start from torchvision's ImageNet VGG11 weights (the state dict file
+``vgg11-8a719046.pth``), which the pipeline's download stage fetches for
+``encoder_weights: imagenet``, or from a local file; a file name carrying a
+sha256 prefix (torchvision's convention) is verified against it. For gray-value
+input the pretrained first-layer kernels are summed over the RGB channels, which
+keeps the response to a gray image unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checksums import hash_prefix_in_name, verify_sha256
 from .errors import PipelineError
+from .initialisation import initialise
 
 # (in, out) channels of VGG11's convolutions and their indices in torchvision's vgg11().features
 VGG11_CONVOLUTIONS = [(3, 64, 0), (64, 128, 3), (128, 256, 6), (256, 256, 8), (256, 512, 11), (512, 512, 13),
@@ -55,6 +60,7 @@ class TernausNet(nn.Module):
         self.dec2 = _DecoderBlock(128 + f * 2, f * 4, f)
         self.dec1 = _conv_relu(64 + f, f)
         self.head = nn.Conv2d(f, config.classes, 1)
+        initialise(self, config.init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e = self.encoder
@@ -74,7 +80,10 @@ class TernausNet(nn.Module):
         """Initialise the encoder from a torchvision VGG11 state dict file; clear errors otherwise."""
         path = Path(path)
         if not path.is_file():
-            raise PipelineError(f"{path}: VGG11 weights file not found (set encoder_weights to torchvision's vgg11-8a719046.pth)")
+            raise PipelineError(f"{path}: VGG11 weights file not found (set encoder_weights to imagenet or to torchvision's vgg11-8a719046.pth)")
+        prefix = hash_prefix_in_name(path)
+        if prefix:
+            verify_sha256(path, prefix, f"{path} (its name carries the sha256 prefix {prefix})")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:

@@ -98,3 +98,22 @@ class TileGeometry:
         while not self.is_legal(size) or self.output_size(size) < output_size:
             size += 1
         return size
+
+
+def geometry_of(model: dict) -> TileGeometry:
+    """The tile geometry of the network a preset's ``model`` config describes (one place for every architecture).
+
+    Args:
+        model: the ``model`` mapping of a preset (or ``asdict`` of a ``UNetConfig``); ``architecture`` is
+            ``unet`` (``levels`` and ``padded`` apply) or ``ternausnet`` (VGG11's five poolings, padded:
+            inputs divisible by 32).
+
+    Returns:
+        The network's ``TileGeometry``.
+    """
+    architecture = model.get("architecture", "unet")
+    if architecture == "ternausnet":
+        return TileGeometry(levels=6, padded=True)
+    if architecture == "unet":
+        return TileGeometry(levels=model.get("levels", 5), padded=model.get("padded", False))
+    raise PipelineError(f"unknown architecture {architecture!r}: use unet or ternausnet")

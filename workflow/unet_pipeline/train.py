@@ -32,11 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from . import volume_store
+from .checksums import sha256_of_file
 from .devices import amp_dtype as autocast_dtype
 from .devices import pick_device
 from .errors import InputDataError, PipelineError
 from .figures import pyplot
-from .metrics import misclassified_fraction, proposal_cells, rand_and_info, truth_cells
+from .metrics import misclassified_fraction, overlap_scores, proposal_cells, rand_and_info, truth_cells
 from .overlap_tile import predict_section
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
 
@@ -132,7 +133,7 @@ def normalisation_of(volume, sections) -> dict:
 
 
 def validate(model, volume, sections, geometry, input_size, normalisation, device, amp_dtype, batch_size) -> dict:
-    """Misclassified fraction and V_rand (ISBI style) at threshold 0.5 over the validation sections (overlap-tile)."""
+    """Misclassified fraction, V_rand (ISBI style) and foreground IoU at threshold 0.5 over the validation sections."""
     model.eval()
     image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
     scores = []
@@ -140,11 +141,14 @@ def validate(model, volume, sections, geometry, input_size, normalisation, devic
         probability = predict_section(
             model, image[section], geometry, input_size, normalisation, device, batch_size=batch_size, amp_dtype=amp_dtype
         )
-        truth = labels[section] > 0
-        v_rand = rand_and_info(truth_cells(truth), proposal_cells(probability, 0.5))["v_rand"]
-        scores.append((misclassified_fraction(probability, truth), v_rand))
+        truth = labels[section]
+        scores.append({
+            "misclassified": misclassified_fraction(probability, truth),
+            "v_rand": rand_and_info(truth_cells(truth), proposal_cells(probability, 0.5))["v_rand"],
+            "iou": overlap_scores(probability, truth)[0],
+        })  # fmt: skip
     model.train()
-    return {"misclassified": float(np.mean([s[0] for s in scores])), "v_rand": float(np.mean([s[1] for s in scores]))}
+    return {name: float(np.mean([score[name] for score in scores])) for name in scores[0]}
 
 
 def _atomic_torch_save(payload, path: Path) -> None:
@@ -286,7 +290,7 @@ def train(
         if step % options.log_every == 0 or step == options.iterations:
             rate = tiles_done / (time.perf_counter() - started)
             rows.append({"split": "train", "step": step, "loss": float(np.mean(running)), "lr": learning_rate(options, step - 1),
-                         "misclassified": None, "v_rand": None, "tiles_per_s": rate})  # fmt: skip
+                         "misclassified": None, "v_rand": None, "iou": None, "tiles_per_s": rate})  # fmt: skip
             log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", step, rows[-1]["loss"], rows[-1]["lr"], rate)
             running = []
         if step % options.validate_every == 0 or step == options.iterations:
@@ -326,6 +330,7 @@ def train(
             "labels_pixel_sha256": volume_info["labels"]["pixel_sha256"],
             "augmentation_seed": data.attrs["seed"],
             "augmented_samples": data.attrs["samples"],
+            "encoder_weights_sha256": sha256_of_file(model_config.encoder_weights) if model_config.encoder_weights else None,
         },
         "torch_version": str(torch.__version__),
     }
@@ -333,7 +338,7 @@ def train(
     Path(outputs["metadata"]).write_text(json.dumps(metadata, indent=2) + "\n")
     export_torchscript(model, input_size, outputs["torchscript"])
     with open(outputs["curve_csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["split", "step", "loss", "lr", "misclassified", "v_rand", "tiles_per_s"])
+        writer = csv.DictWriter(handle, fieldnames=["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"])
         writer.writeheader()
         writer.writerows(rows)
     plot_curve(rows, outputs["curve_png"])

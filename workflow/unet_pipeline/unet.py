@@ -12,22 +12,21 @@ Dropout "at the end of the contracting path": after the deepest encoder level
 and after the bottom block, as in the authors' Caffe model.
 
 Initialisation (sect. 3): weights drawn from a Gaussian with standard deviation
-sqrt(2/N), N the number of inputs of one unit: in_channels * k * k for a kxk
-convolution, in_channels for the 2x2 stride-2 up-convolution (its kernels do not
-overlap, so each output pixel sees one input position per channel); biases 0.
+sqrt(2/N), N the number of inputs of one unit (``initialisation``); LeCun uniform
+is the alternative that TernausNet's comparison uses.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import PipelineError
-from .tile_geometry import TileGeometry
+from .initialisation import initialise
+from .tile_geometry import TileGeometry, geometry_of
 from .volume_store import atomic_file
 
 MODEL_FORMAT = "unet-pipeline-model/1"
@@ -46,11 +45,11 @@ class UNetConfig:
     dropout: float = 0.5
     encoder_weights: str | None = None  # TernausNet: torchvision VGG11 state dict to start the encoder from
 
+    init: str = "he"  # random initialisation: he (the paper's) or lecun_uniform (TernausNet's comparison)
+
     @property
     def geometry(self) -> TileGeometry:
-        if self.architecture == "ternausnet":
-            return TileGeometry(levels=6, padded=True)  # VGG11's five poolings: inputs divisible by 32
-        return TileGeometry(levels=self.levels, padded=self.padded)
+        return geometry_of(asdict(self))
 
 
 def _conv_block(in_channels: int, out_channels: int, padded: bool) -> nn.Sequential:
@@ -94,16 +93,8 @@ class UNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He initialisation: N(0, 2/N) with N the inputs of one unit; zero biases."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-            elif isinstance(module, nn.ConvTranspose2d):
-                fan_in = module.in_channels
-            else:
-                continue
-            nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_in))
-            nn.init.zeros_(module.bias)
+        """Random weights by ``config.init`` (the paper's He initialisation by default); zero biases."""
+        initialise(self, self.config.init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
