@@ -29,23 +29,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .cells import cells_of
 from .errors import InputDataError
 from .figures import pyplot
 
 DEFAULT_TOLERANCE = 1e-7
-
-
-def cells_of(labels: np.ndarray, label_type: str = "binary") -> np.ndarray:
-    """Cell ids of one section: 4-connected foreground components, or the instance ids themselves."""
-    if label_type == "instance":
-        return labels.astype(np.int32, copy=False)
-    values = np.unique(labels)
-    if not np.isin(values, (0, 1)).all():
-        raise InputDataError(
-            f"labels hold values {values[:8].tolist()}, not 0/1; declare `type: instance` for instance labels"
-        )
-    cells, _ = ndimage.label(labels, structure=ndimage.generate_binary_structure(2, 1))
-    return cells
 
 
 def class_weights(foreground_fraction: float) -> tuple[float, float]:
