@@ -7,6 +7,7 @@ import pytest
 from skimage.metrics import adapted_rand_error
 
 from unet_pipeline.metrics import (
+    FIXED_THRESHOLD,
     overlap_scores,
     misclassified_fraction,
     proposal_cells,
@@ -102,7 +103,10 @@ def test_thick_predicted_borders_are_thinned_to_one_pixel_lines():
     probability += 0.01 * np.abs(np.arange(24) - 11.5)[None, :]  # membrane probability highest mid-way
     cells = proposal_cells(probability, 0.5)
     assert set(np.unique(cells)) == {0, 1, 2}
-    assert (cells == 0).sum() <= labels.shape[0] * 2, "only the dividing line remains as border"
+    assert ((cells == 0).sum(axis=1) == 1).all(), "one border pixel per row: a 1-px dividing line"
+    horizontal = cells[:, 1:] * cells[:, :-1] == 2  # cell 1 beside cell 2
+    vertical = cells[1:, :] * cells[:-1, :] == 2
+    assert not horizontal.any() and not vertical.any(), "the two cells never touch 4-connectedly"
     assert rand_and_info(truth_cells(labels), cells)["v_rand"] == pytest.approx(1.0)
 
 
@@ -148,16 +152,48 @@ def test_unthinned_rand_keeps_proposal_background_as_one_segment():
     assert row["rand_fscore_unthinned"] > row["v_rand"]
 
 
-def test_threshold_sweep_picks_the_best_mean_over_sections():
-    def row(section, threshold, v_rand, v_info, misclassified, dice, unthinned):
-        return {"section": section, "threshold": threshold, "v_rand": v_rand, "v_info": v_info, "misclassified": misclassified,
-                "iou": dice - 0.1, "dice": dice, "rand_fscore_unthinned": unthinned}  # fmt: skip
+def metric_row(section, threshold, v_rand, v_info, misclassified, dice, unthinned):
+    return {"section": section, "threshold": threshold, "v_rand": v_rand, "v_info": v_info, "misclassified": misclassified,
+            "iou": dice - 0.1, "dice": dice, "rand_fscore_unthinned": unthinned}  # fmt: skip
 
-    rows = [row(0, 0.3, 0.8, 0.9, 0.2, 0.6, 0.7), row(1, 0.3, 0.9, 0.7, 0.1, 0.6, 0.9),
-            row(0, 0.6, 0.95, 0.8, 0.05, 0.8, 0.8), row(1, 0.6, 0.85, 0.7, 0.2, 0.9, 0.8)]  # fmt: skip
-    summary = summarise(rows)
-    assert summary["v_rand"] == {"value": pytest.approx(0.9), "threshold": 0.6, "per_threshold": {0.3: pytest.approx(0.85), 0.6: pytest.approx(0.9)}}
+
+SWEEP = [metric_row(0, 0.3, 0.8, 0.9, 0.2, 0.6, 0.7), metric_row(1, 0.3, 0.9, 0.7, 0.1, 0.6, 0.9),
+         metric_row(0, 0.6, 0.95, 0.8, 0.05, 0.8, 0.8), metric_row(1, 0.6, 0.85, 0.7, 0.2, 0.9, 0.8)]  # fmt: skip
+
+
+def test_threshold_sweep_picks_the_best_mean_over_sections():
+    summary = summarise(SWEEP, SWEEP)  # thresholds chosen on the reported sections themselves
+    assert summary["v_rand"] == {"value": pytest.approx(0.9), "threshold": 0.6, "per_threshold": {0.3: pytest.approx(0.85), 0.6: pytest.approx(0.9)},
+                                 "best_over_thresholds": {"value": pytest.approx(0.9), "threshold": 0.6}}  # fmt: skip
     assert summary["v_info"]["threshold"] == 0.3 and summary["misclassified"]["value"] == pytest.approx(0.125)
     assert summary["misclassified"]["threshold"] == 0.6
-    assert summary["pixel_error"] == {"value": pytest.approx(1 - 0.85), "threshold": 0.6}
-    assert summary["rand_error"] == {"value": pytest.approx(1 - 0.8), "threshold": 0.3}
+    assert summary["pixel_error"]["value"] == pytest.approx(1 - 0.85) and summary["pixel_error"]["threshold"] == 0.6
+    assert summary["rand_error"]["value"] == pytest.approx(1 - 0.8) and summary["rand_error"]["threshold"] == 0.3
+
+
+def test_thresholds_chosen_on_validation_give_the_held_out_values():
+    validation = [metric_row(5, 0.3, 0.9, 0.6, 0.1, 0.9, 0.9), metric_row(5, 0.6, 0.7, 0.8, 0.3, 0.7, 0.6)]
+    summary = summarise(SWEEP, validation)
+    assert summary["v_rand"]["threshold"] == 0.3 and summary["v_rand"]["value"] == pytest.approx(0.85)
+    assert summary["v_rand"]["best_over_thresholds"] == {"value": pytest.approx(0.9), "threshold": 0.6}
+    assert summary["v_info"]["threshold"] == 0.6 and summary["v_info"]["value"] == pytest.approx(0.75)
+    assert summary["rand_error"]["value"] == pytest.approx(1 - 0.8) and summary["rand_error"]["threshold"] == 0.3
+    assert summary["rand_error"]["best_over_thresholds"] == {"value": pytest.approx(1 - 0.8), "threshold": 0.3}
+    assert summary["pixel_error"]["value"] == pytest.approx(1 - 0.6)
+    assert summary["pixel_error"]["best_over_thresholds"] == {"value": pytest.approx(1 - 0.85), "threshold": 0.6}
+    rows = [dict(row, threshold=FIXED_THRESHOLD if row["threshold"] == 0.6 else 0.3) for row in SWEEP]
+    fixed = summarise(rows, None)  # no validation sections: the fixed operating threshold
+    assert {metric["threshold"] for metric in fixed.values()} == {FIXED_THRESHOLD}
+    assert fixed["v_info"]["value"] == pytest.approx(0.75) and fixed["v_info"]["best_over_thresholds"]["threshold"] == 0.3
+
+
+def test_touching_instances_stay_separate_cells():
+    instances = np.zeros((10, 20), np.uint32)
+    instances[1:9, 1:10] = 7
+    instances[1:9, 10:19] = 9  # touches cell 7 along a whole column
+    assert set(np.unique(truth_cells(instances, "instance"))) == {0, 7, 9}
+    merged = np.ones(instances.shape, np.float32)  # a proposal that merges them
+    as_instances = section_scores(merged, instances, thresholds=[0.5], label_type="instance")[0]
+    as_binary = section_scores(merged, (instances > 0).astype(np.uint8), thresholds=[0.5])[0]
+    assert as_instances["v_rand_merge"] == pytest.approx(0.5) and as_instances["v_rand"] < 0.7
+    assert as_binary["v_rand"] == pytest.approx(1.0), "relabelling the foreground would hide the merge"

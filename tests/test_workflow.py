@@ -6,8 +6,11 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
+import pytest
 import tifffile
 from conftest import REPO, run_snakemake, tiny_config, write_config
+from helpers import png_summary
 
 from unet_pipeline import volume_store
 
@@ -47,11 +50,13 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert not (results / "downloads" / "tiny_test").exists(), "local sources are used in place"
     weights = volume_store.open_store(results / "tiny" / "weights.zarr")[volume_store.IMAGE_PATH]
     assert weights.shape == (3, 128, 128) and weights.dtype == np.float32 and weights[:].max() > 1
-    assert (results / "tiny" / "figures" / "weight_map.png").stat().st_size > 10_000
+    shape, colours = png_summary(results / "tiny" / "figures" / "weight_map.png")
+    assert shape == (480, 1350) and colours > 200
     assert not (results / "tiny_test" / "weights.zarr").exists(), "unlabelled data has no weight maps"
     augmented = volume_store.open_store(results / "tiny" / "augmented" / "tiny.zarr")
     assert augmented["inputs"].shape == (6, 92, 92) and augmented["labels"].shape == (6, 52, 52)
-    assert (results / "tiny" / "figures" / "augmented_tiny.png").stat().st_size > 10_000
+    shape, colours = png_summary(results / "tiny" / "figures" / "augmented_tiny.png")
+    assert shape == (4 * 272, 800) and colours > 200, "four samples: input, labels, weights"
     model = json.loads((results / "models" / "tiny" / "model.json").read_text())
     assert model["training"]["iterations"] == 4 and model["output_size"] == 52
     for name in ("model.pt", "model.torchscript.pt", "training_curve.csv", "training_curve.png"):
@@ -61,12 +66,18 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
         assert probabilities.shape == (3, 128, 128) and probabilities.dtype == np.uint8
     assert tifffile.imread(results / "tiny_test" / "predictions" / "tiny.tif").dtype == np.float32
     summary = json.loads((results / "tiny" / "evaluation" / "tiny" / "summary.json").read_text())
-    assert summary["split"] == "validation" and summary["sections"] == [2]
-    assert set(summary["metrics"]) == {"v_rand", "v_info", "rand_fscore_unthinned", "misclassified", "iou", "dice",
-                                       "rand_error", "pixel_error"}
+    assert summary["split"] == "validation" and summary["sections"] == [2] and summary["held_out"] is False
+    table = pd.read_csv(results / "tiny" / "evaluation" / "tiny" / "sections.csv").set_index("threshold")
+    assert len(table) == 11 and set(table["section"]) == {2}
+    for name, metric in summary["metrics"].items():
+        column = {"rand_error": "rand_fscore_unthinned", "pixel_error": "dice"}.get(name, name)
+        value = table.loc[metric["threshold"], column]
+        assert metric["value"] == pytest.approx(1 - value if column != name else value, abs=1e-6), name  # CSV: 6 digits
+    assert summary["metrics"]["v_rand"]["value"] == pytest.approx(table["v_rand"].max(), abs=1e-6)
     assert not (results / "tiny_test" / "evaluation").exists(), "data without labels is not evaluated"
     for name in ("tiny", "tiny_test"):
-        assert (results / name / "figures" / "prediction_tiny.png").stat().st_size > 10_000
+        shape, colours = png_summary(results / name / "figures" / "prediction_tiny.png")
+        assert shape == (720, 1080) and colours > 200
 
     run_snakemake(tmp_path, "--configfile", "config.yaml", "--report", "report.html")
     report = (tmp_path / "report.html").read_text()

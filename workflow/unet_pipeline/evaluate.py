@@ -1,7 +1,13 @@
 """Evaluation stage: ISBI 2012 scores of a prediction, per section and summarised, with figures.
 
-Which sections: the dataset's ``test`` sections when it declares any, else its
-``validation`` sections, else all of them. Sections are scored in parallel
+Protocol (``evaluation_plan``): a dataset with ``test`` sections is reported on
+them, at each metric's operating threshold chosen on its ``validation``
+sections (fixed at ``metrics.FIXED_THRESHOLD`` when it has none); nothing
+selects on the test sections, so those are held-out scores. The best value over
+thresholds on the test sections, which is what the challenge reported, is given
+beside it and labelled as such. A dataset without test sections is reported on
+its validation sections (else all), where threshold and score come from the same
+sections: the summary says it is not held out. Sections are scored in parallel
 worker processes (the watershed holds the GIL). See ``metrics`` for how each
 score is computed.
 """
@@ -11,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
-from pathlib import Path
 
 import numpy as np
 
@@ -20,27 +26,87 @@ from . import volume_store
 from .errors import InputDataError
 from .figures import pyplot
 from .metrics import section_scores, summarise
-from .volume_store import decode_probability
+from .volume_store import atomic_file, decode_probability
 
 log = logging.getLogger(__name__)
 
-
-def evaluation_sections(info: dict) -> tuple[str, list[int]]:
-    """The split a dataset is evaluated on, and its sections."""
-    for split in ("test", "validation"):
-        if info["sections"][split]:
-            return split, info["sections"][split]
-    return "all", list(range(info["shape"][0]))
+HEADLINE = ("v_rand", "v_info", "rand_error", "pixel_error", "misclassified", "iou", "dice")
 
 
-def _score_section(prediction_path: str, volume_path: str, section: int) -> list[dict]:
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Which sections are reported, and which choose the operating thresholds (None: a fixed threshold)."""
+
+    split: str
+    sections: list[int]
+    threshold_split: str | None
+    threshold_sections: list[int]
+
+    @property
+    def held_out(self) -> bool:
+        """True when nothing was selected on the reported sections."""
+        return self.threshold_split != self.split
+
+    def split_of(self) -> dict[int, str]:
+        """Every section to score, with its split (reported sections win where both name one)."""
+        return {**dict.fromkeys(self.threshold_sections, self.threshold_split), **dict.fromkeys(self.sections, self.split)}
+
+
+def evaluation_plan(info: dict) -> EvaluationPlan:
+    """The evaluation protocol of a dataset from its section splits (see the module docstring)."""
+    sections = info["sections"]
+    if sections["test"]:
+        validation = sections["validation"]
+        return EvaluationPlan("test", sections["test"], "validation" if validation else None, validation)
+    if sections["validation"]:
+        return EvaluationPlan("validation", sections["validation"], "validation", sections["validation"])
+    every = list(range(info["shape"][0]))
+    return EvaluationPlan("all", every, "all", every)
+
+
+def _score_section(prediction_path: str, volume_path: str, section: int, label_type: str) -> list[dict]:
     probability = decode_probability(volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH][section])
     labels = volume_store.open_store(volume_path)[volume_store.LABELS_PATH][section]
-    return [{"section": section, **row} for row in section_scores(probability, labels)]
+    return [{"section": section, **row} for row in section_scores(probability, labels, label_type=label_type)]
+
+
+def _check_prediction_matches(prediction, prediction_info: dict, info: dict, prediction_path, volume_path) -> None:
+    """Refuse a prediction of another volume: same shape is not enough, the input checksum must match."""
+    shape = prediction[volume_store.IMAGE_PATH].shape
+    if list(shape) != info["shape"]:
+        raise InputDataError(f"{prediction_path}: prediction shape {shape} differs from the volume {info['shape']}")
+    recorded = prediction_info.get("input_pixel_sha256")
+    if recorded is None:
+        raise InputDataError(
+            f"{prediction_path}: records no input checksum (input_pixel_sha256), so it cannot be matched to "
+            f"{volume_path}; predict the dataset's volume store with the predict rule"
+        )
+    if recorded != info["image"]["pixel_sha256"]:
+        raise InputDataError(
+            f"{prediction_path}: predicts another volume (input pixel sha256 {recorded}) than {volume_path} "
+            f"(pixel sha256 {info['image']['pixel_sha256']})"
+        )
+
+
+def score_sections(prediction_path, volume_path, plan: EvaluationPlan, label_type: str, workers: int = 1) -> list[dict]:
+    """Every score of every section the plan names, at every threshold, each row with its split."""
+    split_of = plan.split_of()
+    arguments = [(str(prediction_path), str(volume_path), section, label_type) for section in sorted(split_of)]
+    if workers > 1 and len(arguments) > 1:
+        with ProcessPoolExecutor(min(workers, len(arguments)), mp_context=get_context("fork")) as pool:
+            per_section = list(pool.map(_score_section, *zip(*arguments)))
+    else:
+        per_section = [_score_section(*args) for args in arguments]
+    return [{"split": split_of[row["section"]], **row} for rows in per_section for row in rows]
 
 
 def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: int = 1) -> dict:
-    """Score every evaluation section at every threshold; write the table (CSV) and the summary (JSON)."""
+    """Score the plan's sections at every threshold; write the table (CSV) and the summary (JSON).
+
+    Returns:
+        The summary: dataset, split and sections reported, where the thresholds came from, whether the
+        scores are held out, every metric (``metrics.summarise``), model and data checksums.
+    """
     import pandas as pd
 
     volume = volume_store.open_store(volume_path)
@@ -49,35 +115,41 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
         raise InputDataError(f"{volume_path}: dataset {info['dataset']!r} has no labels to evaluate against")
     prediction = volume_store.open_store(prediction_path)
     prediction_info = volume_store.provenance(prediction)
-    if list(prediction[volume_store.IMAGE_PATH].shape) != info["shape"]:
-        raise InputDataError(f"{prediction_path}: prediction shape {prediction[volume_store.IMAGE_PATH].shape} differs from the volume {info['shape']}")
-    split, sections = evaluation_sections(info)
-    arguments = [(str(prediction_path), str(volume_path), section) for section in sections]
-    if workers > 1 and len(sections) > 1:
-        with ProcessPoolExecutor(min(workers, len(sections)), mp_context=get_context("fork")) as pool:
-            per_section = list(pool.map(_score_section, *zip(*arguments)))
-    else:
-        per_section = [_score_section(*args) for args in arguments]
-    rows = [row for section_rows in per_section for row in section_rows]
-    table = pd.DataFrame(rows)
-    table.to_csv(sections_csv, index=False, float_format="%.6f")
+    _check_prediction_matches(prediction, prediction_info, info, prediction_path, volume_path)
+    plan = evaluation_plan(info)
+    rows = score_sections(prediction_path, volume_path, plan, info["labels"]["type"], workers)
+    with atomic_file(sections_csv) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6f")
+    reported = [row for row in rows if row["split"] == plan.split]
+    selecting = [row for row in rows if row["split"] == plan.threshold_split] if plan.threshold_split else None
     model = prediction_info.get("model_metadata", {})
     summary = {
         "dataset": info["dataset"],
-        "split": split,
-        "sections": sections,
-        "metrics": summarise(rows),
+        **asdict(plan),
+        "held_out": plan.held_out,
+        "metrics": summarise(reported, selecting),
         "model": {"file": prediction_info.get("model"), "architecture": model.get("model"), "training": model.get("training"),
                   "training_data": model.get("data")},  # fmt: skip
         "checksums": {"image_pixel_sha256": info["image"]["pixel_sha256"], "labels_pixel_sha256": info["labels"]["pixel_sha256"]},
         "tta": prediction_info.get("tta"),
     }
-    Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
-    best = summary["metrics"]
-    log.info("%s (%s sections %s): V_rand %.4f, V_info %.4f, Rand error %.4f, pixel error %.4f, misclassified %.4f, "
-             "IoU %.4f, Dice %.4f", info["dataset"], split, sections,
-             *(best[name]["value"] for name in ("v_rand", "v_info", "rand_error", "pixel_error", "misclassified", "iou", "dice")))  # fmt: skip
+    with atomic_file(summary_json) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("%s", describe(summary))
     return summary
+
+
+def describe(summary: dict) -> str:
+    """One line per headline metric: held-out value at the operating threshold and the best over thresholds."""
+    chosen = summary["threshold_split"] or "fixed"
+    lines = [f"{summary['dataset']}, {summary['split']} sections {summary['sections']} "
+             f"({'held out' if summary['held_out'] else 'NOT held out'}; thresholds chosen on: {chosen}):"]  # fmt: skip
+    for name in HEADLINE:
+        metric = summary["metrics"][name]
+        best = metric["best_over_thresholds"]
+        lines.append(f"  {name:14s} {metric['value']:.4f} at threshold {metric['threshold']}   "
+                     f"(best over thresholds {best['value']:.4f} at {best['threshold']})")  # fmt: skip
+    return "\n".join(lines)
 
 
 def plot_threshold_curves(summary: dict, path) -> None:
@@ -103,8 +175,7 @@ def plot_overlays(prediction_path, volume_path, path, threshold: float = 0.5, co
     info = volume_store.provenance(volume_store.open_store(volume_path))
     volume = volume_store.open_store(volume_path)
     probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
-    _, sections = evaluation_sections(info)
-    sections = sections[:count]
+    sections = evaluation_plan(info).sections[:count]
     fig, axes = plt.subplots(1, len(sections), figsize=(5 * len(sections), 5.2), constrained_layout=True, squeeze=False)
     for axis, section in zip(axes[0], sections):
         image = volume[volume_store.IMAGE_PATH][section].astype(np.float32) / 255.0

@@ -136,6 +136,7 @@ def validate(model, volume, sections, geometry, input_size, normalisation, devic
     """Misclassified fraction, V_rand (ISBI style) and foreground IoU at threshold 0.5 over the validation sections."""
     model.eval()
     image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
+    label_type = volume_store.provenance(volume)["labels"]["type"]
     scores = []
     for section in sections:
         probability = predict_section(
@@ -144,7 +145,7 @@ def validate(model, volume, sections, geometry, input_size, normalisation, devic
         truth = labels[section]
         scores.append({
             "misclassified": misclassified_fraction(probability, truth),
-            "v_rand": rand_and_info(truth_cells(truth), proposal_cells(probability, 0.5))["v_rand"],
+            "v_rand": rand_and_info(truth_cells(truth, label_type), proposal_cells(probability, 0.5))["v_rand"],
             "iou": overlap_scores(probability, truth)[0],
         })  # fmt: skip
     model.train()
@@ -304,8 +305,12 @@ def train(
                     _atomic_torch_save({"signature": signature, "step": step, "model": model.state_dict()}, best_path)
             checkpoint()
 
-    if best is not None and best_path.exists():
+    if best is not None:
+        if not best_path.exists():
+            raise PipelineError(f"{best_path}: the best checkpoint (step {best['step']}) is missing; delete {last_path} to train again")
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
+    else:
+        log.info("no validation sections: the model holds the weights of the last iteration")
     metadata = {
         "format": MODEL_FORMAT,
         "model": asdict(model_config),
