@@ -75,18 +75,20 @@ def input_origins(start: int, stop: int, geometry: TileGeometry, input_size: int
 
     Unpadded networks: output tiles on a grid of ``tile_step`` from ``start``, each
     input tile reaching ``margin`` before its output tile. Padded networks (no
-    valid-convolution margin): tiles overlapping by ``blend_overlap``, the first
-    starting half an overlap before ``start`` so that no output pixel lies on a
-    tile's outer edge, where zero padding degrades the prediction.
+    valid-convolution margin): tiles overlapping by ``blend_overlap`` on one grid
+    fixed in image coordinates (origins ``k * (input_size - overlap) - overlap // 2``,
+    so no image edge falls on a tile's outer edge, where zero padding degrades the
+    prediction), and every tile of that grid that touches [start, stop): each pixel
+    is then the blend of the same tiles whatever block it is predicted in.
     """
     if not geometry.padded:
         margin = geometry.margin(input_size)
         return [origin - margin for origin in range(start, stop, geometry.tile_step(input_size))]
     overlap = blend_overlap(input_size)
-    origins = [start - overlap // 2]
-    while origins[-1] + input_size - overlap // 2 < stop:
-        origins.append(origins[-1] + input_size - overlap)
-    return origins
+    step = input_size - overlap
+    first = (start + overlap // 2 - input_size) // step + 1  # the first k whose tile ends after start
+    last = (stop + overlap // 2 - 1) // step  # the last k whose tile begins before stop
+    return [k * step - overlap // 2 for k in range(first, last + 1)]
 
 
 def _blend_window(size: int) -> np.ndarray:
