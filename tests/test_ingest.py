@@ -96,10 +96,35 @@ def test_sixteen_bit_needs_rescale(tmp_path):
         ingest("d", dataset(tmp_path / "deep.tif"), tmp_path / "deep.tif", None, out)
     only_output_or_nothing(tmp_path, ["deep.tif"])
     config = dataset(tmp_path / "deep.tif")
-    config["image"]["rescale"] = [0, 4095]
+    config["image"]["rescale"] = [100, 4000]
     ingest("d", config, tmp_path / "deep.tif", None, out)
     image = volume_store.open_store(out)[volume_store.IMAGE_PATH][:]
-    assert image.min() == 0 and image.max() == 255
+    # low -> 0, high -> 255, linear between, rounded to the nearest integer (halves to even), clipped outside
+    expected = np.clip(np.rint((data.astype(np.float64) - 100) * 255 / 3900), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(image, expected)
+    assert image[0, 0, 0] == 0 and image[1, -1, -1] == 255 and (data[image == 128] >= 2044).all()
+
+
+@pytest.mark.parametrize("rescale", [[5, 5], [10, 2]])
+def test_a_rescale_without_a_range_is_a_clear_error(tmp_path, rescale):
+    tifffile.imwrite(tmp_path / "deep.tif", np.zeros((2, 8, 8), np.uint16))
+    config = dataset(tmp_path / "deep.tif")
+    config["image"]["rescale"] = rescale
+    with pytest.raises(InputDataError, match=r"d: image .*deep\.tif: rescale \[\d+, \d+\] must have low < high"):
+        ingest("d", config, tmp_path / "deep.tif", None, tmp_path / "volume.zarr")
+    only_output_or_nothing(tmp_path, ["deep.tif"])
+
+
+def test_a_missing_voxel_size_is_logged_and_not_invented(tmp_path, caplog):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((2, 8, 8), np.uint8))
+    config = dataset(tmp_path / "img.tif")
+    del config["voxel_size"]
+    with caplog.at_level("WARNING"):
+        attrs = ingest("d", config, tmp_path / "img.tif", None, tmp_path / "volume.zarr")
+    assert "d: no voxel_size in the config" in caplog.text
+    assert attrs["voxel_size"] is None and attrs["unit"] is None
+    axes = volume_store.open_store(tmp_path / "volume.zarr").attrs["ome"]["multiscales"][0]["axes"]
+    assert axes == [{"name": name, "type": "space"} for name in "zyx"], "no unit where none is known"
 
 
 def test_float_image_with_fractions_is_refused(tmp_path):

@@ -27,6 +27,15 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 
 
+def check_rescale(rescale, where: str) -> None:
+    """A ``rescale`` of [low, high] must map a range of gray values: finite numbers with low < high."""
+    if rescale is None:
+        return
+    low, high = map(float, rescale)
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise InputDataError(f"{where}: rescale [{low:g}, {high:g}] must have low < high (the values mapped to 0 and 255)")
+
+
 def to_uint8(section: np.ndarray, rescale, where: str) -> np.ndarray:
     """Convert an image section to uint8, refusing any silent loss of information.
 
@@ -35,6 +44,7 @@ def to_uint8(section: np.ndarray, rescale, where: str) -> np.ndarray:
     high -> 255, clipping outside.
     """
     if rescale is not None:
+        check_rescale(rescale, where)
         low, high = map(float, rescale)
         scaled = (section.astype(np.float64) - low) * (255.0 / (high - low))
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
@@ -118,6 +128,7 @@ def _ingest(name, dataset, image_path, labels_path, out_path, readers: ExitStack
     image_spec = dataset["image"]
     labels_spec = dataset.get("labels")
     image_path = Path(image_path)
+    check_rescale(image_spec.get("rescale"), f"{name}: image {image_path}")
     image_reader = readers.enter_context(closing(open_volume(image_path, image_spec.get("key"))))
     labels_reader = None
     if labels_spec:
@@ -134,8 +145,10 @@ def _ingest(name, dataset, image_path, labels_path, out_path, readers: ExitStack
     if labels_reader:
         _check_file_checksum(labels_path, labels_spec, sources["labels"].remote)
 
-    voxel_size = dataset.get("voxel_size", [1.0, 1.0, 1.0])
-    unit = dataset.get("unit", "nanometer")
+    voxel_size, unit = dataset.get("voxel_size"), dataset.get("unit", "nanometer")
+    if voxel_size is None:
+        log.warning("%s: no voxel_size in the config; the store records scale 1 per axis and no unit", name)
+        unit = None
     chunks = volume_store.section_chunks(image_reader.shape)
     with volume_store.atomic_store(out_path) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -146,7 +159,7 @@ def _ingest(name, dataset, image_path, labels_path, out_path, readers: ExitStack
         attrs = {
             "dataset": name,
             "shape": list(image_reader.shape),
-            "voxel_size": list(map(float, voxel_size)),
+            "voxel_size": None if voxel_size is None else list(map(float, voxel_size)),
             "unit": unit,
             "sections": sections,
             "image": {

@@ -196,7 +196,8 @@ def predict_volume(
         info["input_pixel_sha256"] = source_info["image"]["pixel_sha256"]
         voxel_size, unit = source_info["voxel_size"], source_info["unit"]
     else:
-        voxel_size, unit = [1.0, 1.0, 1.0], "pixel"
+        log.warning("%s is not an ingested volume store: the prediction records no input checksum and no voxel size", image_path)
+        voxel_size, unit = None, None
     root.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "multiscales": volume_store.multiscales("probability", voxel_size, unit)}
     root.attrs[volume_store.PROVENANCE_KEY] = info
     shutil.rmtree(done_dir)
@@ -221,11 +222,13 @@ class _AsStack:
 
 
 def _source_provenance(image_path) -> dict | None:
-    """The pipeline provenance of the input store, when it is a dataset's volume store."""
-    try:
-        return volume_store.provenance(volume_store.open_store(image_path))
-    except Exception:
-        return None
+    """The pipeline provenance of the input when it is an ingested volume store; None for other Zarr inputs."""
+    import zarr
+
+    node = zarr.open(str(image_path), mode="r")
+    if isinstance(node, zarr.Group) and volume_store.PROVENANCE_KEY in node.attrs:
+        return volume_store.provenance(node)
+    return None
 
 
 def write_submission_tiff(prediction_path, tiff_path) -> None:

@@ -36,13 +36,18 @@ def section_chunks(shape: tuple[int, ...], max_tile: int = 1024) -> tuple[int, .
     return (1, *(min(n, max_tile) for n in shape[1:]))
 
 
-def multiscales(name: str, voxel_size, unit: str, path: str = IMAGE_PATH) -> list[dict]:
-    """OME-NGFF multiscales metadata of a single-level (z, y, x) image."""
+def multiscales(name: str, voxel_size, unit: str | None, path: str = IMAGE_PATH) -> list[dict]:
+    """OME-NGFF multiscales metadata of a single-level (z, y, x) image.
+
+    ``voxel_size`` None (not configured): scale 1 per axis and no unit, rather than an invented physical size.
+    """
+    axis = {"type": "space"} if voxel_size is None or unit is None else {"type": "space", "unit": unit}
+    scale = [1.0, 1.0, 1.0] if voxel_size is None else list(map(float, voxel_size))
     return [
         {
             "name": name,
-            "axes": [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"],
-            "datasets": [{"path": path, "coordinateTransformations": [{"type": "scale", "scale": list(map(float, voxel_size))}]}],
+            "axes": [{"name": name, **axis} for name in "zyx"],
+            "datasets": [{"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
         }
     ]
 
