@@ -42,11 +42,16 @@ class _Handler(SimpleHTTPRequestHandler):
 
     /truncate/<file>  always closes the connection halfway through the body
     /flaky/<file>     does so on the first request for a file only
+    /norange/<file>   like flaky, then ignores Range headers (200 and the whole file)
+    /range416/<file>  like flaky, then answers 416 to any Range request
+    /chunked/<file>   chunked transfer (no Content-Length); the first response breaks off mid-chunk
+    /nolength/<file>  no Content-Length; the body always ends halfway, at connection close
     /error500/<file>  always answers 500
     """
 
     requests: list = []
     seen_flaky: set = set()
+    FIRST_TRUNCATED = ("flaky", "norange", "range416", "chunked")
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -63,23 +68,48 @@ class _Handler(SimpleHTTPRequestHandler):
             self.send_error(404, "File not found")
             return
         data = file.read_bytes()
-        start = 0
         range_header = self.headers.get("Range")
-        if range_header and mode != "truncate":
+        if range_header and mode == "range416":
+            self.send_error(416, "Range Not Satisfiable")
+            return
+        start = 0
+        if range_header and mode not in ("truncate", "norange"):
             start = int(range_header.split("=")[1].split("-")[0])
-        truncate = mode == "truncate" or (mode == "flaky" and name not in type(self).seen_flaky)
-        if mode == "flaky":
-            type(self).seen_flaky.add(name)
+        truncate = mode in ("truncate", "nolength") or (mode in self.FIRST_TRUNCATED and name not in type(self).seen_flaky)
+        type(self).seen_flaky.add(name)
         body = data[start:]
+        if mode == "chunked":
+            self._send_chunked(body, truncate, start, len(data))
+            return
         self.send_response(206 if start else 200)
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(body)))
+        if mode != "nolength":
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         self.wfile.write(body[: len(body) // 2] if truncate else body)
         if truncate:
             self.close_connection = True
+
+    def _send_chunked(self, body: bytes, truncate: bool, start: int, total: int):
+        self.protocol_version = "HTTP/1.1"
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        size = 1 << 16
+        for offset in range(0, len(body), size):
+            chunk = body[offset : offset + size]
+            if truncate and offset >= len(body) // 2:
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk[: len(chunk) // 2])  # breaks off mid-chunk
+                break
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        else:
+            self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True
 
 
 @pytest.fixture

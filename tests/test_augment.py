@@ -69,6 +69,26 @@ def test_no_augmentation_reproduces_the_mirrored_crop(arrays, settings):
     np.testing.assert_array_equal(weight_tile, mirrored_crop(weights[1], top, left, OUTPUT))
 
 
+def test_gray_value_augmentation(arrays):
+    """Gamma, then contrast about mid-gray, then brightness; labels and weights untouched; draws within bounds."""
+    image, labels, weights = arrays
+    settings = options(intensity={"gamma": 0.2, "contrast": 0.2, "brightness": 0.1})
+    draws = [draw_sample(np.random.default_rng(seed), settings, [1], image.shape[1:], OUTPUT) for seed in range(200)]
+    gammas, contrasts, brightnesses = (np.array([d[key] for d in draws]) for key in ("gamma", "contrast", "brightness"))
+    assert np.exp(-0.2) <= gammas.min() < 0.9 and 1.1 < gammas.max() <= np.exp(0.2)
+    assert 0.8 <= contrasts.min() < 0.85 and 1.15 < contrasts.max() <= 1.2
+    assert -0.1 <= brightnesses.min() < -0.08 and 0.08 < brightnesses.max() <= 0.1
+    params = {**draws[0], "gamma": 0.5, "contrast": 1.5, "brightness": -0.1}
+    tile, label_tile, weight_tile = make_sample(image, labels, weights, params, INPUT, OUTPUT)
+    top, left = params["origin"]
+    crop = mirrored_crop(image[1], top - MARGIN, left - MARGIN, INPUT) / 255.0
+    expected = np.clip(np.rint(((np.sqrt(crop) - 0.5) * 1.5 + 0.5 - 0.1) * 255), 0, 255)
+    np.testing.assert_array_equal(tile, expected.astype(np.uint8))
+    assert tile.min() == 0 and tile.max() == 255, "values beyond the range are clipped"
+    np.testing.assert_array_equal(label_tile, mirrored_crop(labels[1], top, left, OUTPUT))
+    np.testing.assert_array_equal(weight_tile, mirrored_crop(weights[1], top, left, OUTPUT))
+
+
 def test_quarter_turn_and_flips_are_exact(arrays):
     image, labels, weights = arrays
     params = draw_sample(np.random.default_rng(0), options(), [0], image.shape[1:], OUTPUT)

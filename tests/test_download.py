@@ -57,6 +57,37 @@ def test_interrupted_download_resumes_with_range(http_server, tmp_path):
     assert requests[0][1] is None and requests[1][1] == f"bytes={7869390 // 2}-", requests
 
 
+def test_a_server_that_ignores_range_restarts_the_file(http_server, tmp_path):
+    base, requests = http_server
+    dest = tmp_path / "test-volume.tif"
+    download(f"{base}/norange/test-volume.tif", dest, sha256=ISBI_FILE_SHA256["test-volume.tif"], **FAST)
+    assert requests[1][1] == f"bytes={7869390 // 2}-", "the retry asked to resume, and got 200 with the whole file"
+    assert sha256_of_file(dest) == ISBI_FILE_SHA256["test-volume.tif"] and leftovers(tmp_path) == ["test-volume.tif"]
+
+
+def test_a_416_answer_to_a_resume_starts_over(http_server, tmp_path):
+    base, requests = http_server
+    dest = tmp_path / "test-volume.tif"
+    download(f"{base}/range416/test-volume.tif", dest, sha256=ISBI_FILE_SHA256["test-volume.tif"], **FAST)
+    assert [header for _, header in requests] == [None, f"bytes={7869390 // 2}-", None]
+    assert sha256_of_file(dest) == ISBI_FILE_SHA256["test-volume.tif"] and leftovers(tmp_path) == ["test-volume.tif"]
+
+
+def test_a_chunked_body_that_breaks_off_is_retried(http_server, tmp_path):
+    base, requests = http_server
+    dest = tmp_path / "train-labels.tif"
+    download(f"{base}/chunked/train-labels.tif", dest, sha256=ISBI_FILE_SHA256["train-labels.tif"], **FAST)
+    assert len(requests) == 2 and requests[1][1] is not None, "the retry resumes"
+    assert sha256_of_file(dest) == ISBI_FILE_SHA256["train-labels.tif"]
+
+
+def test_a_short_body_without_content_length_is_caught_by_the_checksum(http_server, tmp_path):
+    base, _ = http_server
+    with pytest.raises(DownloadError, match=r"nolength/train-labels\.tif: sha256 mismatch"):
+        download(f"{base}/nolength/train-labels.tif", tmp_path / "x.tif", sha256=ISBI_FILE_SHA256["train-labels.tif"], **FAST)
+    assert leftovers(tmp_path) == []
+
+
 def test_checksum_mismatch_leaves_nothing(http_server, tmp_path):
     base, _ = http_server
     with pytest.raises(DownloadError, match="sha256 mismatch: expected 0{64}, got a05df637"):

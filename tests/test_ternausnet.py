@@ -94,11 +94,14 @@ def test_blended_tiles_cover_the_region_with_weights_summing_to_one(monkeypatch)
 
 
 def test_blended_prediction_is_close_to_a_whole_image_pass():
+    """64-px tiles (zero padding at every tile edge) blend to within 0.01 of one pass over the whole section."""
     torch.manual_seed(0)
-    network = build_model(CONFIG).eval()
+    config = UNetConfig(architecture="ternausnet", base_channels=8, init="lecun_uniform")
+    network = build_model(config).eval()
     section = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
     normalisation = {"mean": 0.5, "std": 0.25}
-    blended = overlap_tile.predict_section(network, section, CONFIG.geometry, 64, normalisation, torch.device("cpu"))
+    blended = overlap_tile.predict_section(network, section, config.geometry, 64, normalisation, torch.device("cpu"))
     whole = overlap_tile.predict_tiles(network, section[None], normalisation, torch.device("cpu"))[0]
     inner = (slice(16, -16), slice(16, -16))
-    assert np.abs(blended[inner] - whole[inner]).mean() < 0.02
+    assert whole[inner].std() > 0.1, "the network's output varies, so a constant could not pass"
+    assert np.abs(blended[inner] - whole[inner]).max() < 0.01  # 0.0069 measured

@@ -34,7 +34,7 @@ def test_matches_brute_force_on_random_instance_maps(seed):
     cells = random_instances(np.random.default_rng(seed))
     fast = border_weight(cells, W0, SIGMA)
     slow = brute_force_border_weight(cells, W0, SIGMA)
-    np.testing.assert_allclose(fast, slow, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fast, slow, atol=1e-7, rtol=0)
     assert fast.max() > 1.0, "the random maps must exercise the border term"
 
 
@@ -44,7 +44,7 @@ def test_matches_brute_force_on_random_binary_masks(sigma, w0):
     mask = ndimage.binary_opening(rng.random((70, 90)) < 0.6).astype(np.uint8)
     cells = cells_of(mask)
     assert cells.max() >= 3
-    np.testing.assert_allclose(border_weight(cells, w0, sigma), brute_force_border_weight(cells, w0, sigma), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(border_weight(cells, w0, sigma), brute_force_border_weight(cells, w0, sigma), atol=1e-7, rtol=0)
 
 
 @pytest.mark.parametrize("gap", [3, 7, 12, 20])
@@ -77,7 +77,7 @@ def test_cells_touching_the_image_border():
     cells[:15, 14:] = 2
     cells[20:, 14:] = 3
     fast = border_weight(cells, W0, SIGMA)
-    np.testing.assert_allclose(fast, brute_force_border_weight(cells, W0, SIGMA), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fast, brute_force_border_weight(cells, W0, SIGMA), atol=1e-7, rtol=0)
     # between columns 9 (cell 1) and 14 (cell 2): d1 + d2 = 5 for every gap pixel on row 0
     assert fast[0, 12] == pytest.approx(W0 * math.exp(-(5**2) / (2 * SIGMA**2)), abs=1e-5)
 
