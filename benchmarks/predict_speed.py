@@ -16,6 +16,10 @@ its own:
 - compute: the network alone on as many random tiles as the stage predicts, no
   I/O, no tiling (the stage's tiling overhead is stage time / compute time).
 
+All three run on the same device (--device, default: CUDA when present) with
+the same precision (--amp: bf16 autocast on CUDA, as the stage does; float32 on
+the CPU), and the output says which.
+
 Without --model a randomly initialised network of the laptop preset is used
 (throughput does not depend on the weights). The default shape is 2 GiB; a
 smaller one (for example --shape 1 8192 8192) gives the same per-voxel rates on
@@ -60,22 +64,32 @@ def make_volume(path: Path, shape) -> None:
         array[z] = rng.integers(0, 256, shape[1:], dtype=np.uint8)
 
 
-def run_stage(model: str, volume: str, out: str, input_size: int, threads: int) -> dict:
+def precision(device: str, amp: str):
+    """The device and autocast dtype every side uses, chosen as the stage chooses them."""
+    from unet_pipeline.devices import amp_dtype, pick_device
+
+    torch_device = pick_device(device)
+    return torch_device, amp_dtype(amp, torch_device)
+
+
+def run_stage(model: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
     from unet_pipeline.predict import predict_volume
 
-    info = predict_volume(model, volume, out, batch_size=4, threads=threads, input_size=input_size)
+    info = predict_volume(model, volume, out, batch_size=4, device=device, amp=amp, threads=threads, input_size=input_size)
     return {"seconds": info["seconds"]}
 
 
-def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: int) -> dict:
+def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
     import zarr
     from monai.inferers import sliding_window_inference
 
+    from unet_pipeline.devices import autocast
     from unet_pipeline.overlap_tile import normalise
     from unet_pipeline.unet import load_model
 
     torch.set_num_threads(threads)
-    model, metadata = load_model(model_path)
+    torch_device, dtype = precision(device, amp)
+    model, metadata = load_model(model_path, torch_device)
     geometry = model.config.geometry
     output, margin, step = geometry.output_size(input_size), geometry.margin(input_size), geometry.tile_step(input_size)
 
@@ -93,32 +107,34 @@ def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: 
     image = zarr.open(volume, mode="r")
     target = zarr.create_array(out, shape=image.shape, chunks=image.chunks, dtype="uint8")
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(torch_device, dtype):
         for z in range(image.shape[0]):
-            section = torch.from_numpy(normalise(image[z], metadata["normalisation"]))[None, None]
+            section = torch.from_numpy(normalise(image[z], metadata["normalisation"]))[None, None].to(torch_device)
             probability = sliding_window_inference(section, (output, output), 4, wrapped, overlap=(output - step) / output,
                                                    mode="constant", padding_mode="reflect")  # fmt: skip
-            target[z] = np.rint(probability[0, 0].numpy() * 255).astype(np.uint8)
+            target[z] = np.rint(probability[0, 0].float().cpu().numpy() * 255).astype(np.uint8)
     return {"seconds": time.perf_counter() - start}
 
 
-def run_compute(model_path: str, volume: str, out: str, input_size: int, threads: int) -> dict:
+def run_compute(model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
     import zarr
 
+    from unet_pipeline.devices import autocast
     from unet_pipeline.unet import load_model
 
     torch.set_num_threads(threads)
-    model, _ = load_model(model_path)
+    torch_device, dtype = precision(device, amp)
+    model, _ = load_model(model_path, torch_device)
     step = model.config.geometry.tile_step(input_size)
     shape = zarr.open(volume, mode="r").shape
     chunk = min(shape[1], 1024), min(shape[2], 1024)
     per_chunk = math.ceil(chunk[0] / step) * math.ceil(chunk[1] / step)
     tiles = shape[0] * math.ceil(shape[1] / chunk[0]) * math.ceil(shape[2] / chunk[1]) * per_chunk
-    batch = torch.randn(4, 1, input_size, input_size)
+    batch = torch.randn(4, 1, input_size, input_size, device=torch_device)
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(torch_device, dtype):
         for _ in range(math.ceil(tiles / 4)):
-            torch.softmax(model(batch), dim=1)
+            torch.softmax(model(batch), dim=1).float().cpu()  # to the host, as the stage's probabilities go
     return {"seconds": time.perf_counter() - start, "tiles": tiles}
 
 
@@ -134,22 +150,26 @@ def main():
     parser.add_argument("--input-size", type=int, default=508, help="tile size for both (legal for the model)")
     parser.add_argument("--model", type=Path, help="a trained model.pt (default: random laptop network)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (the same for every side)")
+    parser.add_argument("--amp", default="bf16", choices=["none", "bf16", "fp16"], help="autocast on CUDA (every side)")
+    parser.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        method, model, volume, out, size, threads = args.child
-        child(method, model, volume, out, int(size), int(threads))
+        method, model, volume, out, size, threads, device, amp = args.child
+        child(method, model, volume, out, int(size), int(threads), device, amp)
         return
     with tempfile.TemporaryDirectory(dir=REPO / "results" if (REPO / "results").exists() else None) as folder:
         folder = Path(folder)
         model = args.model or laptop_model(folder / "model.pt")
         make_volume(folder / "volume.zarr", args.shape)
         voxels = int(np.prod(args.shape))
-        print(f"volume {tuple(args.shape)} uint8 = {voxels / 2**30:.2f} GiB, tiles {args.input_size} px, {args.threads} threads")
+        device, dtype = precision(args.device, args.amp)
+        print(f"volume {tuple(args.shape)} uint8 = {voxels / 2**30:.2f} GiB, tiles {args.input_size} px, {args.threads} threads, "
+              f"every side on {device} in {dtype or torch.float32}")  # fmt: skip
         results = {}
         for method in ("stage", "monai", "compute"):
             command = [sys.executable, __file__, "--child", method, str(model), str(folder / "volume.zarr"),
-                       str(folder / f"{method}.zarr"), str(args.input_size), str(args.threads)]  # fmt: skip
+                       str(folder / f"{method}.zarr"), str(args.input_size), str(args.threads), args.device, args.amp]  # fmt: skip
             results[method] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
             print(f"{method:8s} {results[method]['seconds']:9.1f} s  {voxels / results[method]['seconds'] / 1e6:8.2f} Mvoxel/s  "
                   f"peak RSS {results[method]['peak_rss_mib']:8.0f} MiB")  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from .errors import PipelineError
@@ -21,3 +23,8 @@ def pick_device(name: str) -> torch.device:
 def amp_dtype(name: str, device: torch.device):
     """The autocast dtype for ``name`` on ``device`` (None on the CPU: float32 throughout)."""
     return AMP_DTYPES[name] if device.type == "cuda" else None
+
+
+def autocast(device: torch.device, dtype):
+    """The mixed-precision context for ``dtype`` from ``amp_dtype`` (None: full float32, no autocast)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()

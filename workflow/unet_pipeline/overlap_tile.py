@@ -9,12 +9,12 @@ Training validation and the prediction stage both use ``predict_region``.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
 import torch
 
+from .devices import autocast
 from .mirror import mirror_indices
 from .tile_geometry import TileGeometry
 
@@ -54,10 +54,9 @@ def predict_tiles(model, tiles: np.ndarray, normalisation: dict, device, amp_dty
     inputs = torch.from_numpy(normalise(tiles, normalisation)[:, None]).to(device)
     if device.type == "cuda":
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     transforms = range(8) if tta else range(1)
     total = None
-    with autocast:
+    with autocast(device, amp_dtype):
         for index in transforms:
             logits = model(_dihedral(inputs, index)).float()
             probability = _dihedral(torch.softmax(logits, dim=1)[:, 1], index, inverse=True)

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,8 +32,7 @@ import torch.nn.functional as F
 
 from . import volume_store
 from .checksums import sha256_of_file
-from .devices import amp_dtype as autocast_dtype
-from .devices import pick_device
+from .devices import amp_dtype, autocast, pick_device
 from .errors import InputDataError, PipelineError
 from .figures import pyplot
 from .metrics import misclassified_fraction, overlap_scores, proposal_cells, rand_and_info, truth_cells
@@ -215,7 +213,7 @@ def train(
     """
     device = pick_device(options.device)
     torch.set_num_threads(max(threads, 1))
-    amp_dtype = autocast_dtype(options.amp, device)
+    precision = amp_dtype(options.amp, device)
     data = AugmentedSet(augmented_path)
     geometry = model_config.geometry
     input_size = data.attrs["input_size"]
@@ -277,7 +275,7 @@ def train(
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(labels).to(device)
         w = torch.from_numpy(weights).to(device)
-        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
+        with autocast(device, precision):
             logits = forward(x)
         loss = weighted_cross_entropy(logits, y, w)
         if not torch.isfinite(loss):
@@ -296,7 +294,7 @@ def train(
             running = []
         if step % options.validate_every == 0 or step == options.iterations:
             if validation_sections:
-                scores = validate(model, volume, validation_sections, geometry, input_size, normalisation, device, amp_dtype,
+                scores = validate(model, volume, validation_sections, geometry, input_size, normalisation, device, precision,
                                   options.validation_batch_size)  # fmt: skip
                 rows.append({"split": "validation", "step": step, "loss": None, "lr": None, **scores, "tiles_per_s": None})
                 log.info("step %d: validation misclassified %.4f, V_rand %.4f", step, scores["misclassified"], scores["v_rand"])
