@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 INPUT, OUTPUT, MARGIN, SIGMA, POINTS = 572, 388, 92, 10.0, 3
 METHODS = ("ours-elastic", "elasticdeform", "ours-all", "stage")
@@ -48,7 +48,6 @@ def settings(all_on: bool) -> dict:
 
 def load(data: Path):
     import tifffile
-
     from unet_pipeline.weight_map import class_weights, weight_map
 
     image = tifffile.imread(data / "train-volume.tif")[:25]
@@ -70,7 +69,6 @@ def run_ours(data: Path, samples: int, all_on: bool) -> None:
 
 def run_elasticdeform(data: Path, samples: int) -> None:
     import elasticdeform
-
     from unet_pipeline.mirror import read_mirrored
 
     image, labels, weights = load(data)
@@ -101,7 +99,16 @@ def run_stage(data: Path, samples: int) -> None:
         write_weight_maps(folder / "v.zarr", folder / "w.zarr", workers=2)
         options = {**settings(True), "samples": samples}
         start = time.perf_counter()
-        write_augmented_set(folder / "v.zarr", folder / "w.zarr", folder / "a.zarr", options, TileGeometry(5), INPUT, workers=2, progress=False)
+        write_augmented_set(
+            folder / "v.zarr",
+            folder / "w.zarr",
+            folder / "a.zarr",
+            options,
+            TileGeometry(5),
+            INPUT,
+            workers=2,
+            progress=False,
+        )
         return time.perf_counter() - start
 
 
@@ -111,10 +118,15 @@ def child(method: str, data: Path, samples: int) -> None:
     if method == "stage":
         elapsed = run_stage(data, samples)
     else:
-        {"ours-elastic": lambda: run_ours(data, samples, False), "ours-all": lambda: run_ours(data, samples, True),
-         "elasticdeform": lambda: run_elasticdeform(data, samples)}[method]()  # fmt: skip
+        {
+            "ours-elastic": lambda: run_ours(data, samples, False),
+            "ours-all": lambda: run_ours(data, samples, True),
+            "elasticdeform": lambda: run_elasticdeform(data, samples),
+        }[method]()
         elapsed = time.perf_counter() - start
-    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    peak_kib = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    )
     print(json.dumps({"method": method, "seconds": elapsed, "samples": samples, "peak_rss_mib": peak_kib / 1024}))
 
 
@@ -129,8 +141,19 @@ def main():
         return
     results = {}
     for method in METHODS:
-        command = [sys.executable, __file__, "--child", method, "--data", str(args.data), "--samples", str(args.samples)]
-        results[method] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            method,
+            "--data",
+            str(args.data),
+            "--samples",
+            str(args.samples),
+        ]
+        results[method] = json.loads(
+            subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        )
     print(f"{args.samples} samples of {INPUT} -> {OUTPUT} px (grid {POINTS}x{POINTS}, sigma {SIGMA} px)")
     print(f"{'method':15s} {'samples/s':>10s} {'ms/sample':>10s} {'peak RSS MiB':>13s}")
     for method, result in results.items():

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from unet_pipeline.evaluate import describe  # noqa: E402
+from unet_pipeline.evaluate import describe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,17 +38,35 @@ def main():
         shutil.rmtree(results)
     results.mkdir(parents=True)
     data = str(args.data.resolve())
-    overlay = {"results": str(results), "preset": "laptop",
-               "datasets": {"isbi2012": {"base": data}, "isbi2012_test": {"base": data}}}  # fmt: skip
+    overlay = {
+        "results": str(results),
+        "preset": "laptop",
+        "datasets": {"isbi2012": {"base": data}, "isbi2012_test": {"base": data}},
+    }
     (results / "local.yaml").write_text(yaml.safe_dump(overlay))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
-               "--cores", str(args.cores), "--configfile", str(REPO / "config" / "config.yaml"), str(results / "local.yaml")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(REPO),
+        "--cores",
+        str(args.cores),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(results / "local.yaml"),
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     train_seconds = float((results / "benchmarks" / "train" / "laptop.tsv").read_text().splitlines()[1].split("\t")[0])
     summary = json.loads((results / "isbi2012" / "evaluation" / "laptop" / "summary.json").read_text())
-    print(f"pipeline wall time {wall / 60:.1f} min; train rule {train_seconds / 60:.1f} min ({args.cores} cores, {cpu_model()})")
+    print(
+        f"pipeline wall time {wall / 60:.1f} min; train rule {train_seconds / 60:.1f} min "
+        f"({args.cores} cores, {cpu_model()})"
+    )
     print(describe(summary))
 
 
@@ -57,6 +75,7 @@ def cpu_model() -> str:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return "unknown CPU"
+
 
 if __name__ == "__main__":
     main()

@@ -18,13 +18,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-import numpy as np  # noqa: E402
-import zarr  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
-from unet_pipeline import volume_store  # noqa: E402
-from unet_pipeline.evaluate import evaluate  # noqa: E402
-from unet_pipeline.ingest import ingest  # noqa: E402
+import numpy as np
+import zarr
+from scipy import ndimage
+from unet_pipeline import volume_store
+from unet_pipeline.evaluate import evaluate
+from unet_pipeline.ingest import ingest
 
 
 def main():
@@ -43,11 +42,21 @@ def main():
         root.create_array("0", data=np.rint(probability * 255).astype(np.uint8), chunks=(1, 512, 512))
         root.attrs[volume_store.PROVENANCE_KEY] = {"model": "synthetic"}
         start = time.perf_counter()
-        summary = evaluate(folder / "p.zarr", folder / "v.zarr", folder / "s.csv", folder / "s.json", workers=args.workers)
+        summary = evaluate(
+            folder / "p.zarr", folder / "v.zarr", folder / "s.csv", folder / "s.json", workers=args.workers
+        )
         elapsed = time.perf_counter() - start
     metrics = summary["metrics"]
-    print(f"{len(summary['sections'])} sections of 512x512, 11 thresholds, {args.workers} worker processes: {elapsed:.2f} s")
-    print(", ".join(f"{name} {metrics[name]['value']:.4f} (t={metrics[name]['threshold']})" for name in ("v_rand", "v_info", "rand_error", "pixel_error")))
+    print(
+        f"{len(summary['sections'])} sections of 512x512, 11 thresholds, "
+        f"{args.workers} worker processes: {elapsed:.2f} s"
+    )
+    print(
+        ", ".join(
+            f"{name} {metrics[name]['value']:.4f} (t={metrics[name]['threshold']})"
+            for name in ("v_rand", "v_info", "rand_error", "pixel_error")
+        )
+    )
 
 
 if __name__ == "__main__":

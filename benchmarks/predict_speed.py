@@ -1,7 +1,8 @@
 """Prediction throughput and peak memory: the predict stage vs MONAI's sliding_window_inference.
 
     pip install monai==1.6.1      # for the comparison only
-    python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508] [--model results/models/laptop/model.pt]
+    python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508]
+                                       [--model results/models/laptop/model.pt] [--device auto] [--amp bf16]
 
 A synthetic uint8 volume of --shape (random gray values, written chunk by chunk
 to Zarr) is predicted three ways, each in its own subprocess so that peak RSS is
@@ -39,9 +40,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import numpy as np
+import torch
+import yaml
 
 
 def laptop_model(path: Path) -> Path:
@@ -49,8 +50,11 @@ def laptop_model(path: Path) -> Path:
 
     preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
     config = UNetConfig(**preset["model"])
-    metadata = {"model": {**preset["model"], "in_channels": 1, "classes": 2}, "input_size": preset["input_size"],
-                "normalisation": {"mean": 0.5, "std": 0.2}}  # fmt: skip
+    metadata = {
+        "model": {**preset["model"], "in_channels": 1, "classes": 2},
+        "input_size": preset["input_size"],
+        "normalisation": {"mean": 0.5, "std": 0.2},
+    }
     save_model(build_model(config), path, metadata)
     return path
 
@@ -58,7 +62,9 @@ def laptop_model(path: Path) -> Path:
 def make_volume(path: Path, shape) -> None:
     import zarr
 
-    array = zarr.create_array(str(path), shape=shape, chunks=(1, min(shape[1], 1024), min(shape[2], 1024)), dtype="uint8")
+    array = zarr.create_array(
+        str(path), shape=shape, chunks=(1, min(shape[1], 1024), min(shape[2], 1024)), dtype="uint8"
+    )
     rng = np.random.default_rng(0)
     for z in range(shape[0]):
         array[z] = rng.integers(0, 256, shape[1:], dtype=np.uint8)
@@ -75,14 +81,15 @@ def precision(device: str, amp: str):
 def run_stage(model: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
     from unet_pipeline.predict import predict_volume
 
-    info = predict_volume(model, volume, out, batch_size=4, device=device, amp=amp, threads=threads, input_size=input_size)
+    info = predict_volume(
+        model, volume, out, batch_size=4, device=device, amp=amp, threads=threads, input_size=input_size
+    )
     return {"seconds": info["seconds"]}
 
 
 def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
     import zarr
     from monai.inferers import sliding_window_inference
-
     from unet_pipeline.devices import autocast
     from unet_pipeline.overlap_tile import normalise
     from unet_pipeline.unet import load_model
@@ -110,15 +117,21 @@ def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: 
     with torch.no_grad(), autocast(torch_device, dtype):
         for z in range(image.shape[0]):
             section = torch.from_numpy(normalise(image[z], metadata["normalisation"]))[None, None].to(torch_device)
-            probability = sliding_window_inference(section, (output, output), 4, wrapped, overlap=(output - step) / output,
-                                                   mode="constant", padding_mode="reflect")  # fmt: skip
+            probability = sliding_window_inference(
+                section,
+                (output, output),
+                4,
+                wrapped,
+                overlap=(output - step) / output,
+                mode="constant",
+                padding_mode="reflect",
+            )
             target[z] = np.rint(probability[0, 0].float().cpu().numpy() * 255).astype(np.uint8)
     return {"seconds": time.perf_counter() - start}
 
 
 def run_compute(model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
     import zarr
-
     from unet_pipeline.devices import autocast
     from unet_pipeline.unet import load_model
 
@@ -164,19 +177,43 @@ def main():
         make_volume(folder / "volume.zarr", args.shape)
         voxels = int(np.prod(args.shape))
         device, dtype = precision(args.device, args.amp)
-        print(f"volume {tuple(args.shape)} uint8 = {voxels / 2**30:.2f} GiB, tiles {args.input_size} px, {args.threads} threads, "
-              f"every side on {device} in {dtype or torch.float32}")  # fmt: skip
+        print(
+            f"volume {tuple(args.shape)} uint8 = {voxels / 2**30:.2f} GiB, tiles {args.input_size} px, "
+            f"{args.threads} threads, "
+            f"every side on {device} in {dtype or torch.float32}"
+        )
         results = {}
         for method in ("stage", "monai", "compute"):
-            command = [sys.executable, __file__, "--child", method, str(model), str(folder / "volume.zarr"),
-                       str(folder / f"{method}.zarr"), str(args.input_size), str(args.threads), args.device, args.amp]  # fmt: skip
-            results[method] = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-            print(f"{method:8s} {results[method]['seconds']:9.1f} s  {voxels / results[method]['seconds'] / 1e6:8.2f} Mvoxel/s  "
-                  f"peak RSS {results[method]['peak_rss_mib']:8.0f} MiB")  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                method,
+                str(model),
+                str(folder / "volume.zarr"),
+                str(folder / f"{method}.zarr"),
+                str(args.input_size),
+                str(args.threads),
+                args.device,
+                args.amp,
+            ]
+            results[method] = json.loads(
+                subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+            )
+            print(
+                f"{method:8s} {results[method]['seconds']:9.1f} s  "
+                f"{voxels / results[method]['seconds'] / 1e6:8.2f} Mvoxel/s  "
+                f"peak RSS {results[method]['peak_rss_mib']:8.0f} MiB"
+            )
         stage, monai, compute = (results[m] for m in ("stage", "monai", "compute"))
-        print(f"stage vs MONAI: {monai['seconds'] / stage['seconds']:.2f}x the speed, "
-              f"{stage['peak_rss_mib'] / monai['peak_rss_mib']:.2f}x the peak memory")  # fmt: skip
-        print(f"tiling overhead of the stage: {stage['seconds'] / compute['seconds']:.2f}x the pure compute time ({compute['tiles']} tiles)")
+        print(
+            f"stage vs MONAI: {monai['seconds'] / stage['seconds']:.2f}x the speed, "
+            f"{stage['peak_rss_mib'] / monai['peak_rss_mib']:.2f}x the peak memory"
+        )
+        print(
+            f"tiling overhead of the stage: {stage['seconds'] / compute['seconds']:.2f}x "
+            f"the pure compute time ({compute['tiles']} tiles)"
+        )
 
 
 if __name__ == "__main__":

@@ -59,9 +59,22 @@ def run_variant(name: str, args, results: Path) -> tuple[list[dict], float] | No
     }
     (results / f"{preset}.yaml").write_text(yaml.safe_dump(overlay))
     model = results / "models" / preset / "model.pt"
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
-               "--cores", str(args.cores), "--configfile", str(REPO / "config" / "config.yaml"),
-               str(results / f"{preset}.yaml"), "--", str(model)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(REPO),
+        "--cores",
+        str(args.cores),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(results / f"{preset}.yaml"),
+        "--",
+        str(model),
+    ]
     finished = subprocess.run(command, check=False, capture_output=True, text=True)
     if finished.returncode != 0:
         log = results / f"{preset}.snakemake.log"
@@ -84,8 +97,11 @@ def plot(curves: dict, path: Path) -> None:
     fig, axis = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for name, rows in curves.items():
         axis.plot([int(r["step"]) for r in rows], [float(r["iou"]) for r in rows], "o-", label=name)
-    axis.set(xlabel="training iteration", ylabel="validation IoU (Jaccard), threshold 0.5",
-             title="TernausNet on ISBI 2012: encoder initialisation")  # fmt: skip
+    axis.set(
+        xlabel="training iteration",
+        ylabel="validation IoU (Jaccard), threshold 0.5",
+        title="TernausNet on ISBI 2012: encoder initialisation",
+    )
     axis.legend()
     fig.savefig(path, dpi=90)
 
@@ -126,7 +142,8 @@ def main():
     if missing:
         print(f"not run: {', '.join(missing)} (see above); give --imagenet-weights for the ImageNet encoder")
     print(
-        f"total {time.perf_counter() - started:.0f} s; {results / 'ternausnet_init.csv'}, {results / 'ternausnet_init.png'}"
+        f"total {time.perf_counter() - started:.0f} s; "
+        f"{results / 'ternausnet_init.csv'}, {results / 'ternausnet_init.png'}"
     )
 
 

@@ -19,13 +19,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from unet_pipeline.devices import AMP_DTYPES, amp_dtype  # noqa: E402
-from unet_pipeline.train import TrainingOptions, make_optimizer, weighted_cross_entropy  # noqa: E402
-from unet_pipeline.unet import UNetConfig, build_model, count_parameters  # noqa: E402
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+from unet_pipeline.devices import AMP_DTYPES, amp_dtype
+from unet_pipeline.train import TrainingOptions, make_optimizer, weighted_cross_entropy
+from unet_pipeline.unet import UNetConfig, build_model, count_parameters
 
 
 def step_flops(model, batch, size) -> int:
@@ -43,7 +42,9 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device) -> dict:
     model = build_model(config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    options = TrainingOptions(**{k: v for k, v in preset["training"].items() if k in TrainingOptions.__dataclass_fields__})
+    options = TrainingOptions(
+        **{k: v for k, v in preset["training"].items() if k in TrainingOptions.__dataclass_fields__}
+    )
     optimizer = make_optimizer(model, options)
     flops = step_flops(model, batch, size)
     x = torch.randn(batch, 1, size, size, device=device)
@@ -75,9 +76,21 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"parameters": count_parameters(model), "tiles_per_s": steps * batch / elapsed, "step_s": elapsed / steps,
-            "tflops": flops * steps / elapsed / 1e12, "peak_mib": peak, "size": size, "out": out, "batch": batch}  # fmt: skip
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "parameters": count_parameters(model),
+        "tiles_per_s": steps * batch / elapsed,
+        "step_s": elapsed / steps,
+        "tflops": flops * steps / elapsed / 1e12,
+        "peak_mib": peak,
+        "size": size,
+        "out": out,
+        "batch": batch,
+    }
 
 
 def main():
@@ -92,14 +105,19 @@ def main():
     presets = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}")
-    print(f"{'preset':8s} {'amp':5s} {'tile':>10s} {'batch':>5s} {'tiles/s':>9s} {'s/step':>8s} {'TFLOP/s':>8s} {'peak MiB':>9s}" +
-          ("  of peak" if args.peak_tflops else ""))  # fmt: skip
+    print(
+        f"{'preset':8s} {'amp':5s} {'tile':>10s} {'batch':>5s} {'tiles/s':>9s} {'s/step':>8s} "
+        f"{'TFLOP/s':>8s} {'peak MiB':>9s}" + ("  of peak" if args.peak_tflops else "")
+    )
     for preset in args.presets:
         for amp in args.amp if device.type == "cuda" else ["none"]:
             r = measure(presets[preset], amp, args.steps, device)
             fraction = f"  {r['tflops'] / args.peak_tflops:7.1%}" if args.peak_tflops else ""
-            print(f"{preset:8s} {amp:5s} {r['size']:>4d}->{r['out']:<4d} {r['batch']:5d} {r['tiles_per_s']:9.2f} {r['step_s']:8.3f} "
-                  f"{r['tflops']:8.3f} {r['peak_mib']:9.0f}{fraction}")  # fmt: skip
+            print(
+                f"{preset:8s} {amp:5s} {r['size']:>4d}->{r['out']:<4d} {r['batch']:5d} "
+                f"{r['tiles_per_s']:9.2f} {r['step_s']:8.3f} "
+                f"{r['tflops']:8.3f} {r['peak_mib']:9.0f}{fraction}"
+            )
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "workflow"), str(REPO / "tests")]
 
-import dask  # noqa: E402
-import dask.array as da  # noqa: E402
-import numpy as np  # noqa: E402
-import tifffile  # noqa: E402
-from reference_weight_map import brute_force_border_weight  # noqa: E402
-
-from unet_pipeline.cells import cells_of  # noqa: E402
-from unet_pipeline.weight_map import border_weight, class_weights, weight_map  # noqa: E402
+import dask
+import dask.array as da
+import numpy as np
+import tifffile
+from reference_weight_map import brute_force_border_weight
+from unet_pipeline.cells import cells_of
+from unet_pipeline.weight_map import border_weight, class_weights, weight_map
 
 
 def best_of(repeats, function):
@@ -50,13 +49,17 @@ def main():
     cells = [cells_of(section) for section in labels]
     print(f"{n} sections of {labels.shape[1:]}, {min(c.max() for c in cells)}-{max(c.max() for c in cells)} cells each")
 
-    serial, fast = best_of(args.repeats, lambda: np.stack([weight_map(s, balance, args.w0, args.sigma) for s in labels]))
+    serial, fast = best_of(
+        args.repeats, lambda: np.stack([weight_map(s, balance, args.w0, args.sigma) for s in labels])
+    )
     lazy = da.from_array(labels, chunks=(1, *labels.shape[1:])).map_blocks(
         lambda block: weight_map(block[0], balance, args.w0, args.sigma)[None], dtype=np.float32
     )
     with dask.config.set(scheduler="threads", num_workers=2):
         threaded, fast_dask = best_of(args.repeats, lazy.compute)
-    brute, brute_border = best_of(args.repeats, lambda: np.stack([brute_force_border_weight(c, args.w0, args.sigma) for c in cells]))
+    brute, brute_border = best_of(
+        args.repeats, lambda: np.stack([brute_force_border_weight(c, args.w0, args.sigma) for c in cells])
+    )
     fast_border = np.stack([border_weight(c, args.w0, args.sigma) for c in cells])
 
     print(f"best of {args.repeats} runs each")

@@ -6,6 +6,13 @@ from unet_pipeline.rule_logging import rule_logging
 
 with rule_logging(snakemake):
     output = snakemake.output
-    summary = evaluate(snakemake.input.prediction, snakemake.input.volume, output.sections, output.summary, workers=snakemake.threads)
+    summary = evaluate(
+        snakemake.input.prediction, snakemake.input.volume, output.sections, output.summary, workers=snakemake.threads
+    )
     plot_threshold_curves(summary, output.thresholds)
-    plot_overlays(snakemake.input.prediction, snakemake.input.volume, output.overlays, threshold=summary["metrics"]["v_rand"]["threshold"])
+    plot_overlays(
+        snakemake.input.prediction,
+        snakemake.input.volume,
+        output.overlays,
+        threshold=summary["metrics"]["v_rand"]["threshold"],
+    )

@@ -84,25 +84,36 @@ NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
 
-    def start(self, timeout: float = 60.0) -> "LocalSlurm":
+    def start(self, timeout: float = 60.0) -> LocalSlurm:
         self._write_config()
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
-        if subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:  # no munged answering yet
+        if subprocess.run(["munge", "-n"], check=False, capture_output=True).returncode != 0:  # no munged answering yet
             subprocess.run(["munged", "--force"], check=True)
             self.started_munge = True
         for daemon in ("slurmctld", "slurmd"):
             self.processes.append(
-                subprocess.Popen([daemon, "-D", "-f", str(self.conf)], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                subprocess.Popen(
+                    [daemon, "-D", "-f", str(self.conf)],
+                    env=self.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                )
             )
         deadline = time.time() + timeout
         while time.time() < deadline:
-            state = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True, text=True).stdout.strip()
+            state = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], check=False, env=self.env, capture_output=True, text=True
+            ).stdout.strip()
             if state in ("idle", "mixed", "allocated"):
                 return self
             if any(p.poll() is not None for p in self.processes):
                 break
             time.sleep(0.5)
-        logs = "\n".join((self.folder / f"{d}.log").read_text()[-2000:] for d in ("slurmctld", "slurmd") if (self.folder / f"{d}.log").exists())
+        logs = "\n".join(
+            (self.folder / f"{d}.log").read_text()[-2000:]
+            for d in ("slurmctld", "slurmd")
+            if (self.folder / f"{d}.log").exists()
+        )
         self.stop()
         raise RuntimeError(f"the local SLURM cluster did not come up:\n{logs}")
 

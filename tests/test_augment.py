@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage
-
 from unet_pipeline import volume_store
 from unet_pipeline.augment import draw_sample, make_sample, write_augmented_set
 from unet_pipeline.errors import InputDataError
@@ -141,7 +140,9 @@ def all_on(samples, per_task):
 def test_augmented_set_is_deterministic_and_well_formed(tiny_training, tmp_path):
     volume, weights = tiny_training / "volume.zarr", tiny_training / "weights.zarr"
     geometry = TileGeometry(levels=3)
-    serial = write_augmented_set(volume, weights, tmp_path / "a.zarr", all_on(9, 4), geometry, INPUT, workers=1, progress=False)
+    serial = write_augmented_set(
+        volume, weights, tmp_path / "a.zarr", all_on(9, 4), geometry, INPUT, workers=1, progress=False
+    )
     write_augmented_set(volume, weights, tmp_path / "b.zarr", all_on(9, 2), geometry, INPUT, workers=2, progress=False)
     a, b = volume_store.open_store(tmp_path / "a.zarr"), volume_store.open_store(tmp_path / "b.zarr")
     for name in ("inputs", "labels", "weights", "sections"):
@@ -156,7 +157,9 @@ def test_augmented_set_is_deterministic_and_well_formed(tiny_training, tmp_path)
     assert serial["seed"] == 7 and serial["output_size"] == OUTPUT and serial["margin"] == MARGIN
     assert serial["source"]["image_pixel_sha256"] == source["image"]["pixel_sha256"]
     assert serial["augmentation"]["elastic"] == {"enabled": True, "grid_points": 3, "sigma": 10.0}
-    other_seed = write_augmented_set(volume, weights, tmp_path / "c.zarr", {**all_on(2, 2), "seed": 8}, geometry, INPUT, progress=False)
+    other_seed = write_augmented_set(
+        volume, weights, tmp_path / "c.zarr", {**all_on(2, 2), "seed": 8}, geometry, INPUT, progress=False
+    )
     assert other_seed["seed"] == 8
     assert not np.array_equal(volume_store.open_store(tmp_path / "c.zarr")["inputs"][0], a["inputs"][0])
 
@@ -165,11 +168,25 @@ def test_refuses_data_without_training_sections_or_with_foreign_weights(tiny_tra
     config = {"image": {"source": "x"}, "labels": {"source": "y"}, "sections": {"validation": "0-2"}}
     ingest("novalid", config, tiny_isbi / "train-volume.tif", tiny_isbi / "train-labels.tif", tmp_path / "v.zarr")
     with pytest.raises(InputDataError, match="declares no training sections"):
-        write_augmented_set(tmp_path / "v.zarr", tiny_training / "weights.zarr", tmp_path / "a.zarr", all_on(2, 1), TileGeometry(3), INPUT)
+        write_augmented_set(
+            tmp_path / "v.zarr",
+            tiny_training / "weights.zarr",
+            tmp_path / "a.zarr",
+            all_on(2, 1),
+            TileGeometry(3),
+            INPUT,
+        )
     config["sections"] = {"train": "0"}
     flipped = tmp_path / "flipped.tif"
     tifffile.imwrite(flipped, tifffile.imread(tiny_isbi / "train-labels.tif")[:, ::-1].copy(), photometric="minisblack")
     ingest("other", config, tiny_isbi / "test-volume.tif", flipped, tmp_path / "x.zarr")
     with pytest.raises(InputDataError, match="computed from other labels"):
-        write_augmented_set(tmp_path / "x.zarr", tiny_training / "weights.zarr", tmp_path / "a.zarr", all_on(2, 1), TileGeometry(3), INPUT)
+        write_augmented_set(
+            tmp_path / "x.zarr",
+            tiny_training / "weights.zarr",
+            tmp_path / "a.zarr",
+            all_on(2, 1),
+            TileGeometry(3),
+            INPUT,
+        )
     assert not (tmp_path / "a.zarr").exists()

@@ -4,7 +4,6 @@ import socket
 
 import pytest
 from conftest import ISBI_FILE_SHA256
-
 from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.download import download
 from unet_pipeline.errors import ChecksumError, DownloadError
@@ -28,7 +27,9 @@ def test_a_sha256_prefix_from_the_file_name_is_verified(http_server, tmp_path):
     base, _ = http_server
     digest = ISBI_FILE_SHA256["train-labels.tif"]
     download(f"{base}/train-labels.tif", tmp_path / "ok.tif", sha256=digest[:8], **FAST)
-    with pytest.raises(ChecksumError, match=r"train-labels\.tif: sha256 prefix mismatch: expected 8a719046, got " + digest):
+    with pytest.raises(
+        ChecksumError, match=r"train-labels\.tif: sha256 prefix mismatch: expected 8a719046, got " + digest
+    ):
         download(f"{base}/train-labels.tif", tmp_path / "bad.tif", sha256="8a719046", **FAST)
     assert leftovers(tmp_path) == ["ok.tif"]
 
@@ -84,7 +85,9 @@ def test_a_chunked_body_that_breaks_off_is_retried(http_server, tmp_path):
 def test_a_short_body_without_content_length_is_caught_by_the_checksum(http_server, tmp_path):
     base, _ = http_server
     with pytest.raises(DownloadError, match=r"nolength/train-labels\.tif: sha256 mismatch"):
-        download(f"{base}/nolength/train-labels.tif", tmp_path / "x.tif", sha256=ISBI_FILE_SHA256["train-labels.tif"], **FAST)
+        download(
+            f"{base}/nolength/train-labels.tif", tmp_path / "x.tif", sha256=ISBI_FILE_SHA256["train-labels.tif"], **FAST
+        )
     assert leftovers(tmp_path) == []
 
 

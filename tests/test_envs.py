@@ -10,8 +10,13 @@ import yaml
 from conftest import REPO
 
 # import name -> conda-forge package name, where they differ
-CONDA_PACKAGE = {"skimage": "scikit-image", "torch": "pytorch", "yaml": "pyyaml", "dask": "dask-core",
-                 "matplotlib": "matplotlib-base"}  # fmt: skip
+CONDA_PACKAGE = {
+    "skimage": "scikit-image",
+    "torch": "pytorch",
+    "yaml": "pyyaml",
+    "dask": "dask-core",
+    "matplotlib": "matplotlib-base",
+}
 LIBRARY = "unet_pipeline"
 
 
@@ -24,7 +29,9 @@ def rules():
             conda = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
             script = re.search(r'script:\s*\n\s*"([^"]+)"', block)
             if script:
-                found.append((name, conda and (smk.parent / conda.group(1)).resolve(), (smk.parent / script.group(1)).resolve()))
+                found.append(
+                    (name, conda and (smk.parent / conda.group(1)).resolve(), (smk.parent / script.group(1)).resolve())
+                )
     return found
 
 
@@ -40,7 +47,9 @@ def imported_modules(path: Path, seen: set) -> set:
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative import inside the library
                 base = path.parent / (node.module.replace(".", "/") if node.module else "")
-                targets = [base.with_suffix(".py")] if node.module else [path.parent / f"{a.name}.py" for a in node.names]
+                targets = (
+                    [base.with_suffix(".py")] if node.module else [path.parent / f"{a.name}.py" for a in node.names]
+                )
                 for target in targets:
                     if target.exists():
                         modules |= imported_modules(target, seen)

@@ -8,10 +8,16 @@ import pytest
 import tifffile
 import zarr
 from helpers import png_summary
-
 from unet_pipeline import volume_store
 from unet_pipeline.errors import InputDataError
-from unet_pipeline.evaluate import EvaluationPlan, evaluate, evaluation_plan, plot_overlays, plot_predictions, plot_threshold_curves
+from unet_pipeline.evaluate import (
+    EvaluationPlan,
+    evaluate,
+    evaluation_plan,
+    plot_overlays,
+    plot_predictions,
+    plot_threshold_curves,
+)
 from unet_pipeline.ingest import ingest
 
 
@@ -20,7 +26,12 @@ def write_prediction(path, probability, volume_path):
     root = zarr.open_group(str(path), mode="w")
     root.create_array("0", data=np.rint(probability * 255).astype(np.uint8))
     checksum = volume_store.provenance(volume_store.open_store(volume_path))["image"]["pixel_sha256"]
-    root.attrs[volume_store.PROVENANCE_KEY] = {"model": "m.pt", "model_metadata": {}, "tta": False, "input_pixel_sha256": checksum}
+    root.attrs[volume_store.PROVENANCE_KEY] = {
+        "model": "m.pt",
+        "model_metadata": {},
+        "tta": False,
+        "input_pixel_sha256": checksum,
+    }
 
 
 def two_cell_labels(count):
@@ -45,7 +56,9 @@ def store_and_prediction(tmp_path):
 
 def test_evaluate_writes_table_and_summary(store_and_prediction):
     folder = store_and_prediction
-    summary = evaluate(folder / "prediction.zarr", folder / "volume.zarr", folder / "s.csv", folder / "s.json", workers=2)
+    summary = evaluate(
+        folder / "prediction.zarr", folder / "volume.zarr", folder / "s.csv", folder / "s.json", workers=2
+    )
     table = pd.read_csv(folder / "s.csv")
     assert sorted(table["section"].unique()) == [1, 2] and len(table) == 22 and set(table["split"]) == {"validation"}
     written = json.loads((folder / "s.json").read_text())
@@ -70,7 +83,11 @@ def test_held_out_scores_use_the_threshold_chosen_on_validation(tmp_path):
     labels = two_cell_labels(3)
     tifffile.imwrite(tmp_path / "img.tif", (labels // 2).astype(np.uint8), photometric="minisblack")
     tifffile.imwrite(tmp_path / "lab.tif", labels, photometric="minisblack")
-    config = {"image": {"source": "i"}, "labels": {"source": "l"}, "sections": {"train": "0", "validation": "1", "test": "2"}}
+    config = {
+        "image": {"source": "i"},
+        "labels": {"source": "l"},
+        "sections": {"train": "0", "validation": "1", "test": "2"},
+    }
     ingest("d", config, tmp_path / "img.tif", tmp_path / "lab.tif", tmp_path / "volume.zarr")
     probability = (labels > 0).astype(np.float32) * 0.8 + 0.1
     probability[1, 18:22, 10] = 0.65  # validation: a bridge that thresholds from 0.7 remove
@@ -116,7 +133,9 @@ def test_refuses_unlabelled_data_and_mismatched_predictions(store_and_prediction
     tifffile.imwrite(tmp_path / "other.tif", np.full((3, 40, 40), 7, np.uint8), photometric="minisblack")
     ingest("o", {"image": {"source": "i"}}, tmp_path / "other.tif", None, tmp_path / "other.zarr")
     write_prediction(tmp_path / "of-other.zarr", np.zeros((3, 40, 40)), tmp_path / "other.zarr")
-    with pytest.raises(InputDataError, match=r"of-other\.zarr: predicts another volume \(input pixel sha256 [0-9a-f]{64}\) than"):
+    with pytest.raises(
+        InputDataError, match=r"of-other\.zarr: predicts another volume \(input pixel sha256 [0-9a-f]{64}\) than"
+    ):
         evaluate(tmp_path / "of-other.zarr", folder / "volume.zarr", tmp_path / "a.csv", tmp_path / "a.json")
     root = zarr.open_group(str(tmp_path / "unknown.zarr"), mode="w")
     root.create_array("0", data=np.zeros((3, 40, 40), np.uint8))

@@ -6,7 +6,6 @@ import pytest
 import tifffile
 import zarr
 from conftest import ISBI_PIXEL_SHA256
-
 from unet_pipeline import volume_store
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.ingest import ingest
@@ -26,7 +25,9 @@ def only_output_or_nothing(folder, expected):
 
 
 def test_isbi_tiff_stacks_keep_their_pixels(isbi_dir, tmp_path):
-    config = dataset(isbi_dir / "train-volume.tif", isbi_dir / "train-labels.tif", sections={"train": "0-24", "validation": "25-29"})
+    config = dataset(
+        isbi_dir / "train-volume.tif", isbi_dir / "train-labels.tif", sections={"train": "0-24", "validation": "25-29"}
+    )
     config["image"]["pixel_sha256"] = ISBI_PIXEL_SHA256["train-volume.tif"]
     config["labels"]["pixel_sha256"] = ISBI_PIXEL_SHA256["train-labels.tif"]
     out = tmp_path / "volume.zarr"
@@ -92,7 +93,9 @@ def test_sixteen_bit_needs_rescale(tmp_path):
     data = np.linspace(0, 4095, 2 * 16 * 16).reshape(2, 16, 16).astype(np.uint16)
     tifffile.imwrite(tmp_path / "deep.tif", data)
     out = tmp_path / "volume.zarr"
-    with pytest.raises(InputDataError, match=r"deep\.tif, section 0: values 0\.\.\d+ of dtype uint16 do not fit uint8.*rescale"):
+    with pytest.raises(
+        InputDataError, match=r"deep\.tif, section 0: values 0\.\.\d+ of dtype uint16 do not fit uint8.*rescale"
+    ):
         ingest("d", dataset(tmp_path / "deep.tif"), tmp_path / "deep.tif", None, out)
     only_output_or_nothing(tmp_path, ["deep.tif"])
     config = dataset(tmp_path / "deep.tif")
@@ -160,7 +163,10 @@ def test_non_binary_labels_are_refused(small_pair, tmp_path):
     data = tifffile.imread(labels)
     data[1, 0, 0] = 128
     tifffile.imwrite(labels, data, photometric="minisblack")
-    with pytest.raises(InputDataError, match=r"lab\.tif, section 1: label values \[128\] are neither foreground \(255\) nor background \(0\)"):
+    with pytest.raises(
+        InputDataError,
+        match=r"lab\.tif, section 1: label values \[128\] are neither foreground \(255\) nor background \(0\)",
+    ):
         ingest("b", dataset(image, labels), image, labels, tmp_path / "v.zarr")
     only_output_or_nothing(tmp_path, ["img.tif", "lab.tif"])
 
@@ -168,7 +174,9 @@ def test_non_binary_labels_are_refused(small_pair, tmp_path):
 def test_shape_mismatch_is_refused(small_pair, tmp_path):
     image, _ = small_pair
     tifffile.imwrite(tmp_path / "short.tif", np.zeros((2, 16, 16), np.uint8), photometric="minisblack")
-    with pytest.raises(InputDataError, match=r"short\.tif: label shape \(2, 16, 16\) differs from image shape \(3, 16, 16\)"):
+    with pytest.raises(
+        InputDataError, match=r"short\.tif: label shape \(2, 16, 16\) differs from image shape \(3, 16, 16\)"
+    ):
         ingest("s", dataset(image, tmp_path / "short.tif"), image, tmp_path / "short.tif", tmp_path / "v.zarr")
 
 

@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error
-
 from unet_pipeline.metrics import (
     FIXED_THRESHOLD,
-    overlap_scores,
     misclassified_fraction,
+    overlap_scores,
     proposal_cells,
     rand_and_info,
     section_scores,
@@ -44,7 +43,7 @@ def reference_scores(truth, proposal):
     matrix /= matrix.sum()
     s, tt = matrix.sum(axis=1), matrix.sum(axis=0)
     v_rand = 2 * (matrix**2).sum() / ((s**2).sum() + (tt**2).sum())
-    h = lambda q: -sum(x * math.log(x) for x in q.ravel() if x > 0)  # noqa: E731
+    h = lambda q: -sum(x * math.log(x) for x in q.ravel() if x > 0)
     mutual = h(s) + h(tt) - h(matrix)
     return v_rand, 2 * mutual / (h(s) + h(tt))
 
@@ -130,7 +129,9 @@ def test_skimage_differs_by_treating_proposal_zeros_as_one_segment():
     assert abs(theirs - ours) > 0.01
     # without border pixels only the pair counting differs (skimage leaves out the n self-pairs): O(1/n)
     no_zeros = proposal + 1
-    assert rand_and_info(truth, no_zeros)["v_rand"] == pytest.approx(1 - adapted_rand_error(truth, no_zeros)[0], abs=5 / truth.size)
+    assert rand_and_info(truth, no_zeros)["v_rand"] == pytest.approx(
+        1 - adapted_rand_error(truth, no_zeros)[0], abs=5 / truth.size
+    )
 
 
 def test_misclassified_iou_dice():
@@ -153,18 +154,34 @@ def test_unthinned_rand_keeps_proposal_background_as_one_segment():
 
 
 def metric_row(section, threshold, v_rand, v_info, misclassified, dice, unthinned):
-    return {"section": section, "threshold": threshold, "v_rand": v_rand, "v_info": v_info, "misclassified": misclassified,
-            "iou": dice - 0.1, "dice": dice, "rand_fscore_unthinned": unthinned}  # fmt: skip
+    return {
+        "section": section,
+        "threshold": threshold,
+        "v_rand": v_rand,
+        "v_info": v_info,
+        "misclassified": misclassified,
+        "iou": dice - 0.1,
+        "dice": dice,
+        "rand_fscore_unthinned": unthinned,
+    }
 
 
-SWEEP = [metric_row(0, 0.3, 0.8, 0.9, 0.2, 0.6, 0.7), metric_row(1, 0.3, 0.9, 0.7, 0.1, 0.6, 0.9),
-         metric_row(0, 0.6, 0.95, 0.8, 0.05, 0.8, 0.8), metric_row(1, 0.6, 0.85, 0.7, 0.2, 0.9, 0.8)]  # fmt: skip
+SWEEP = [
+    metric_row(0, 0.3, 0.8, 0.9, 0.2, 0.6, 0.7),
+    metric_row(1, 0.3, 0.9, 0.7, 0.1, 0.6, 0.9),
+    metric_row(0, 0.6, 0.95, 0.8, 0.05, 0.8, 0.8),
+    metric_row(1, 0.6, 0.85, 0.7, 0.2, 0.9, 0.8),
+]
 
 
 def test_threshold_sweep_picks_the_best_mean_over_sections():
     summary = summarise(SWEEP, SWEEP)  # thresholds chosen on the reported sections themselves
-    assert summary["v_rand"] == {"value": pytest.approx(0.9), "threshold": 0.6, "per_threshold": {0.3: pytest.approx(0.85), 0.6: pytest.approx(0.9)},
-                                 "best_over_thresholds": {"value": pytest.approx(0.9), "threshold": 0.6}}  # fmt: skip
+    assert summary["v_rand"] == {
+        "value": pytest.approx(0.9),
+        "threshold": 0.6,
+        "per_threshold": {0.3: pytest.approx(0.85), 0.6: pytest.approx(0.9)},
+        "best_over_thresholds": {"value": pytest.approx(0.9), "threshold": 0.6},
+    }
     assert summary["v_info"]["threshold"] == 0.3 and summary["misclassified"]["value"] == pytest.approx(0.125)
     assert summary["misclassified"]["threshold"] == 0.6
     assert summary["pixel_error"]["value"] == pytest.approx(1 - 0.85) and summary["pixel_error"]["threshold"] == 0.6
@@ -184,7 +201,9 @@ def test_thresholds_chosen_on_validation_give_the_held_out_values():
     rows = [dict(row, threshold=FIXED_THRESHOLD if row["threshold"] == 0.6 else 0.3) for row in SWEEP]
     fixed = summarise(rows, None)  # no validation sections: the fixed operating threshold
     assert {metric["threshold"] for metric in fixed.values()} == {FIXED_THRESHOLD}
-    assert fixed["v_info"]["value"] == pytest.approx(0.75) and fixed["v_info"]["best_over_thresholds"]["threshold"] == 0.3
+    assert (
+        fixed["v_info"]["value"] == pytest.approx(0.75) and fixed["v_info"]["best_over_thresholds"]["threshold"] == 0.3
+    )
 
 
 def test_touching_instances_stay_separate_cells():

@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+import unet_pipeline.predict as predict_module
 import zarr
 from conftest import REPO
-
-import unet_pipeline.predict as predict_module
 from unet_pipeline import overlap_tile, volume_store
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.predict import predict_volume, write_submission_tiff
-from unet_pipeline.volume_store import decode_probability as decode
 from unet_pipeline.tile_geometry import TileSizeError
 from unet_pipeline.unet import UNet, UNetConfig, build_model, load_model, save_model
+from unet_pipeline.volume_store import decode_probability as decode
 
 CONFIG = UNetConfig(levels=3, base_channels=4)
 NORMALISATION = {"mean": 0.4, "std": 0.3}
@@ -28,8 +27,19 @@ NORMALISATION = {"mean": 0.4, "std": 0.3}
 def model_path(tmp_path_factory):
     torch.manual_seed(3)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    metadata = {"model": {"architecture": "unet", "in_channels": 1, "classes": 2, "levels": 3, "base_channels": 4,
-                          "padded": False, "dropout": 0.5}, "input_size": 92, "normalisation": NORMALISATION}  # fmt: skip
+    metadata = {
+        "model": {
+            "architecture": "unet",
+            "in_channels": 1,
+            "classes": 2,
+            "levels": 3,
+            "base_channels": 4,
+            "padded": False,
+            "dropout": 0.5,
+        },
+        "input_size": 92,
+        "normalisation": NORMALISATION,
+    }
     save_model(UNet(CONFIG), path, metadata)
     return path
 
@@ -42,7 +52,9 @@ def volume(tmp_path, shape=(3, 150, 170), chunks=None, seed=0):
 
 def reference(model_path, section):
     model, metadata = load_model(model_path)
-    return overlap_tile.predict_section(model, section, model.config.geometry, 92, metadata["normalisation"], torch.device("cpu"))
+    return overlap_tile.predict_section(
+        model, section, model.config.geometry, 92, metadata["normalisation"], torch.device("cpu")
+    )
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("uint8", 0.5 / 255 + 1e-6), ("float16", 1e-3)])
@@ -67,7 +79,7 @@ def test_mirror_padding_at_all_four_borders(model_path):
 
 
 def test_restart_skips_finished_chunks(model_path, tmp_path, monkeypatch):
-    image, data = volume(tmp_path, shape=(4, 80, 80), chunks=(1, 80, 80))
+    image, _ = volume(tmp_path, shape=(4, 80, 80), chunks=(1, 80, 80))
     calls = {"n": 0}
     real = overlap_tile.predict_region
 
@@ -89,7 +101,9 @@ def test_restart_skips_finished_chunks(model_path, tmp_path, monkeypatch):
     assert info["chunks_computed"] == 3, "chunk 0 is reused, chunks 1-3 are computed"
     stored = volume_store.open_store(tmp_path / "out.zarr")[volume_store.IMAGE_PATH]
     predict_volume(model_path, image, tmp_path / "clean.zarr")
-    np.testing.assert_array_equal(stored[:], volume_store.open_store(tmp_path / "clean.zarr")[volume_store.IMAGE_PATH][:])
+    np.testing.assert_array_equal(
+        stored[:], volume_store.open_store(tmp_path / "clean.zarr")[volume_store.IMAGE_PATH][:]
+    )
 
 
 def test_peak_memory_does_not_grow_with_the_volume(model_path, tmp_path):
@@ -104,8 +118,17 @@ def test_peak_memory_does_not_grow_with_the_volume(model_path, tmp_path):
     )
     peaks = {}
     for size in (2048, 8192):
-        command = [sys.executable, "-c", script, str(tmp_path / f"in{size}.zarr"), str(size), str(tmp_path / f"out{size}.zarr")]
-        peaks[size] = json.loads(subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout) / 1024
+        command = [
+            sys.executable,
+            "-c",
+            script,
+            str(tmp_path / f"in{size}.zarr"),
+            str(size),
+            str(tmp_path / f"out{size}.zarr"),
+        ]
+        peaks[size] = (
+            json.loads(subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout) / 1024
+        )
     # the limit is one uint8 copy of the large volume (64 MiB), a quarter of one float32 copy (256 MiB);
     # malloc arenas of the reader and writer threads make the peak vary by about 40 MiB from run to run
     limit_mib = 8192 * 8192 / 2**20
@@ -138,8 +161,10 @@ def test_several_blocks_per_section_have_no_seams(network, model_path, ternausne
 
 def test_larger_tiles_predict_what_the_training_tile_predicts(model_path):
     section = np.random.default_rng(8).integers(0, 256, (130, 170), dtype=np.uint8)
-    model, metadata = load_model(model_path)
-    larger = overlap_tile.predict_section(model, section, model.config.geometry, 196, NORMALISATION, torch.device("cpu"))
+    model, _ = load_model(model_path)
+    larger = overlap_tile.predict_section(
+        model, section, model.config.geometry, 196, NORMALISATION, torch.device("cpu")
+    )
     assert np.abs(larger - reference(model_path, section)).max() <= 1e-5
 
 
@@ -170,12 +195,14 @@ def test_partial_work_of_another_model_is_discarded(model_path, tmp_path, monkey
 
 
 def test_submission_tiff(model_path, tmp_path):
-    image, data = volume(tmp_path, shape=(2, 60, 70))
+    image, _ = volume(tmp_path, shape=(2, 60, 70))
     predict_volume(model_path, image, tmp_path / "out.zarr", dtype="float16")
     write_submission_tiff(tmp_path / "out.zarr", tmp_path / "submission.tif")
     pages = tifffile.imread(tmp_path / "submission.tif")
     assert pages.shape == (2, 60, 70) and pages.dtype == np.float32 and 0 <= pages.min() and pages.max() <= 1
-    np.testing.assert_array_equal(pages, decode(volume_store.open_store(tmp_path / "out.zarr")[volume_store.IMAGE_PATH][:]))
+    np.testing.assert_array_equal(
+        pages, decode(volume_store.open_store(tmp_path / "out.zarr")[volume_store.IMAGE_PATH][:])
+    )
 
 
 def test_clear_errors(model_path, tmp_path):
@@ -212,7 +239,13 @@ def test_provenance_of_the_input_is_recorded_or_its_absence_logged(model_path, t
     axes = volume_store.open_store(tmp_path / "plain.zarr").attrs["ome"]["multiscales"][0]["axes"]
     assert all("unit" not in axis for axis in axes)
     tifffile.imwrite(tmp_path / "stack.tif", data, photometric="minisblack")
-    attrs = ingest("s", {"image": {"source": "s"}, "voxel_size": [40.0, 5.0, 5.0]}, tmp_path / "stack.tif", None, tmp_path / "v.zarr")
+    attrs = ingest(
+        "s",
+        {"image": {"source": "s"}, "voxel_size": [40.0, 5.0, 5.0]},
+        tmp_path / "stack.tif",
+        None,
+        tmp_path / "v.zarr",
+    )
     info = predict_volume(model_path, tmp_path / "v.zarr", tmp_path / "ingested.zarr")
     assert info["input_pixel_sha256"] == attrs["image"]["pixel_sha256"]
     dataset = volume_store.open_store(tmp_path / "ingested.zarr").attrs["ome"]["multiscales"][0]

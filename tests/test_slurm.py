@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from conftest import REPO, run_snakemake, tiny_config, write_config
 from slurm_cluster import LocalSlurm, missing_binaries
-
 from unet_pipeline import volume_store
 
 
@@ -47,20 +46,37 @@ def test_tiny_pipeline_runs_through_sbatch_and_matches_a_local_run(slurm, tiny_i
 
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
     result = run_snakemake(
-        tmp_path / "cluster", "--configfile", "config.yaml", "--profile", str(REPO / "profiles" / "slurm"),
+        tmp_path / "cluster",
+        "--configfile",
+        "config.yaml",
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
         # no accounting on the test cluster: follow jobs with squeue (MinJobAge=600 keeps finished ones visible)
-        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5",
-    )  # fmt: skip
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+    )
     output = result.stdout + result.stderr
     job_ids = set(re.findall(r"SLURM jobid (\d+)", output))
     assert len(job_ids) >= 10, output[-3000:]
-    states = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i %T"], env=slurm.env, capture_output=True, text=True).stdout
+    states = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i %T"], env=slurm.env, check=False, capture_output=True, text=True
+    ).stdout
     completed = {line.split()[0] for line in states.splitlines() if line.split()[1] == "COMPLETED"}
     assert job_ids <= completed, states
 
     local, cluster = tmp_path / "local" / "results", tmp_path / "cluster" / "results"
-    stores = ["tiny/volume.zarr", "tiny_test/volume.zarr", "tiny/weights.zarr", "tiny/augmented/tiny.zarr",
-              "tiny/predictions/tiny.zarr", "tiny_test/predictions/tiny.zarr"]  # fmt: skip
+    stores = [
+        "tiny/volume.zarr",
+        "tiny_test/volume.zarr",
+        "tiny/weights.zarr",
+        "tiny/augmented/tiny.zarr",
+        "tiny/predictions/tiny.zarr",
+        "tiny_test/predictions/tiny.zarr",
+    ]
     for store in stores:
         mine, theirs = store_arrays(local / store), store_arrays(cluster / store)
         assert mine.keys() == theirs.keys(), store
@@ -69,5 +85,7 @@ def test_tiny_pipeline_runs_through_sbatch_and_matches_a_local_run(slurm, tiny_i
     for name in ("tiny/evaluation/tiny/sections.csv", "models/tiny/training_curve.csv"):
         local_table, cluster_table = (local / name).read_text(), (cluster / name).read_text()
         if name.endswith("training_curve.csv"):  # throughput differs between runs, nothing else may
-            local_table, cluster_table = (re.sub(r",[^,]*$", "", t, flags=re.MULTILINE) for t in (local_table, cluster_table))
+            local_table, cluster_table = (
+                re.sub(r",[^,]*$", "", t, flags=re.MULTILINE) for t in (local_table, cluster_table)
+            )
         assert local_table == cluster_table, name

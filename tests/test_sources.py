@@ -1,5 +1,4 @@
 import pytest
-
 from unet_pipeline.errors import PipelineError
 from unet_pipeline.sources import download_path, parse_sections, resolve_source
 
@@ -12,7 +11,11 @@ def test_remote_source_resolved_against_base_url():
 
 
 def test_local_sources_are_used_in_place(tmp_path):
-    dataset = {"base": str(tmp_path), "image": {"source": "a.tif"}, "labels": {"source": "file:///data/my%20labels.tif"}}
+    dataset = {
+        "base": str(tmp_path),
+        "image": {"source": "a.tif"},
+        "labels": {"source": "file:///data/my%20labels.tif"},
+    }
     assert resolve_source(dataset, "image").location == str(tmp_path / "a.tif")
     labels = resolve_source(dataset, "labels")
     assert not labels.remote and labels.location == "/data/my labels.tif"

@@ -5,12 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from unet_pipeline import overlap_tile
 from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.errors import ChecksumError, PipelineError
-from unet_pipeline.tile_geometry import TileSizeError
 from unet_pipeline.ternausnet import VGG11_CONVOLUTIONS
+from unet_pipeline.tile_geometry import TileSizeError
 from unet_pipeline.unet import UNetConfig, build_model
 
 CONFIG = UNetConfig(architecture="ternausnet", base_channels=8)
@@ -38,7 +37,9 @@ def test_padded_geometry_divisible_by_32():
 def test_encoder_starts_from_vgg11_weights(tmp_path):
     state = vgg11_state_dict()
     torch.save(state, tmp_path / "vgg11.pth")
-    network = build_model(UNetConfig(architecture="ternausnet", base_channels=8, encoder_weights=str(tmp_path / "vgg11.pth")))
+    network = build_model(
+        UNetConfig(architecture="ternausnet", base_channels=8, encoder_weights=str(tmp_path / "vgg11.pth"))
+    )
     first = network.encoder[0][0]
     torch.testing.assert_close(first.weight, state["features.0.weight"].sum(dim=1, keepdim=True))
     for block, (_, _, index) in list(zip(network.encoder, VGG11_CONVOLUTIONS))[1:]:
@@ -64,7 +65,10 @@ def test_a_file_named_with_a_hash_prefix_is_verified(tmp_path):
     build_model(UNetConfig(architecture="ternausnet", base_channels=8, encoder_weights=str(right)))
     wrong = tmp_path / "vgg11-8a719046.pth"  # torchvision's name, other bytes
     wrong.write_bytes(right.read_bytes())
-    with pytest.raises(ChecksumError, match=r"vgg11-8a719046\.pth \(its name carries the sha256 prefix 8a719046\): sha256 prefix mismatch"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"vgg11-8a719046\.pth \(its name carries the sha256 prefix 8a719046\): sha256 prefix mismatch",
+    ):
         build_model(UNetConfig(architecture="ternausnet", base_channels=8, encoder_weights=str(wrong)))
 
 
@@ -74,7 +78,10 @@ def test_bad_weight_files_are_clear_errors(tmp_path):
     state = vgg11_state_dict()
     state["features.8.weight"] = torch.zeros(256, 128, 3, 3)
     torch.save(state, tmp_path / "other.pth")
-    with pytest.raises(PipelineError, match=r"other\.pth: features\.8\.weight has shape \(256, 128, 3, 3\), VGG11 has \(256, 256, 3, 3\)"):
+    with pytest.raises(
+        PipelineError,
+        match=r"other\.pth: features\.8\.weight has shape \(256, 128, 3, 3\), VGG11 has \(256, 256, 3, 3\)",
+    ):
         build_model(UNetConfig(architecture="ternausnet", encoder_weights=str(tmp_path / "other.pth")))
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "resnet.pth")
     with pytest.raises(PipelineError, match=r"resnet\.pth: no features\.0\.weight/bias; not a torchvision VGG11"):
@@ -86,9 +93,13 @@ def test_bad_weight_files_are_clear_errors(tmp_path):
 
 def test_blended_tiles_cover_the_region_with_weights_summing_to_one(monkeypatch):
     """With a network that predicts a constant, blending must return exactly that constant everywhere."""
-    monkeypatch.setattr(overlap_tile, "predict_tiles", lambda model, tiles, *a, **k: np.full(tiles.shape, 0.7, np.float32))
+    monkeypatch.setattr(
+        overlap_tile, "predict_tiles", lambda model, tiles, *a, **k: np.full(tiles.shape, 0.7, np.float32)
+    )
     section = np.zeros((150, 201), np.uint8)
-    result = overlap_tile.predict_section(None, section, CONFIG.geometry, 64, {"mean": 0, "std": 1}, torch.device("cpu"))
+    result = overlap_tile.predict_section(
+        None, section, CONFIG.geometry, 64, {"mean": 0, "std": 1}, torch.device("cpu")
+    )
     assert result.shape == (150, 201)
     np.testing.assert_allclose(result, 0.7, rtol=1e-6)
 

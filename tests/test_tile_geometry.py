@@ -1,5 +1,4 @@
 import pytest
-
 from unet_pipeline.tile_geometry import TileGeometry, TileSizeError
 
 
@@ -12,7 +11,9 @@ def test_paper_geometry():
 
 
 def test_illegal_size_suggests_the_nearest_legal_ones():
-    with pytest.raises(TileSizeError, match="input tile size 570 is illegal for an unpadded U-Net with 5 levels.*556 or 572"):
+    with pytest.raises(
+        TileSizeError, match="input tile size 570 is illegal for an unpadded U-Net with 5 levels.*556 or 572"
+    ):
         TileGeometry(levels=5).output_size(570)
     with pytest.raises(TileSizeError, match="nearest legal sizes: 92$"):
         TileGeometry(levels=4).output_size(8)

@@ -12,7 +12,6 @@ import pytest
 import tifffile
 import torch
 from conftest import REPO
-
 from unet_pipeline import volume_store
 from unet_pipeline.augment import write_augmented_set
 from unet_pipeline.errors import InputDataError, PipelineError
@@ -48,25 +47,58 @@ def synthetic(tmp_path_factory):
     ingest("synthetic", config, folder / "image.tif", folder / "labels.tif", folder / "volume.zarr")
     write_weight_maps(folder / "volume.zarr", folder / "weights.zarr")
     options = {
-        "seed": 0, "samples": 24, "samples_per_task": 24,
-        "shift": {"enabled": True}, "flip": {"enabled": True}, "rotation": {"enabled": True, "max_degrees": 180},
+        "seed": 0,
+        "samples": 24,
+        "samples_per_task": 24,
+        "shift": {"enabled": True},
+        "flip": {"enabled": True},
+        "rotation": {"enabled": True, "max_degrees": 180},
         "elastic": {"enabled": True, "grid_points": 3, "sigma": 4.0},
         "intensity": {"enabled": False, "brightness": 0.1, "contrast": 0.2, "gamma": 0.2},
-    }  # fmt: skip
-    write_augmented_set(folder / "volume.zarr", folder / "weights.zarr", folder / "augmented.zarr", options, CONFIG.geometry, INPUT, progress=False)
+    }
+    write_augmented_set(
+        folder / "volume.zarr",
+        folder / "weights.zarr",
+        folder / "augmented.zarr",
+        options,
+        CONFIG.geometry,
+        INPUT,
+        progress=False,
+    )
     return folder
 
 
 def outputs(folder):
     folder.mkdir(parents=True, exist_ok=True)
-    names = {"model": "model.pt", "metadata": "model.json", "torchscript": "model.ts", "curve_csv": "curve.csv", "curve_png": "curve.png"}
+    names = {
+        "model": "model.pt",
+        "metadata": "model.json",
+        "torchscript": "model.ts",
+        "curve_csv": "curve.csv",
+        "curve_png": "curve.png",
+    }
     return {key: folder / name for key, name in names.items()}
 
 
 def run(synthetic, folder, **options):
-    settings = {"batch_size": 2, "optimizer": "adam", "learning_rate": 2e-3, "validate_every": 5, "log_every": 5, **options}
-    return train(synthetic / "augmented.zarr", synthetic / "volume.zarr", outputs(folder), folder / "checkpoints",
-                 CONFIG, TrainingOptions(**settings), threads=2, preset="test")  # fmt: skip
+    settings = {
+        "batch_size": 2,
+        "optimizer": "adam",
+        "learning_rate": 2e-3,
+        "validate_every": 5,
+        "log_every": 5,
+        **options,
+    }
+    return train(
+        synthetic / "augmented.zarr",
+        synthetic / "volume.zarr",
+        outputs(folder),
+        folder / "checkpoints",
+        CONFIG,
+        TrainingOptions(**settings),
+        threads=2,
+        preset="test",
+    )
 
 
 def test_training_drives_the_loss_down_and_writes_the_model(synthetic, tmp_path):
@@ -89,7 +121,9 @@ def test_training_drives_the_loss_down_and_writes_the_model(synthetic, tmp_path)
     model, loaded = load_model(tmp_path / "model.pt")
     assert loaded["normalisation"] == metadata["normalisation"]
     best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["model"]
-    assert all(torch.equal(best[key], value) for key, value in model.state_dict().items()), "model.pt holds the best weights"
+    assert all(torch.equal(best[key], value) for key, value in model.state_dict().items()), (
+        "model.pt holds the best weights"
+    )
     assert (tmp_path / "curve.png").stat().st_size > 5000
 
 
@@ -153,8 +187,14 @@ def test_a_missing_best_checkpoint_is_an_error(synthetic, tmp_path):
 
 def test_tiles_that_do_not_fit_the_network_are_refused(synthetic, tmp_path):
     with pytest.raises(InputDataError, match=r"tiles of 92 -> 52 px do not fit the network \(92 -> 4 px\)"):
-        train(synthetic / "augmented.zarr", synthetic / "volume.zarr", outputs(tmp_path), tmp_path / "c",
-              UNetConfig(levels=4, base_channels=4), TrainingOptions(iterations=1))  # fmt: skip
+        train(
+            synthetic / "augmented.zarr",
+            synthetic / "volume.zarr",
+            outputs(tmp_path),
+            tmp_path / "c",
+            UNetConfig(levels=4, base_channels=4),
+            TrainingOptions(iterations=1),
+        )
 
 
 def test_learning_rate_schedules():
@@ -176,30 +216,57 @@ def test_normalisation_comes_from_the_training_sections(synthetic, tmp_path):
 
 def test_ternausnet_trains_from_vgg11_weights_and_predicts(synthetic, tmp_path):
     from test_ternausnet import vgg11_state_dict
-
     from unet_pipeline.predict import predict_volume
 
     state = vgg11_state_dict()
     torch.save(state, tmp_path / "vgg11.pth")
-    config = UNetConfig(architecture="ternausnet", base_channels=4, encoder_weights=str(tmp_path / "vgg11.pth"), init="lecun_uniform")
+    config = UNetConfig(
+        architecture="ternausnet", base_channels=4, encoder_weights=str(tmp_path / "vgg11.pth"), init="lecun_uniform"
+    )
     options = {
-        "seed": 0, "samples": 8, "samples_per_task": 8, "shift": {"enabled": True}, "flip": {"enabled": False},
-        "rotation": {"enabled": False, "max_degrees": 0}, "elastic": {"enabled": True, "grid_points": 3, "sigma": 4.0},
+        "seed": 0,
+        "samples": 8,
+        "samples_per_task": 8,
+        "shift": {"enabled": True},
+        "flip": {"enabled": False},
+        "rotation": {"enabled": False, "max_degrees": 0},
+        "elastic": {"enabled": True, "grid_points": 3, "sigma": 4.0},
         "intensity": {"enabled": False, "brightness": 0, "contrast": 0, "gamma": 0},
-    }  # fmt: skip
-    write_augmented_set(synthetic / "volume.zarr", synthetic / "weights.zarr", tmp_path / "aug.zarr", options, config.geometry, 64, progress=False)
+    }
+    write_augmented_set(
+        synthetic / "volume.zarr",
+        synthetic / "weights.zarr",
+        tmp_path / "aug.zarr",
+        options,
+        config.geometry,
+        64,
+        progress=False,
+    )
     learning_rate = 1e-4
-    metadata = train(tmp_path / "aug.zarr", synthetic / "volume.zarr", outputs(tmp_path / "model"), tmp_path / "ck", config,
-                     TrainingOptions(iterations=30, batch_size=2, optimizer="adam", learning_rate=learning_rate,
-                                     validate_every=30, log_every=10))  # fmt: skip
+    metadata = train(
+        tmp_path / "aug.zarr",
+        synthetic / "volume.zarr",
+        outputs(tmp_path / "model"),
+        tmp_path / "ck",
+        config,
+        TrainingOptions(
+            iterations=30, batch_size=2, optimizer="adam", learning_rate=learning_rate, validate_every=30, log_every=10
+        ),
+    )
     assert metadata["model"]["architecture"] == "ternausnet" and metadata["output_size"] == 64
-    losses = [float(row["loss"]) for row in csv.DictReader((tmp_path / "model" / "curve.csv").open()) if row["split"] == "train"]
+    losses = [
+        float(row["loss"])
+        for row in csv.DictReader((tmp_path / "model" / "curve.csv").open())
+        if row["split"] == "train"
+    ]
     assert losses[-1] < 0.7 * losses[0], losses
     model, _ = load_model(tmp_path / "model" / "model.pt")
     for block, (_, _, index) in list(zip(model.encoder, VGG11_CONVOLUTIONS))[1:]:
         # Adam moves a weight by at most about one learning rate per step: the encoder started from the file
         assert (block[0].weight - state[f"features.{index}.weight"]).abs().max() <= 30 * learning_rate * 1.1
-    info = predict_volume(tmp_path / "model" / "model.pt", synthetic / "volume.zarr", tmp_path / "p.zarr", dtype="float16")
+    info = predict_volume(
+        tmp_path / "model" / "model.pt", synthetic / "volume.zarr", tmp_path / "p.zarr", dtype="float16"
+    )
     probability = volume_store.open_store(tmp_path / "p.zarr")[volume_store.IMAGE_PATH][:]
     assert probability.shape == (4, 96, 96) and info["tile_step"] == 64
     assert np.isfinite(probability.astype(np.float32)).all()

@@ -7,7 +7,6 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-
 from unet_pipeline.errors import PipelineError
 from unet_pipeline.overlap_tile import mirrored_reader, predict_section, predict_tiles
 from unet_pipeline.train import export_torchscript, weighted_cross_entropy
@@ -103,8 +102,17 @@ def test_dropout_sits_at_the_end_of_the_contracting_path():
 
 
 def tiny_metadata(config):
-    return {"model": {"architecture": config.architecture, "in_channels": 1, "classes": 2, "levels": config.levels,
-                      "base_channels": config.base_channels, "padded": config.padded, "dropout": config.dropout}}  # fmt: skip
+    return {
+        "model": {
+            "architecture": config.architecture,
+            "in_channels": 1,
+            "classes": 2,
+            "levels": config.levels,
+            "base_channels": config.base_channels,
+            "padded": config.padded,
+            "dropout": config.dropout,
+        }
+    }
 
 
 def test_save_load_and_torchscript(tmp_path):

@@ -7,7 +7,6 @@ import pytest
 import tifffile
 from reference_weight_map import brute_force_border_weight
 from scipy import ndimage
-
 from unet_pipeline import volume_store
 from unet_pipeline.errors import InputDataError
 from unet_pipeline.ingest import ingest
@@ -44,7 +43,9 @@ def test_matches_brute_force_on_random_binary_masks(sigma, w0):
     mask = ndimage.binary_opening(rng.random((70, 90)) < 0.6).astype(np.uint8)
     cells = cells_of(mask)
     assert cells.max() >= 3
-    np.testing.assert_allclose(border_weight(cells, w0, sigma), brute_force_border_weight(cells, w0, sigma), atol=1e-7, rtol=0)
+    np.testing.assert_allclose(
+        border_weight(cells, w0, sigma), brute_force_border_weight(cells, w0, sigma), atol=1e-7, rtol=0
+    )
 
 
 @pytest.mark.parametrize("gap", [3, 7, 12, 20])
@@ -92,7 +93,11 @@ def test_non_binary_labels_need_the_instance_flag():
 @pytest.mark.parametrize("seed", range(3))
 def test_always_finite_and_positive(seed):
     rng = np.random.default_rng(seed)
-    for labels in (np.zeros((20, 20), np.uint8), np.ones((20, 20), np.uint8), (rng.random((64, 64)) < 0.5).astype(np.uint8)):
+    for labels in (
+        np.zeros((20, 20), np.uint8),
+        np.ones((20, 20), np.uint8),
+        (rng.random((64, 64)) < 0.5).astype(np.uint8),
+    ):
         weights = weight_map(labels, class_weights(labels.mean()))
         assert np.isfinite(weights).all() and (weights > 0).all() and weights.dtype == np.float32
 

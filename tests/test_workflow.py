@@ -11,7 +11,6 @@ import pytest
 import tifffile
 from conftest import REPO, run_snakemake, tiny_config, write_config
 from helpers import png_summary
-
 from unet_pipeline import volume_store
 
 
@@ -28,8 +27,19 @@ def test_lint_is_clean():
 
 def test_default_config_dag_resolves(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
-    assert job_stats(result.stdout) == {"download": 3, "ingest": 2, "weight_maps": 1, "augment": 1, "train": 1, "predict": 2,
-                                        "submission_tiff": 1, "evaluate": 1, "prediction_figure": 2, "all": 1, "total": 15}
+    assert job_stats(result.stdout) == {
+        "download": 3,
+        "ingest": 2,
+        "weight_maps": 1,
+        "augment": 1,
+        "train": 1,
+        "predict": 2,
+        "submission_tiff": 1,
+        "evaluate": 1,
+        "prediction_figure": 2,
+        "all": 1,
+        "total": 15,
+    }
 
 
 def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
@@ -42,7 +52,9 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     results = tmp_path / "results"
     train = volume_store.open_store(results / "tiny" / "volume.zarr")
     np.testing.assert_array_equal(train[volume_store.IMAGE_PATH][:], tifffile.imread(tiny_isbi / "train-volume.tif"))
-    np.testing.assert_array_equal(train[volume_store.LABELS_PATH][:], tifffile.imread(tiny_isbi / "train-labels.tif") == 255)
+    np.testing.assert_array_equal(
+        train[volume_store.LABELS_PATH][:], tifffile.imread(tiny_isbi / "train-labels.tif") == 255
+    )
     assert volume_store.provenance(train)["sections"] == {"train": [0, 1], "validation": [2], "test": []}
     test = volume_store.open_store(results / "tiny_test" / "volume.zarr")
     np.testing.assert_array_equal(test[volume_store.IMAGE_PATH][:], tifffile.imread(tiny_isbi / "test-volume.tif"))
@@ -96,7 +108,9 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     targets = ["results/newstack/predictions/tiny.zarr", "results/newstack/figures/prediction_tiny.png"]
     result = run_snakemake(tmp_path, *targets, "--configfile", "new.yaml")
     assert job_stats(result.stdout + result.stderr) == {"ingest": 1, "predict": 1, "prediction_figure": 1, "total": 3}
-    assert volume_store.open_store(results / "newstack" / "predictions" / "tiny.zarr")[volume_store.IMAGE_PATH].shape == (2, 100, 90)
+    assert volume_store.open_store(results / "newstack" / "predictions" / "tiny.zarr")[
+        volume_store.IMAGE_PATH
+    ].shape == (2, 100, 90)
 
     # Changing a stage's parameters reruns that stage and those after it, nothing before it
     changed = copy.deepcopy(config)
@@ -106,13 +120,32 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     stats = job_stats(dry_run.stdout + dry_run.stderr)
     assert "download" not in stats and "ingest" not in stats, stats
     assert {rule: stats.get(rule) for rule in ("weight_maps", "augment", "train", "predict", "evaluate")} == {
-        "weight_maps": 1, "augment": 1, "train": 1, "predict": 2, "evaluate": 1}, stats
+        "weight_maps": 1,
+        "augment": 1,
+        "train": 1,
+        "predict": 2,
+        "evaluate": 1,
+    }, stats
     logs = ["download/tiny.image.train-volume.tif.log", "ingest/tiny.log", "ingest/tiny_test.log"]
-    logs += ["weight_maps/tiny.log", "augment/tiny.tiny.log", "train/tiny.log", "predict/tiny_test.tiny.log", "evaluate/tiny.tiny.log"]
+    logs += [
+        "weight_maps/tiny.log",
+        "augment/tiny.tiny.log",
+        "train/tiny.log",
+        "predict/tiny_test.tiny.log",
+        "evaluate/tiny.tiny.log",
+    ]
     for log in logs:
         assert (results / "logs" / log).stat().st_size > 0
-    for bench in ("download/tiny.labels.train-labels.tif.tsv", "ingest/tiny.tsv", "weight_maps/tiny.tsv", "augment/tiny.tiny.tsv",
-                  "train/tiny.tsv", "predict/tiny.tiny.tsv", "submission_tiff/tiny_test.tiny.tsv", "evaluate/tiny.tiny.tsv"):
+    for bench in (
+        "download/tiny.labels.train-labels.tif.tsv",
+        "ingest/tiny.tsv",
+        "weight_maps/tiny.tsv",
+        "augment/tiny.tiny.tsv",
+        "train/tiny.tsv",
+        "predict/tiny.tiny.tsv",
+        "submission_tiff/tiny_test.tiny.tsv",
+        "evaluate/tiny.tiny.tsv",
+    ):
         assert "max_rss" in (results / "benchmarks" / bench).read_text()
 
 

@@ -13,19 +13,19 @@ rule augment:
             category="Augmentation",
             subcategory="{dataset}",
         ),
-    params:
-        geometry=lambda wildcards: preset_geometry(wildcards.preset),
-        input_size=lambda wildcards: PRESETS[wildcards.preset]["input_size"],
-        options=lambda wildcards: augmentation_options(wildcards.preset),
     log:
         f"{RESULTS}/logs/augment/{{dataset}}.{{preset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/augment/{{dataset}}.{{preset}}.tsv"
+    conda:
+        "../../envs/augment.yaml"
     threads: 2
     resources:
         mem_mb=4096,
         runtime=120,
-    conda:
-        "../../envs/augment.yaml"
+    params:
+        geometry=lambda wildcards: preset_geometry(wildcards.preset),
+        input_size=lambda wildcards: PRESETS[wildcards.preset]["input_size"],
+        options=lambda wildcards: augmentation_options(wildcards.preset),
     script:
         "../../scripts/augment.py"

@@ -4,19 +4,19 @@
 rule download:
     output:
         f"{RESULTS}/downloads/{{dataset}}/{{role}}/{{filename}}",
-    params:
-        url=lambda wildcards: remote_source(wildcards).location,
-        sha256=lambda wildcards: DATASETS[wildcards.dataset][wildcards.role].get("sha256"),
     log:
         f"{RESULTS}/logs/download/{{dataset}}.{{role}}.{{filename}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/download/{{dataset}}.{{role}}.{{filename}}.tsv"
+    conda:
+        "../../envs/download.yaml"
     threads: 1
     resources:
         mem_mb=256,
         runtime=60,
-    conda:
-        "../../envs/download.yaml"
+    params:
+        url=lambda wildcards: remote_source(wildcards).location,
+        sha256=lambda wildcards: DATASETS[wildcards.dataset][wildcards.role].get("sha256"),
     script:
         "../../scripts/download.py"
 
@@ -24,18 +24,18 @@ rule download:
 rule download_weights:
     output:
         f"{RESULTS}/downloads/weights/{{filename}}",
-    params:
-        url=lambda wildcards: pretrained_source(wildcards)["url"],
-        sha256=lambda wildcards: pretrained_source(wildcards)["sha256"],
     log:
         f"{RESULTS}/logs/download_weights/{{filename}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/download_weights/{{filename}}.tsv"
+    conda:
+        "../../envs/download.yaml"
     threads: 1
     resources:
         mem_mb=256,
         runtime=60,
-    conda:
-        "../../envs/download.yaml"
+    params:
+        url=lambda wildcards: pretrained_source(wildcards)["url"],
+        sha256=lambda wildcards: pretrained_source(wildcards)["sha256"],
     script:
         "../../scripts/download.py"

@@ -29,12 +29,12 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{dataset}}.{{preset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}.{{preset}}.tsv"
+    conda:
+        "../../envs/evaluate.yaml"
     threads: 2
     resources:
         mem_mb=2048,
         runtime=60,
-    conda:
-        "../../envs/evaluate.yaml"
     script:
         "../../scripts/evaluate.py"
 
@@ -54,11 +54,11 @@ rule prediction_figure:
         f"{RESULTS}/logs/prediction_figure/{{dataset}}.{{preset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prediction_figure/{{dataset}}.{{preset}}.tsv"
+    conda:
+        "../../envs/evaluate.yaml"
     threads: 1
     resources:
         mem_mb=1024,
         runtime=10,
-    conda:
-        "../../envs/evaluate.yaml"
     script:
         "../../scripts/prediction_figure.py"

@@ -6,17 +6,17 @@ rule ingest:
         unpack(ingest_inputs),
     output:
         directory(f"{RESULTS}/{{dataset}}/volume.zarr"),
-    params:
-        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     log:
         f"{RESULTS}/logs/ingest/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{dataset}}.tsv"
+    conda:
+        "../../envs/ingest.yaml"
     threads: 1
     resources:
         mem_mb=2048,
         runtime=60,
-    conda:
-        "../../envs/ingest.yaml"
+    params:
+        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     script:
         "../../scripts/ingest.py"

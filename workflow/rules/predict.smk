@@ -7,19 +7,19 @@ rule predict:
         volume=f"{RESULTS}/{{dataset}}/volume.zarr",
     output:
         directory(f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr"),
-    params:
-        options={key: value for key, value in config["prediction"].items() if key != "submission_tiff"},
     log:
         f"{RESULTS}/logs/predict/{{dataset}}.{{preset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{dataset}}.{{preset}}.tsv"
+    conda:
+        "../../envs/predict.yaml"
     threads: 8
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=lambda wildcards: PRESETS[wildcards.preset]["gpus"],
-    conda:
-        "../../envs/predict.yaml"
+    params:
+        options={key: value for key, value in config["prediction"].items() if key != "submission_tiff"},
     script:
         "../../scripts/predict.py"
 
@@ -33,11 +33,11 @@ rule submission_tiff:
         f"{RESULTS}/logs/submission_tiff/{{dataset}}.{{preset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/submission_tiff/{{dataset}}.{{preset}}.tsv"
+    conda:
+        "../../envs/predict.yaml"
     threads: 1
     resources:
         mem_mb=1024,
         runtime=30,
-    conda:
-        "../../envs/predict.yaml"
     script:
         "../../scripts/submission_tiff.py"

@@ -20,21 +20,21 @@ rule train:
             category="Training",
             subcategory="{preset}",
         ),
-    params:
-        preset=lambda wildcards: PRESETS[wildcards.preset],
-        encoder_weights=lambda wildcards: encoder_weights_file(wildcards.preset),
-        # not an output: Snakemake deletes a failed job's outputs, checkpoints must survive to resume
-        checkpoints=f"{RESULTS}/models/{{preset}}/checkpoints",
     log:
         f"{RESULTS}/logs/train/{{preset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{preset}}.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: 8
     resources:
         mem_mb=16000,
         runtime=lambda wildcards: PRESETS[wildcards.preset]["runtime_minutes"],
         gpu=lambda wildcards: PRESETS[wildcards.preset]["gpus"],
-    conda:
-        "../../envs/train.yaml"
+    params:
+        preset=lambda wildcards: PRESETS[wildcards.preset],
+        encoder_weights=lambda wildcards: encoder_weights_file(wildcards.preset),
+        # not an output: Snakemake deletes a failed job's outputs, checkpoints must survive to resume
+        checkpoints=f"{RESULTS}/models/{{preset}}/checkpoints",
     script:
         "../../scripts/train.py"

@@ -12,19 +12,19 @@ rule weight_maps:
             category="Weight maps",
             subcategory="{dataset}",
         ),
-    params:
-        # only what changes the weights: a new figure_section must not retrain everything downstream
-        w0=config["weight_map"]["w0"],
-        sigma=config["weight_map"]["sigma"],
     log:
         f"{RESULTS}/logs/weight_maps/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/weight_maps/{{dataset}}.tsv"
+    conda:
+        "../../envs/weight_maps.yaml"
     threads: 2
     resources:
         mem_mb=2048,
         runtime=30,
-    conda:
-        "../../envs/weight_maps.yaml"
+    params:
+        # only what changes the weights: a new figure_section must not retrain everything downstream
+        w0=config["weight_map"]["w0"],
+        sigma=config["weight_map"]["sigma"],
     script:
         "../../scripts/weight_maps.py"

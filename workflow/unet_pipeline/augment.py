@@ -77,7 +77,10 @@ def draw_sample(rng: np.random.Generator, options: dict, sections: list[int], se
     elastic, intensity = options["elastic"], options["intensity"]
     params = {"section": int(sections[rng.integers(len(sections))])}
     if shift["enabled"]:
-        params["origin"] = [int(rng.integers(0, max(height - output_size, 0) + 1)), int(rng.integers(0, max(width - output_size, 0) + 1))]
+        params["origin"] = [
+            int(rng.integers(0, max(height - output_size, 0) + 1)),
+            int(rng.integers(0, max(width - output_size, 0) + 1)),
+        ]
     else:
         params["origin"] = [(height - output_size) // 2, (width - output_size) // 2]
     params["flip"] = [bool(rng.random() < 0.5), bool(rng.random() < 0.5)] if flip["enabled"] else [False, False]
@@ -224,17 +227,29 @@ def write_augmented_set(
     }
     with volume_store.atomic_store(out_path) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        group.create_array("inputs", shape=(count, input_size, input_size), chunks=(1, input_size, input_size), dtype="uint8")
-        group.create_array("labels", shape=(count, output_size, output_size), chunks=(1, output_size, output_size), dtype="uint8")
-        group.create_array("weights", shape=(count, output_size, output_size), chunks=(1, output_size, output_size), dtype="float32")
+        group.create_array(
+            "inputs", shape=(count, input_size, input_size), chunks=(1, input_size, input_size), dtype="uint8"
+        )
+        group.create_array(
+            "labels", shape=(count, output_size, output_size), chunks=(1, output_size, output_size), dtype="uint8"
+        )
+        group.create_array(
+            "weights", shape=(count, output_size, output_size), chunks=(1, output_size, output_size), dtype="float32"
+        )
         group.create_array("sections", shape=(count,), chunks=(per_task,), dtype="int32")
         tasks = [
             dask.delayed(_write_samples, pure=False)(
-                str(volume_path), str(weights_path), str(tmp), start, min(start + per_task, count),
-                options, sections, (input_size, output_size),
+                str(volume_path),
+                str(weights_path),
+                str(tmp),
+                start,
+                min(start + per_task, count),
+                options,
+                sections,
+                (input_size, output_size),
             )
             for start in range(0, count, per_task)
-        ]  # fmt: skip
+        ]
         # fork, not dask's default spawn: spawned workers re-run the caller's __main__
         # (the rule script), and forking is safe here since zarr resets its I/O loop in the child
         scheduler = {"scheduler": "processes" if workers > 1 else "synchronous", "num_workers": workers}
@@ -261,7 +276,9 @@ def plot_samples(augmented_path, figure_path, count: int = 4) -> None:
     fig, axes = plt.subplots(count, 3, figsize=(10, 3.4 * count), constrained_layout=True, squeeze=False)
     for row in range(count):
         axes[row, 0].imshow(group["inputs"][row], cmap="gray", vmin=0, vmax=255)
-        axes[row, 0].add_patch(Rectangle((margin - 0.5, margin - 0.5), output_size, output_size, fill=False, color="yellow"))
+        axes[row, 0].add_patch(
+            Rectangle((margin - 0.5, margin - 0.5), output_size, output_size, fill=False, color="yellow")
+        )
         axes[row, 0].set_title(f"sample {row} (section {int(group['sections'][row])}): input")
         axes[row, 1].imshow(group["labels"][row], cmap="gray", vmin=0, vmax=1)
         axes[row, 1].set_title("labels (white = cell)")

@@ -28,6 +28,8 @@ def cells_of(labels: np.ndarray, label_type: str = "binary") -> np.ndarray:
         return labels.astype(np.int64, copy=False)
     values = np.unique(labels)
     if not np.isin(values, (0, 1)).all():
-        raise InputDataError(f"labels hold values {values[:8].tolist()}, not 0/1; declare `type: instance` for instance labels")
+        raise InputDataError(
+            f"labels hold values {values[:8].tolist()}, not 0/1; declare `type: instance` for instance labels"
+        )
     cells, _ = ndimage.label(labels, structure=FOUR_CONNECTED)
     return cells

@@ -49,7 +49,10 @@ class EvaluationPlan:
 
     def split_of(self) -> dict[int, str]:
         """Every section to score, with its split (reported sections win where both name one)."""
-        return {**dict.fromkeys(self.threshold_sections, self.threshold_split), **dict.fromkeys(self.sections, self.split)}
+        return {
+            **dict.fromkeys(self.threshold_sections, self.threshold_split),
+            **dict.fromkeys(self.sections, self.split),
+        }
 
 
 def evaluation_plan(info: dict) -> EvaluationPlan:
@@ -128,9 +131,16 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
         **asdict(plan),
         "held_out": plan.held_out,
         "metrics": summarise(reported, selecting),
-        "model": {"file": prediction_info.get("model"), "architecture": model.get("model"), "training": model.get("training"),
-                  "training_data": model.get("data")},  # fmt: skip
-        "checksums": {"image_pixel_sha256": info["image"]["pixel_sha256"], "labels_pixel_sha256": info["labels"]["pixel_sha256"]},
+        "model": {
+            "file": prediction_info.get("model"),
+            "architecture": model.get("model"),
+            "training": model.get("training"),
+            "training_data": model.get("data"),
+        },
+        "checksums": {
+            "image_pixel_sha256": info["image"]["pixel_sha256"],
+            "labels_pixel_sha256": info["labels"]["pixel_sha256"],
+        },
         "tta": prediction_info.get("tta"),
     }
     with atomic_file(summary_json) as tmp:
@@ -142,13 +152,16 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
 def describe(summary: dict) -> str:
     """One line per headline metric: held-out value at the operating threshold and the best over thresholds."""
     chosen = summary["threshold_split"] or "fixed"
-    lines = [f"{summary['dataset']}, {summary['split']} sections {summary['sections']} "
-             f"({'held out' if summary['held_out'] else 'NOT held out'}; thresholds chosen on: {chosen}):"]  # fmt: skip
+    held = "held out" if summary["held_out"] else "NOT held out"
+    where = f"{summary['dataset']}, {summary['split']} sections {summary['sections']}"
+    lines = [f"{where} ({held}; thresholds chosen on: {chosen}):"]
     for name in HEADLINE:
         metric = summary["metrics"][name]
         best = metric["best_over_thresholds"]
-        lines.append(f"  {name:14s} {metric['value']:.4f} at threshold {metric['threshold']}   "
-                     f"(best over thresholds {best['value']:.4f} at {best['threshold']})")  # fmt: skip
+        lines.append(
+            f"  {name:14s} {metric['value']:.4f} at threshold {metric['threshold']}   "
+            f"(best over thresholds {best['value']:.4f} at {best['threshold']})"
+        )
     return "\n".join(lines)
 
 
@@ -157,13 +170,23 @@ def plot_threshold_curves(summary: dict, path) -> None:
     plt = pyplot()
     fig, axis = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
     metrics = summary["metrics"]
-    curves = (("v_rand", "V_rand (thinned)"), ("v_info", "V_info (thinned)"), ("rand_fscore_unthinned", "Rand F-score, unthinned"),
-              ("dice", "pixel F-score (Dice)"))  # fmt: skip
+    curves = (
+        ("v_rand", "V_rand (thinned)"),
+        ("v_info", "V_info (thinned)"),
+        ("rand_fscore_unthinned", "Rand F-score, unthinned"),
+        ("dice", "pixel F-score (Dice)"),
+    )
     for name, label in curves:
         curve = metrics[name]["per_threshold"]
-        axis.plot([float(t) for t in curve], list(curve.values()), "o-", label=f"{label}: best {max(curve.values()):.4f}")
-    axis.set(xlabel="threshold on the foreground probability", ylabel="score", ylim=(0, 1.01),
-             title=f"{summary['dataset']}, {summary['split']} sections {summary['sections'][0]}-{summary['sections'][-1]}")  # fmt: skip
+        axis.plot(
+            [float(t) for t in curve], list(curve.values()), "o-", label=f"{label}: best {max(curve.values()):.4f}"
+        )
+    axis.set(
+        xlabel="threshold on the foreground probability",
+        ylabel="score",
+        ylim=(0, 1.01),
+        title=f"{summary['dataset']}, {summary['split']} sections {summary['sections'][0]}-{summary['sections'][-1]}",
+    )
     axis.legend(loc="lower center")
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -197,7 +220,7 @@ def plot_predictions(prediction_path, volume_path, path, count: int = 3) -> None
     volume = volume_store.open_store(volume_path)
     probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
     depth = probabilities.shape[0]
-    sections = sorted({int(round(i)) for i in np.linspace(0, depth - 1, min(count, depth))})
+    sections = sorted({round(i) for i in np.linspace(0, depth - 1, min(count, depth))})
     fig, axes = plt.subplots(2, len(sections), figsize=(4.5 * len(sections), 9), constrained_layout=True, squeeze=False)
     for column, section in enumerate(sections):
         axes[0, column].imshow(volume[volume_store.IMAGE_PATH][section], cmap="gray")

@@ -33,7 +33,9 @@ def check_rescale(rescale, where: str) -> None:
         return
     low, high = map(float, rescale)
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
-        raise InputDataError(f"{where}: rescale [{low:g}, {high:g}] must have low < high (the values mapped to 0 and 255)")
+        raise InputDataError(
+            f"{where}: rescale [{low:g}, {high:g}] must have low < high (the values mapped to 0 and 255)"
+        )
 
 
 def to_uint8(section: np.ndarray, rescale, where: str) -> np.ndarray:
@@ -136,10 +138,14 @@ def _ingest(name, dataset, image_path, labels_path, out_path, readers: ExitStack
         labels_reader = readers.enter_context(closing(open_volume(labels_path, labels_spec.get("key"))))
         if labels_reader.shape != image_reader.shape:
             raise InputDataError(
-                f"{labels_path}: label shape {labels_reader.shape} differs from image shape {image_reader.shape} of {image_path}"
+                f"{labels_path}: label shape {labels_reader.shape} differs from image shape "
+                f"{image_reader.shape} of {image_path}"
             )
     n_sections = image_reader.shape[0]
-    sections = {split: parse_sections(dataset.get("sections", {}).get(split), n_sections, f"{name}: sections.{split}") for split in SPLITS}
+    sections = {
+        split: parse_sections(dataset.get("sections", {}).get(split), n_sections, f"{name}: sections.{split}")
+        for split in SPLITS
+    }
 
     _check_file_checksum(image_path, image_spec, sources["image"].remote)
     if labels_reader:
@@ -200,7 +206,12 @@ def _ingest(name, dataset, image_path, labels_path, out_path, readers: ExitStack
                 "sha256": labels_spec.get("sha256"),
                 "pixel_sha256": labels_sha,
             }
-        root.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "multiscales": volume_store.multiscales(name, voxel_size, unit)}
+        root.attrs["ome"] = {
+            "version": volume_store.NGFF_VERSION,
+            "multiscales": volume_store.multiscales(name, voxel_size, unit),
+        }
         root.attrs[volume_store.PROVENANCE_KEY] = attrs
-    log.info("wrote %s: %s sections of %s, labels: %s", out_path, n_sections, image_reader.shape[1:], bool(labels_reader))
+    log.info(
+        "wrote %s: %s sections of %s, labels: %s", out_path, n_sections, image_reader.shape[1:], bool(labels_reader)
+    )
     return attrs

@@ -117,7 +117,9 @@ def rand_and_info(truth: np.ndarray, proposal: np.ndarray) -> dict:
     joint, true_sizes, proposed_sizes, singletons = contingency(truth, proposal)
     n = float(true_sizes.sum())
     if n == 0:
-        return {name: 1.0 for name in ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split", "v_info_merge")}
+        return {
+            name: 1.0 for name in ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "v_info_split", "v_info_merge")
+        }
     p_ij = np.concatenate([joint, np.ones(singletons)]) / n
     s_i = np.concatenate([proposed_sizes, np.ones(singletons)]) / n
     t_j = true_sizes / n
@@ -144,24 +146,35 @@ def unthinned_rand_fscore(truth: np.ndarray, probability: np.ndarray, threshold:
     return rand_and_info(truth, proposal)["v_rand"]
 
 
-def section_scores(probability: np.ndarray, labels: np.ndarray, thresholds=THRESHOLDS, label_type: str = "binary") -> list[dict]:
+def section_scores(
+    probability: np.ndarray, labels: np.ndarray, thresholds=THRESHOLDS, label_type: str = "binary"
+) -> list[dict]:
     """Every score of one section at every threshold (``label_type``: binary, or instance ids per cell)."""
     truth = truth_cells(labels, label_type)
     rows = []
     for threshold in thresholds:
         iou, dice = overlap_scores(probability, labels, threshold)
-        rows.append({
-            "threshold": threshold,
-            **rand_and_info(truth, proposal_cells(probability, threshold)),
-            "rand_fscore_unthinned": unthinned_rand_fscore(truth, probability, threshold),
-            "misclassified": misclassified_fraction(probability, labels, threshold),
-            "iou": iou,
-            "dice": dice,
-        })  # fmt: skip
+        rows.append(
+            {
+                "threshold": threshold,
+                **rand_and_info(truth, proposal_cells(probability, threshold)),
+                "rand_fscore_unthinned": unthinned_rand_fscore(truth, probability, threshold),
+                "misclassified": misclassified_fraction(probability, labels, threshold),
+                "iou": iou,
+                "dice": dice,
+            }
+        )
     return rows
 
 
-HIGHER_IS_BETTER = {"v_rand": True, "v_info": True, "rand_fscore_unthinned": True, "dice": True, "iou": True, "misclassified": False}
+HIGHER_IS_BETTER = {
+    "v_rand": True,
+    "v_info": True,
+    "rand_fscore_unthinned": True,
+    "dice": True,
+    "iou": True,
+    "misclassified": False,
+}
 
 
 def _means(rows: list[dict], metric: str) -> dict:
@@ -194,11 +207,20 @@ def summarise(rows: list[dict], selection_rows: list[dict] | None = None) -> dic
         means = _means(rows, metric)
         operating = _best(_means(selection_rows, metric), higher) if selection_rows else FIXED_THRESHOLD
         best = _best(means, higher)
-        summary[metric] = {"value": means[operating], "threshold": operating, "per_threshold": means,
-                           "best_over_thresholds": {"value": means[best], "threshold": best}}  # fmt: skip
+        summary[metric] = {
+            "value": means[operating],
+            "threshold": operating,
+            "per_threshold": means,
+            "best_over_thresholds": {"value": means[best], "threshold": best},
+        }
     for error, score in (("rand_error", "rand_fscore_unthinned"), ("pixel_error", "dice")):
         of = summary[score]
-        summary[error] = {"value": 1.0 - of["value"], "threshold": of["threshold"],
-                          "best_over_thresholds": {"value": 1.0 - of["best_over_thresholds"]["value"],
-                                                   "threshold": of["best_over_thresholds"]["threshold"]}}  # fmt: skip
+        summary[error] = {
+            "value": 1.0 - of["value"],
+            "threshold": of["threshold"],
+            "best_over_thresholds": {
+                "value": 1.0 - of["best_over_thresholds"]["value"],
+                "threshold": of["best_over_thresholds"]["threshold"],
+            },
+        }
     return summary

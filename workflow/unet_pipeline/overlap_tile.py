@@ -9,7 +9,7 @@ Training validation and the prediction stage both use ``predict_region``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -49,7 +49,9 @@ def _dihedral(batch: torch.Tensor, index: int, inverse: bool = False) -> torch.T
 
 
 @torch.no_grad()
-def predict_tiles(model, tiles: np.ndarray, normalisation: dict, device, amp_dtype=None, tta: bool = False) -> np.ndarray:
+def predict_tiles(
+    model, tiles: np.ndarray, normalisation: dict, device, amp_dtype=None, tta: bool = False
+) -> np.ndarray:
     """Foreground probabilities (n, out, out) for a batch of uint8 input tiles (n, in, in)."""
     inputs = torch.from_numpy(normalise(tiles, normalisation)[:, None]).to(device)
     if device.type == "cuda":
@@ -146,14 +148,20 @@ def predict_region(
     return result
 
 
-def input_extent(region: tuple[int, int, int, int], geometry: TileGeometry, input_size: int) -> tuple[np.ndarray, np.ndarray]:
+def input_extent(
+    region: tuple[int, int, int, int], geometry: TileGeometry, input_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The input rows and columns that ``predict_region`` reads for ``region``."""
     top, bottom, left, right = region
     rows, cols = input_origins(top, bottom, geometry, input_size), input_origins(left, right, geometry, input_size)
     return np.arange(rows[0], rows[-1] + input_size), np.arange(cols[0], cols[-1] + input_size)
 
 
-def predict_section(model, section: np.ndarray, geometry: TileGeometry, input_size: int, normalisation: dict, device, **options) -> np.ndarray:
+def predict_section(
+    model, section: np.ndarray, geometry: TileGeometry, input_size: int, normalisation: dict, device, **options
+) -> np.ndarray:
     """Foreground probabilities of a whole in-memory 2D section."""
     height, width = section.shape
-    return predict_region(model, mirrored_reader(section), (0, height, 0, width), geometry, input_size, normalisation, device, **options)
+    return predict_region(
+        model, mirrored_reader(section), (0, height, 0, width), geometry, input_size, normalisation, device, **options
+    )

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from . import volume_store
-from .devices import amp_dtype, pick_device
 from .checksums import sha256_of_file
+from .devices import amp_dtype, pick_device
 from .errors import InputDataError, PipelineError
 from .mirror import read_mirrored
 from .overlap_tile import input_extent, predict_region
@@ -57,7 +57,9 @@ def open_image(path, key: str | None = None):
     if node.ndim not in (2, 3):
         raise InputDataError(f"{path}: expected a 2D or 3D image (z, y, x), found shape {node.shape}")
     if node.dtype != np.uint8:
-        raise InputDataError(f"{path}: expected uint8 gray values, found dtype {node.dtype} (ingest converts other types)")
+        raise InputDataError(
+            f"{path}: expected uint8 gray values, found dtype {node.dtype} (ingest converts other types)"
+        )
     return node
 
 
@@ -83,8 +85,15 @@ def _window_reader(image, z: int, region, geometry, input_size: int):
 
 def prediction_signature(model_path, image, model_metadata: dict, tta: bool, dtype: str, input_size: int) -> str:
     """What a partial prediction must match to be continued."""
-    described = {"model": model_metadata, "model_sha256": sha256_of_file(model_path), "shape": list(image.shape),
-                 "chunks": list(image.chunks), "tta": tta, "dtype": dtype, "input_size": input_size}  # fmt: skip
+    described = {
+        "model": model_metadata,
+        "model_sha256": sha256_of_file(model_path),
+        "shape": list(image.shape),
+        "chunks": list(image.chunks),
+        "tta": tta,
+        "dtype": dtype,
+        "input_size": input_size,
+    }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -131,7 +140,7 @@ def predict_volume(
     if work.exists():
         try:
             same = volume_store.open_store(work).attrs.get("signature") == signature
-        except Exception:
+        except (OSError, ValueError, KeyError):  # an unreadable work store (zarr's not-found errors are both)
             same = False
         if not same:
             log.info("discarding %s: it belongs to another model or input", work)
@@ -143,10 +152,22 @@ def predict_volume(
         done_dir.mkdir()
     target = volume_store.open_store(work, mode="r+")[volume_store.IMAGE_PATH]
 
-    blocks = [block for block in _blocks(shape, chunks) if not (done_dir / "{}_{}_{}".format(*block[:2], block[3])).exists()]
+    blocks = [
+        block for block in _blocks(shape, chunks) if not (done_dir / "{}_{}_{}".format(*block[:2], block[3])).exists()
+    ]
     total = sum(1 for _ in _blocks(shape, chunks))
-    log.info("predicting %d of %d chunks of %s with %s on %s (tiles %d -> %d, step %d%s)", len(blocks), total, shape,
-             Path(model_path).name, torch_device, input_size, geometry.output_size(input_size), step, ", TTA" if tta else "")  # fmt: skip
+    log.info(
+        "predicting %d of %d chunks of %s with %s on %s (tiles %d -> %d, step %d%s)",
+        len(blocks),
+        total,
+        shape,
+        Path(model_path).name,
+        torch_device,
+        input_size,
+        geometry.output_size(input_size),
+        step,
+        ", TTA" if tta else "",
+    )
 
     def fetch(block):
         z, top, bottom, left, right = block
@@ -165,8 +186,18 @@ def predict_volume(
             block, read = pending.pop(0).result()
             if index + PREFETCH_BLOCKS < len(blocks):
                 pending.append(readers.submit(fetch, blocks[index + PREFETCH_BLOCKS]))
-            probability = predict_region(model, read, block[1:], geometry, input_size, metadata["normalisation"],
-                                         torch_device, batch_size, autocast_dtype, tta)  # fmt: skip
+            probability = predict_region(
+                model,
+                read,
+                block[1:],
+                geometry,
+                input_size,
+                metadata["normalisation"],
+                torch_device,
+                batch_size,
+                autocast_dtype,
+                tta,
+            )
             writes.append(writer.submit(store, block, probability))
             while writes and (writes[0].done() or len(writes) > PREFETCH_BLOCKS):
                 writes.pop(0).result()  # re-raises a failed write; bounds the chunks waiting in memory
@@ -196,9 +227,14 @@ def predict_volume(
         info["input_pixel_sha256"] = source_info["image"]["pixel_sha256"]
         voxel_size, unit = source_info["voxel_size"], source_info["unit"]
     else:
-        log.warning("%s is not an ingested volume store: the prediction records no input checksum and no voxel size", image_path)
+        log.warning(
+            "%s is not an ingested volume store: the prediction records no input checksum and no voxel size", image_path
+        )
         voxel_size, unit = None, None
-    root.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "multiscales": volume_store.multiscales("probability", voxel_size, unit)}
+    root.attrs["ome"] = {
+        "version": volume_store.NGFF_VERSION,
+        "multiscales": volume_store.multiscales("probability", voxel_size, unit),
+    }
     root.attrs[volume_store.PROVENANCE_KEY] = info
     shutil.rmtree(done_dir)
     if out_path.exists():

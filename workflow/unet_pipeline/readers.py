@@ -149,11 +149,18 @@ def open_volume(path: str | Path, key: str | None = None):
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"{path}: no such file or folder")
-    is_zarr = path.suffix == ".zarr" or (path / "zarr.json").exists() or (path / ".zarray").exists() or (path / ".zgroup").exists()
+    is_zarr = (
+        path.suffix == ".zarr"
+        or (path / "zarr.json").exists()
+        or (path / ".zarray").exists()
+        or (path / ".zgroup").exists()
+    )
     if is_zarr:
         return ZarrVolume(path, key)
     if path.is_dir():
         return ImageFolder(path)
     if path.suffix.lower() in (".tif", ".tiff"):
         return TiffStack(path)
-    raise InputDataError(f"{path}: unsupported source; expected a .tif/.tiff stack, a folder of 2D images or a .zarr array")
+    raise InputDataError(
+        f"{path}: unsupported source; expected a .tif/.tiff stack, a folder of 2D images or a .zarr array"
+    )

@@ -58,9 +58,7 @@ def resolve_source(dataset: dict, role: str) -> Source | None:
             return Source(text, remote=True)
         if parsed.scheme == "file":
             return Source(unquote(parsed.path), remote=False)
-        raise PipelineError(
-            f"unsupported URL scheme {parsed.scheme!r} in source {text}: use http(s), file or a path"
-        )
+        raise PipelineError(f"unsupported URL scheme {parsed.scheme!r} in source {text}: use http(s), file or a path")
     return Source(text, remote=False)
 
 
@@ -95,5 +93,7 @@ def parse_sections(spec, n_sections: int, what: str = "sections") -> list[int]:
         indices = [int(i) for i in spec]
     bad = [i for i in indices if not 0 <= i < n_sections]
     if bad:
-        raise PipelineError(f"{what}: sections {bad} are outside the volume's {n_sections} sections (0-{n_sections - 1})")
+        raise PipelineError(
+            f"{what}: sections {bad} are outside the volume's {n_sections} sections (0-{n_sections - 1})"
+        )
     return sorted(set(indices))

@@ -26,8 +26,16 @@ from .errors import PipelineError
 from .initialisation import initialise
 
 # (in, out) channels of VGG11's convolutions and their indices in torchvision's vgg11().features
-VGG11_CONVOLUTIONS = [(3, 64, 0), (64, 128, 3), (128, 256, 6), (256, 256, 8), (256, 512, 11), (512, 512, 13),
-                      (512, 512, 16), (512, 512, 18)]  # fmt: skip
+VGG11_CONVOLUTIONS = [
+    (3, 64, 0),
+    (64, 128, 3),
+    (128, 256, 6),
+    (256, 256, 8),
+    (256, 512, 11),
+    (512, 512, 13),
+    (512, 512, 16),
+    (512, 512, 18),
+]
 
 
 def _conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -80,7 +88,10 @@ class TernausNet(nn.Module):
         """Initialise the encoder from a torchvision VGG11 state dict file; clear errors otherwise."""
         path = Path(path)
         if not path.is_file():
-            raise PipelineError(f"{path}: VGG11 weights file not found (set encoder_weights to imagenet or to torchvision's vgg11-8a719046.pth)")
+            raise PipelineError(
+                f"{path}: VGG11 weights file not found "
+                "(set encoder_weights to imagenet or to torchvision's vgg11-8a719046.pth)"
+            )
         prefix = hash_prefix_in_name(path)
         if prefix:
             verify_sha256(path, prefix, f"{path} (its name carries the sha256 prefix {prefix})")

@@ -89,7 +89,9 @@ class TileGeometry:
         factor = 2 ** (self.levels - 1)
         step = output - output % factor
         if step == 0:
-            raise TileSizeError(f"input tile size {input_size} gives an output of {output} px, below one pooling period ({factor})")
+            raise TileSizeError(
+                f"input tile size {input_size} gives an output of {output} px, below one pooling period ({factor})"
+            )
         return step
 
     def input_size_for_output(self, output_size: int) -> int:

@@ -65,8 +65,17 @@ class TrainingOptions:
     validation_batch_size: int = 4
 
     # settings that change the result; the rest (logging, device, speed) may change on resume
-    RESULT_FIELDS = ("batch_size", "optimizer", "learning_rate", "momentum", "weight_decay", "schedule", "warmup",
-                     "online_augmentation", "seed")  # fmt: skip
+    RESULT_FIELDS = (
+        "batch_size",
+        "optimizer",
+        "learning_rate",
+        "momentum",
+        "weight_decay",
+        "schedule",
+        "warmup",
+        "online_augmentation",
+        "seed",
+    )
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -88,7 +97,9 @@ def learning_rate(options: TrainingOptions, step: int) -> float:
 
 def make_optimizer(model, options: TrainingOptions) -> torch.optim.Optimizer:
     if options.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=options.learning_rate, momentum=options.momentum, weight_decay=options.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=options.learning_rate, momentum=options.momentum, weight_decay=options.weight_decay
+        )
     if options.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     raise PipelineError(f"unknown optimizer {options.optimizer!r}: use sgd or adam")
@@ -138,14 +149,23 @@ def validate(model, volume, sections, geometry, input_size, normalisation, devic
     scores = []
     for section in sections:
         probability = predict_section(
-            model, image[section], geometry, input_size, normalisation, device, batch_size=batch_size, amp_dtype=amp_dtype
+            model,
+            image[section],
+            geometry,
+            input_size,
+            normalisation,
+            device,
+            batch_size=batch_size,
+            amp_dtype=amp_dtype,
         )
         truth = labels[section]
-        scores.append({
-            "misclassified": misclassified_fraction(probability, truth),
-            "v_rand": rand_and_info(truth_cells(truth, label_type), proposal_cells(probability, 0.5))["v_rand"],
-            "iou": overlap_scores(probability, truth)[0],
-        })  # fmt: skip
+        scores.append(
+            {
+                "misclassified": misclassified_fraction(probability, truth),
+                "v_rand": rand_and_info(truth_cells(truth, label_type), proposal_cells(probability, 0.5))["v_rand"],
+                "iou": overlap_scores(probability, truth)[0],
+            }
+        )
     model.train()
     return {name: float(np.mean([score[name] for score in scores])) for name in scores[0]}
 
@@ -254,14 +274,26 @@ def train(
     forward = torch.compile(model) if options.compile else model
     log.info(
         "training %s (%d parameters) on %s for %d iterations, %d tiles of %d -> %d px per batch",
-        model_config.architecture, count_parameters(model), device, options.iterations, options.batch_size,
-        input_size, data.attrs["output_size"],
-    )  # fmt: skip
+        model_config.architecture,
+        count_parameters(model),
+        device,
+        options.iterations,
+        options.batch_size,
+        input_size,
+        data.attrs["output_size"],
+    )
 
     def checkpoint():
-        payload = {"signature": signature, "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "torch_rng": torch.get_rng_state(), "rows": rows, "best": best,
-                   "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}  # fmt: skip
+        payload = {
+            "signature": signature,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "rows": rows,
+            "best": best,
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
         _atomic_torch_save(payload, last_path)
 
     model.train()
@@ -270,7 +302,9 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(options, step)
         inputs, labels, weights = draw_batch(data, options, step)
-        x = torch.from_numpy(((inputs.astype(np.float32) / 255.0 - normalisation["mean"]) / normalisation["std"])[:, None]).to(device)
+        x = torch.from_numpy(
+            ((inputs.astype(np.float32) / 255.0 - normalisation["mean"]) / normalisation["std"])[:, None]
+        ).to(device)
         if device.type == "cuda" and options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(labels).to(device)
@@ -288,24 +322,55 @@ def train(
         running.append(loss.item())
         if step % options.log_every == 0 or step == options.iterations:
             rate = tiles_done / (time.perf_counter() - started)
-            rows.append({"split": "train", "step": step, "loss": float(np.mean(running)), "lr": learning_rate(options, step - 1),
-                         "misclassified": None, "v_rand": None, "iou": None, "tiles_per_s": rate})  # fmt: skip
+            rows.append(
+                {
+                    "split": "train",
+                    "step": step,
+                    "loss": float(np.mean(running)),
+                    "lr": learning_rate(options, step - 1),
+                    "misclassified": None,
+                    "v_rand": None,
+                    "iou": None,
+                    "tiles_per_s": rate,
+                }
+            )
             log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", step, rows[-1]["loss"], rows[-1]["lr"], rate)
             running = []
         if step % options.validate_every == 0 or step == options.iterations:
             if validation_sections:
-                scores = validate(model, volume, validation_sections, geometry, input_size, normalisation, device, precision,
-                                  options.validation_batch_size)  # fmt: skip
-                rows.append({"split": "validation", "step": step, "loss": None, "lr": None, **scores, "tiles_per_s": None})
-                log.info("step %d: validation misclassified %.4f, V_rand %.4f", step, scores["misclassified"], scores["v_rand"])
-                if best is None or (scores["v_rand"], -scores["misclassified"]) > (best["v_rand"], -best["misclassified"]):
+                scores = validate(
+                    model,
+                    volume,
+                    validation_sections,
+                    geometry,
+                    input_size,
+                    normalisation,
+                    device,
+                    precision,
+                    options.validation_batch_size,
+                )
+                rows.append(
+                    {"split": "validation", "step": step, "loss": None, "lr": None, **scores, "tiles_per_s": None}
+                )
+                log.info(
+                    "step %d: validation misclassified %.4f, V_rand %.4f",
+                    step,
+                    scores["misclassified"],
+                    scores["v_rand"],
+                )
+                if best is None or (scores["v_rand"], -scores["misclassified"]) > (
+                    best["v_rand"],
+                    -best["misclassified"],
+                ):
                     best = {"step": step, **scores}
                     _atomic_torch_save({"signature": signature, "step": step, "model": model.state_dict()}, best_path)
             checkpoint()
 
     if best is not None:
         if not best_path.exists():
-            raise PipelineError(f"{best_path}: the best checkpoint (step {best['step']}) is missing; delete {last_path} to train again")
+            raise PipelineError(
+                f"{best_path}: the best checkpoint (step {best['step']}) is missing; delete {last_path} to train again"
+            )
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
     else:
         log.info("no validation sections: the model holds the weights of the last iteration")
@@ -333,7 +398,9 @@ def train(
             "labels_pixel_sha256": volume_info["labels"]["pixel_sha256"],
             "augmentation_seed": data.attrs["seed"],
             "augmented_samples": data.attrs["samples"],
-            "encoder_weights_sha256": sha256_of_file(model_config.encoder_weights) if model_config.encoder_weights else None,
+            "encoder_weights_sha256": sha256_of_file(model_config.encoder_weights)
+            if model_config.encoder_weights
+            else None,
         },
         "torch_version": str(torch.__version__),
     }
@@ -341,7 +408,9 @@ def train(
     Path(outputs["metadata"]).write_text(json.dumps(metadata, indent=2) + "\n")
     export_torchscript(model, input_size, outputs["torchscript"])
     with open(outputs["curve_csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"])
+        writer = csv.DictWriter(
+            handle, fieldnames=["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     plot_curve(rows, outputs["curve_png"])

@@ -160,4 +160,3 @@ def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dic
     model = build_model(UNetConfig(**metadata["model"]), load_encoder=False)
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), metadata
-

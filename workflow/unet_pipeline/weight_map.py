@@ -58,10 +58,12 @@ def border_cutoff(w0: float, sigma: float, tolerance: float = DEFAULT_TOLERANCE)
     return sigma * math.sqrt(2.0 * math.log(w0 / tolerance))
 
 
-def border_weight(cells: np.ndarray, w0: float = 10.0, sigma: float = 5.0, tolerance: float = DEFAULT_TOLERANCE) -> np.ndarray:
+def border_weight(
+    cells: np.ndarray, w0: float = 10.0, sigma: float = 5.0, tolerance: float = DEFAULT_TOLERANCE
+) -> np.ndarray:
     """The border term w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) on background pixels (cells == 0), float32."""
     cutoff = border_cutoff(w0, sigma, tolerance)
-    margin = int(math.ceil(cutoff)) + 1
+    margin = math.ceil(cutoff) + 1
     nearest = np.full(cells.shape, np.inf)
     second = np.full(cells.shape, np.inf)
     for cell_id, box in enumerate(ndimage.find_objects(cells), start=1):
@@ -147,7 +149,10 @@ def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.
     with volume_store.atomic_store(out_path) as tmp:
         out = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         target = out.create_array(
-            volume_store.IMAGE_PATH, shape=labels.shape, chunks=volume_store.section_chunks(labels.shape), dtype="float32"
+            volume_store.IMAGE_PATH,
+            shape=labels.shape,
+            chunks=volume_store.section_chunks(labels.shape),
+            dtype="float32",
         )
         with dask.config.set(scheduler="threads", num_workers=workers):
             da.store(lazy, target, lock=False)
