@@ -12,8 +12,9 @@ import torch
 import unet_pipeline.predict as predict_module
 import zarr
 from conftest import REPO
-from unet_pipeline import overlap_tile, volume_store
+from unet_pipeline import volume_store
 from unet_pipeline.errors import InputDataError, PipelineError
+from unet_pipeline.overlap_tile import TilePredictor
 from unet_pipeline.predict import predict_volume, write_submission_tiff
 from unet_pipeline.tile_geometry import TileSizeError
 from unet_pipeline.unet import UNet, UNetConfig, build_model, load_model, save_model
@@ -52,8 +53,8 @@ def volume(tmp_path, shape=(3, 150, 170), chunks=None, seed=0):
 
 def reference(model_path, section):
     model, metadata = load_model(model_path)
-    return overlap_tile.predict_section(
-        model, section, model.config.geometry, 92, metadata["normalisation"], torch.device("cpu")
+    return TilePredictor(model, model.config.geometry, 92, metadata["normalisation"], torch.device("cpu")).section(
+        section
     )
 
 
@@ -81,7 +82,7 @@ def test_mirror_padding_at_all_four_borders(model_path):
 def test_restart_skips_finished_chunks(model_path, tmp_path, monkeypatch):
     image, _ = volume(tmp_path, shape=(4, 80, 80), chunks=(1, 80, 80))
     calls = {"n": 0}
-    real = overlap_tile.predict_region
+    real = TilePredictor.region
 
     def crash_after_two(*args, **kwargs):
         calls["n"] += 1
@@ -89,14 +90,14 @@ def test_restart_skips_finished_chunks(model_path, tmp_path, monkeypatch):
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(predict_module, "predict_region", crash_after_two)
+    monkeypatch.setattr(TilePredictor, "region", crash_after_two)
     with pytest.raises(RuntimeError, match="killed"):
         predict_volume(model_path, image, tmp_path / "out.zarr")
     assert not (tmp_path / "out.zarr").exists(), "an interrupted prediction is not an output"
     work = tmp_path / ".out.zarr.partial"
     assert sorted(p.name for p in (work / ".done").iterdir()) == ["0_0_0", "1_0_0"]
     (work / ".done" / "1_0_0").unlink()  # as if chunk 1 were half-written when the run died
-    monkeypatch.setattr(predict_module, "predict_region", real)
+    monkeypatch.setattr(TilePredictor, "region", real)
     info = predict_volume(model_path, image, tmp_path / "out.zarr")
     assert info["chunks_computed"] == 3, "chunk 0 is reused, chunks 1-3 are computed"
     stored = volume_store.open_store(tmp_path / "out.zarr")[volume_store.IMAGE_PATH]
@@ -162,15 +163,13 @@ def test_several_blocks_per_section_have_no_seams(network, model_path, ternausne
 def test_larger_tiles_predict_what_the_training_tile_predicts(model_path):
     section = np.random.default_rng(8).integers(0, 256, (130, 170), dtype=np.uint8)
     model, _ = load_model(model_path)
-    larger = overlap_tile.predict_section(
-        model, section, model.config.geometry, 196, NORMALISATION, torch.device("cpu")
-    )
+    larger = TilePredictor(model, model.config.geometry, 196, NORMALISATION, torch.device("cpu")).section(section)
     assert np.abs(larger - reference(model_path, section)).max() <= 1e-5
 
 
 def test_partial_work_of_another_model_is_discarded(model_path, tmp_path, monkeypatch, caplog):
     image, _ = volume(tmp_path, shape=(3, 60, 60))
-    real = predict_module.predict_region
+    real = TilePredictor.region
 
     def crash_on_third(*args, **kwargs):
         crash_on_third.calls += 1
@@ -179,10 +178,10 @@ def test_partial_work_of_another_model_is_discarded(model_path, tmp_path, monkey
         return real(*args, **kwargs)
 
     crash_on_third.calls = 0
-    monkeypatch.setattr(predict_module, "predict_region", crash_on_third)
+    monkeypatch.setattr(TilePredictor, "region", crash_on_third)
     with pytest.raises(RuntimeError, match="killed"):
         predict_volume(model_path, image, tmp_path / "out.zarr")
-    monkeypatch.setattr(predict_module, "predict_region", real)
+    monkeypatch.setattr(TilePredictor, "region", real)
     torch.manual_seed(11)
     other = tmp_path / "other.pt"
     save_model(UNet(CONFIG), other, load_model(model_path)[1])  # same architecture, other weights

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from unet_pipeline import overlap_tile
 from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.errors import ChecksumError, PipelineError
+from unet_pipeline.overlap_tile import TilePredictor
 from unet_pipeline.ternausnet import VGG11_CONVOLUTIONS
 from unet_pipeline.tile_geometry import TileSizeError
 from unet_pipeline.unet import UNetConfig, build_model
@@ -93,13 +93,9 @@ def test_bad_weight_files_are_clear_errors(tmp_path):
 
 def test_blended_tiles_cover_the_region_with_weights_summing_to_one(monkeypatch):
     """With a network that predicts a constant, blending must return exactly that constant everywhere."""
-    monkeypatch.setattr(
-        overlap_tile, "predict_tiles", lambda model, tiles, *a, **k: np.full(tiles.shape, 0.7, np.float32)
-    )
+    monkeypatch.setattr(TilePredictor, "tiles", lambda self, tiles: np.full(tiles.shape, 0.7, np.float32))
     section = np.zeros((150, 201), np.uint8)
-    result = overlap_tile.predict_section(
-        None, section, CONFIG.geometry, 64, {"mean": 0, "std": 1}, torch.device("cpu")
-    )
+    result = TilePredictor(None, CONFIG.geometry, 64, {"mean": 0, "std": 1}, torch.device("cpu")).section(section)
     assert result.shape == (150, 201)
     np.testing.assert_allclose(result, 0.7, rtol=1e-6)
 
@@ -111,8 +107,8 @@ def test_blended_prediction_is_close_to_a_whole_image_pass():
     network = build_model(config).eval()
     section = np.random.default_rng(0).integers(0, 256, (128, 128), dtype=np.uint8)
     normalisation = {"mean": 0.5, "std": 0.25}
-    blended = overlap_tile.predict_section(network, section, config.geometry, 64, normalisation, torch.device("cpu"))
-    whole = overlap_tile.predict_tiles(network, section[None], normalisation, torch.device("cpu"))[0]
+    blended = TilePredictor(network, config.geometry, 64, normalisation, torch.device("cpu")).section(section)
+    whole = TilePredictor(network, config.geometry, 128, normalisation, torch.device("cpu")).tiles(section[None])[0]
     inner = (slice(16, -16), slice(16, -16))
     assert whole[inner].std() > 0.1, "the network's output varies, so a constant could not pass"
     assert np.abs(blended[inner] - whole[inner]).max() < 0.01  # 0.0069 measured

@@ -1,5 +1,6 @@
 """The network of the paper: size, geometry, initialisation, saving and loading."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 import yaml
 from conftest import REPO
 from unet_pipeline.errors import PipelineError
-from unet_pipeline.overlap_tile import mirrored_reader, predict_section, predict_tiles
+from unet_pipeline.overlap_tile import TilePredictor, mirrored_reader
 from unet_pipeline.train import export_torchscript, weighted_cross_entropy
 from unet_pipeline.unet import UNet, UNetConfig, build_model, count_parameters, load_model, save_model
 
@@ -146,11 +147,12 @@ def test_overlap_tile_equals_a_single_pass(levels, input_size, shape):
     geometry = net.config.geometry
     section = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     normalisation = {"mean": 0.5, "std": 0.25}
-    tiled = predict_section(net, section, geometry, input_size, normalisation, torch.device("cpu"), batch_size=3)
+    tiled = TilePredictor(net, geometry, input_size, normalisation, torch.device("cpu"), batch_size=3).section(section)
     whole_input = geometry.input_size_for_output(max(shape))
     margin = geometry.margin(whole_input)
     offsets = np.arange(-margin, whole_input - margin)
-    whole = predict_tiles(net, mirrored_reader(section)(offsets, offsets)[None], normalisation, torch.device("cpu"))[0]
+    whole_pass = TilePredictor(net, geometry, whole_input, normalisation, torch.device("cpu"))
+    whole = whole_pass.tiles(mirrored_reader(section)(offsets, offsets)[None])[0]
     assert tiled.shape == shape
     assert np.abs(tiled - whole[: shape[0], : shape[1]]).max() <= 1e-5
 
@@ -160,12 +162,13 @@ def test_test_time_augmentation_averages_the_eight_dihedral_views():
     net = UNet(UNetConfig(levels=3, base_channels=4)).eval()
     tile = np.random.default_rng(1).integers(0, 256, (1, 92, 92), dtype=np.uint8)
     normalisation = {"mean": 0.5, "std": 0.25}
+    plain = TilePredictor(net, net.config.geometry, 92, normalisation, torch.device("cpu"))
     views = []
     for turns in range(4):
         for flip in (False, True):
             view = np.rot90(tile[0][:, ::-1] if flip else tile[0], turns).copy()
-            out = predict_tiles(net, view[None], normalisation, torch.device("cpu"))[0]
+            out = plain.tiles(view[None])[0]
             out = np.rot90(out, -turns)
             views.append(out[:, ::-1] if flip else out)
-    averaged = predict_tiles(net, tile, normalisation, torch.device("cpu"), tta=True)[0]
+    averaged = dataclasses.replace(plain, tta=True).tiles(tile)[0]
     np.testing.assert_allclose(averaged, np.mean(views, axis=0), atol=1e-6)

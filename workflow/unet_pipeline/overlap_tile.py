@@ -4,12 +4,18 @@ Output tiles lie on a regular grid; each input tile is its output tile plus the
 network's context margin, read with mirrored context outside the image. Tiles
 step by a multiple of the pooling period (``TileGeometry.tile_step``), so every
 output pixel equals what a single pass over the whole mirror-padded image gives.
-Training validation and the prediction stage both use ``predict_region``.
+A ``TilePredictor`` holds the network and its tile settings once; training
+validation and the prediction stage both use it.
+
+Conventions: sections and regions are 2D (y, x); a region is ``(top, bottom,
+left, right)`` in image pixels, bottom and right exclusive; input tiles are
+uint8 gray values, outputs float32 foreground (cell interior) probabilities.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,6 +25,7 @@ from .mirror import mirror_indices
 from .tile_geometry import TileGeometry
 
 Reader = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Region = tuple[int, int, int, int]
 
 
 def mirrored_reader(section: np.ndarray) -> Reader:
@@ -32,7 +39,7 @@ def mirrored_reader(section: np.ndarray) -> Reader:
 
 
 def normalise(tiles: np.ndarray, normalisation: dict) -> np.ndarray:
-    """uint8 gray values to the network's input scale: (x / 255 - mean) / std."""
+    """uint8 gray values to the network's input scale: (x / 255 - mean) / std, float32."""
     return ((tiles.astype(np.float32) / 255.0 - normalisation["mean"]) / normalisation["std"]).astype(np.float32)
 
 
@@ -46,24 +53,6 @@ def _dihedral(batch: torch.Tensor, index: int, inverse: bool = False) -> torch.T
         return torch.flip(batch, dims=(-1,)) if flip else batch
     batch = torch.flip(batch, dims=(-1,)) if flip else batch
     return torch.rot90(batch, turns, dims=(-2, -1))
-
-
-@torch.no_grad()
-def predict_tiles(
-    model, tiles: np.ndarray, normalisation: dict, device, amp_dtype=None, tta: bool = False
-) -> np.ndarray:
-    """Foreground probabilities (n, out, out) for a batch of uint8 input tiles (n, in, in)."""
-    inputs = torch.from_numpy(normalise(tiles, normalisation)[:, None]).to(device)
-    if device.type == "cuda":
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    transforms = range(8) if tta else range(1)
-    total = None
-    with autocast(device, amp_dtype):
-        for index in transforms:
-            logits = model(_dihedral(inputs, index)).float()
-            probability = _dihedral(torch.softmax(logits, dim=1)[:, 1], index, inverse=True)
-            total = probability if total is None else total + probability
-    return (total / len(transforms)).cpu().numpy()
 
 
 def blend_overlap(input_size: int) -> int:
@@ -98,70 +87,126 @@ def _blend_window(size: int) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def predict_region(
-    model,
-    read: Reader,
-    region: tuple[int, int, int, int],
-    geometry: TileGeometry,
-    input_size: int,
-    normalisation: dict,
-    device,
-    batch_size: int = 4,
-    amp_dtype=None,
-    tta: bool = False,
-) -> np.ndarray:
-    """Foreground probabilities of ``region = (top, bottom, left, right)`` of an image, float32.
+@dataclass(frozen=True, eq=False)
+class TilePredictor:
+    """A network and everything overlap-tile prediction needs, set once (nnU-Net's predictor object).
 
-    Unpadded networks (the paper's): the overlap-tile strategy; each output pixel
-    comes from exactly one tile, and the result matches a single pass over the
-    whole image when ``top`` and ``left`` are multiples of the pooling period
-    (block and section origins are). Padded networks (TernausNet): overlapping
-    tiles averaged with a smooth window, which hides the weaker predictions near
-    each tile's zero-padded edges.
+    Attributes:
+        model: the network in eval mode, on ``device``.
+        geometry: its tile geometry (``TileGeometry``).
+        input_size: input tile size in pixels (any size legal for ``geometry``).
+        normalisation: ``{"mean", "std"}`` of the training gray values scaled to [0, 1].
+        device: where the network runs.
+        amp_dtype: autocast dtype (``devices.amp_dtype``), None for float32.
+        batch_size: tiles per forward pass.
+        tta: average the 8 flips and rotations of every tile.
     """
-    top, bottom, left, right = region
-    rows, cols = input_origins(top, bottom, geometry, input_size), input_origins(left, right, geometry, input_size)
-    origins = [(y, x) for y in rows for x in cols]
-    offsets = np.arange(input_size)
-    if geometry.padded:
-        window = _blend_window(input_size)
-        shape = (rows[-1] + input_size - rows[0], cols[-1] + input_size - cols[0])
-        total, weight = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    else:
-        margin, step = geometry.margin(input_size), geometry.tile_step(input_size)
-        result = np.empty((bottom - top, right - left), np.float32)
-    for start in range(0, len(origins), batch_size):
-        batch = origins[start : start + batch_size]
-        tiles = np.stack([read(y + offsets, x + offsets) for y, x in batch])
-        probabilities = predict_tiles(model, tiles, normalisation, device, amp_dtype, tta)
-        for (y, x), probability in zip(batch, probabilities):
-            if geometry.padded:
-                place = (slice(y - rows[0], y - rows[0] + input_size), slice(x - cols[0], x - cols[0] + input_size))
-                total[place] += probability * window
-                weight[place] += window
-            else:
-                y, x = y + margin, x + margin
-                height, width = min(step, bottom - y), min(step, right - x)
-                result[y - top : y - top + height, x - left : x - left + width] = probability[:height, :width]
-    if geometry.padded:
-        return (total / weight)[top - rows[0] : bottom - rows[0], left - cols[0] : right - cols[0]]
-    return result
+
+    model: torch.nn.Module
+    geometry: TileGeometry
+    input_size: int
+    normalisation: dict
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    batch_size: int = 4
+    tta: bool = False
+
+    def __post_init__(self):
+        self.geometry.tile_step(self.input_size)  # an illegal tile size is a clear error here
+
+    @torch.no_grad()
+    def tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """Foreground probabilities (n, out, out) of uint8 input tiles (n, in, in)."""
+        inputs = torch.from_numpy(normalise(tiles, self.normalisation)[:, None]).to(self.device)
+        if self.device.type == "cuda":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        transforms = range(8) if self.tta else range(1)
+        total = None
+        with autocast(self.device, self.amp_dtype):
+            for index in transforms:
+                logits = self.model(_dihedral(inputs, index)).float()
+                probability = _dihedral(torch.softmax(logits, dim=1)[:, 1], index, inverse=True)
+                total = probability if total is None else total + probability
+        return (total / len(transforms)).cpu().numpy()
+
+    def origins(self, region: Region) -> tuple[list[int], list[int]]:
+        """First input row and column of every tile that ``region`` needs."""
+        top, bottom, left, right = region
+        return (
+            input_origins(top, bottom, self.geometry, self.input_size),
+            input_origins(left, right, self.geometry, self.input_size),
+        )
+
+    def input_extent(self, region: Region) -> tuple[np.ndarray, np.ndarray]:
+        """The input rows and columns that ``region`` reads."""
+        rows, cols = self.origins(region)
+        return np.arange(rows[0], rows[-1] + self.input_size), np.arange(cols[0], cols[-1] + self.input_size)
+
+    def region(self, read: Reader, region: Region) -> np.ndarray:
+        """Foreground probabilities (bottom - top, right - left) of ``region`` of the image ``read`` gives.
+
+        Unpadded networks (the paper's): the overlap-tile strategy; each output pixel
+        comes from exactly one tile, and the result matches a single pass over the
+        whole image when ``top`` and ``left`` are multiples of the pooling period
+        (block and section origins are). Padded networks (TernausNet): overlapping
+        tiles averaged with a smooth window, which hides the weaker predictions near
+        each tile's zero-padded edges.
+        """
+        rows, cols = self.origins(region)
+        canvas = (
+            _BlendCanvas(region, rows, cols, self.input_size) if self.geometry.padded else _TileCanvas(self, region)
+        )
+        origins = [(y, x) for y in rows for x in cols]
+        offsets = np.arange(self.input_size)
+        for start in range(0, len(origins), self.batch_size):
+            batch = origins[start : start + self.batch_size]
+            probabilities = self.tiles(np.stack([read(y + offsets, x + offsets) for y, x in batch]))
+            for origin, probability in zip(batch, probabilities):
+                canvas.add(origin, probability)
+        return canvas.result()
+
+    def section(self, section: np.ndarray) -> np.ndarray:
+        """Foreground probabilities of a whole in-memory 2D section, mirrored at its borders."""
+        height, width = section.shape
+        return self.region(mirrored_reader(section), (0, height, 0, width))
 
 
-def input_extent(
-    region: tuple[int, int, int, int], geometry: TileGeometry, input_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The input rows and columns that ``predict_region`` reads for ``region``."""
-    top, bottom, left, right = region
-    rows, cols = input_origins(top, bottom, geometry, input_size), input_origins(left, right, geometry, input_size)
-    return np.arange(rows[0], rows[-1] + input_size), np.arange(cols[0], cols[-1] + input_size)
+class _TileCanvas:
+    """Unpadded networks: each output tile's first ``tile_step`` rows and columns go to their place."""
+
+    def __init__(self, predictor: TilePredictor, region: Region):
+        self.region = region
+        self.margin = predictor.geometry.margin(predictor.input_size)
+        self.step = predictor.geometry.tile_step(predictor.input_size)
+        top, bottom, left, right = region
+        self.values = np.empty((bottom - top, right - left), np.float32)
+
+    def add(self, origin: tuple[int, int], probability: np.ndarray) -> None:
+        top, bottom, left, right = self.region
+        y, x = origin[0] + self.margin, origin[1] + self.margin
+        height, width = min(self.step, bottom - y), min(self.step, right - x)
+        self.values[y - top : y - top + height, x - left : x - left + width] = probability[:height, :width]
+
+    def result(self) -> np.ndarray:
+        return self.values
 
 
-def predict_section(
-    model, section: np.ndarray, geometry: TileGeometry, input_size: int, normalisation: dict, device, **options
-) -> np.ndarray:
-    """Foreground probabilities of a whole in-memory 2D section."""
-    height, width = section.shape
-    return predict_region(
-        model, mirrored_reader(section), (0, height, 0, width), geometry, input_size, normalisation, device, **options
-    )
+class _BlendCanvas:
+    """Padded networks: tiles accumulated with a smooth window, divided by the summed window."""
+
+    def __init__(self, region: Region, rows: list[int], cols: list[int], size: int):
+        self.region, self.first, self.size = region, (rows[0], cols[0]), size
+        self.window = _blend_window(size)
+        shape = (rows[-1] + size - rows[0], cols[-1] + size - cols[0])
+        self.total, self.weight = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+
+    def add(self, origin: tuple[int, int], probability: np.ndarray) -> None:
+        y, x = origin[0] - self.first[0], origin[1] - self.first[1]
+        place = (slice(y, y + self.size), slice(x, x + self.size))
+        self.total[place] += probability * self.window
+        self.weight[place] += self.window
+
+    def result(self) -> np.ndarray:
+        top, bottom, left, right = self.region
+        y, x = top - self.first[0], left - self.first[1]
+        return (self.total / self.weight)[y : y + bottom - top, x : x + right - left]

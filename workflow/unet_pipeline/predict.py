@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from .checksums import sha256_of_file
 from .devices import amp_dtype, pick_device
 from .errors import InputDataError, PipelineError
 from .mirror import read_mirrored
-from .overlap_tile import input_extent, predict_region
+from .overlap_tile import TilePredictor
 from .unet import load_model
 from .volume_store import PROBABILITY_DTYPES, decode_probability, encode_probability
 
@@ -63,18 +64,9 @@ def open_image(path, key: str | None = None):
     return node
 
 
-def _blocks(shape, chunks):
-    """(z, top, bottom, left, right) of every output chunk, in storage order."""
-    _, height, width = shape
-    for z in range(shape[0]):
-        for top in range(0, height, chunks[1]):
-            for left in range(0, width, chunks[2]):
-                yield z, top, min(top + chunks[1], height), left, min(left + chunks[2], width)
-
-
-def _window_reader(image, z: int, region, geometry, input_size: int):
+def _window_reader(image, z: int, region, predictor: TilePredictor):
     """Read once the mirrored input window a block needs; return a tile reader over it."""
-    rows, cols = input_extent(region, geometry, input_size)
+    rows, cols = predictor.input_extent(region)
     window = read_mirrored(image, z, rows, cols)
 
     def read(tile_rows: np.ndarray, tile_cols: np.ndarray) -> np.ndarray:
@@ -83,102 +75,136 @@ def _window_reader(image, z: int, region, geometry, input_size: int):
     return read
 
 
-def prediction_signature(model_path, image, model_metadata: dict, tta: bool, dtype: str, input_size: int) -> str:
+@dataclass(frozen=True)
+class PredictionOptions:
+    """How a volume is predicted (the ``prediction:`` section of the config, less ``submission_tiff``).
+
+    ``input_size`` None: the model's training tile size; any legal size works, larger tiles waste less
+    context. ``dtype``: the stored probability, uint8 (x255) or float16. ``image_key``: the array inside
+    a Zarr group (default, the volume store's image).
+    """
+
+    batch_size: int = 4
+    device: str = "auto"
+    amp: str = "bf16"
+    tta: bool = False
+    dtype: str = "uint8"
+    threads: int = 1
+    input_size: int | None = None
+    image_key: str | None = None
+
+    def __post_init__(self):
+        if self.dtype not in PROBABILITY_DTYPES:
+            raise PipelineError(f"output dtype must be one of {PROBABILITY_DTYPES}, not {self.dtype!r}")
+
+
+def prediction_signature(model_path, image, model_metadata: dict, options: PredictionOptions, input_size: int) -> str:
     """What a partial prediction must match to be continued."""
     described = {
         "model": model_metadata,
         "model_sha256": sha256_of_file(model_path),
         "shape": list(image.shape),
         "chunks": list(image.chunks),
-        "tta": tta,
-        "dtype": dtype,
+        "tta": options.tta,
+        "dtype": options.dtype,
         "input_size": input_size,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def predict_volume(
-    model_path,
-    image_path,
-    out_path,
-    batch_size: int = 4,
-    device: str = "auto",
-    amp: str = "bf16",
-    tta: bool = False,
-    dtype: str = "uint8",
-    threads: int = 1,
-    input_size: int | None = None,
-    image_key: str | None = None,
-) -> dict:
-    """Predict every chunk of a (z, y, x) uint8 Zarr image into an OME-Zarr probability map.
-
-    ``input_size`` overrides the model's training tile size (any legal size: larger
-    tiles waste less context). Returns the output's provenance attributes.
-    """
-    import zarr
-
-    if dtype not in PROBABILITY_DTYPES:
-        raise PipelineError(f"output dtype must be one of {PROBABILITY_DTYPES}, not {dtype!r}")
-    torch.set_num_threads(max(threads, 1))
-    torch_device = pick_device(device)
-    autocast_dtype = amp_dtype(amp, torch_device)
-    model, metadata = load_model(model_path, torch_device)
-    if torch_device.type == "cuda":
+def load_predictor(model_path, options: PredictionOptions) -> tuple[TilePredictor, dict]:
+    """The trained network as a ``TilePredictor`` with the options' device, precision and tiles; its metadata."""
+    torch.set_num_threads(max(options.threads, 1))
+    device = pick_device(options.device)
+    model, metadata = load_model(model_path, device)
+    if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    geometry = model.config.geometry
-    input_size = input_size or metadata["input_size"]
-    step = geometry.tile_step(input_size)  # an illegal size is a clear error here
-
-    image = open_image(image_path, image_key)
-    image3d = image if image.ndim == 3 else _AsStack(image)
-    shape = image3d.shape
-    chunks = (1, *volume_store.section_chunks(shape)[1:])
-    out_path = Path(out_path)
-    work = out_path.with_name(f".{out_path.name}.partial")
-    signature = prediction_signature(model_path, image3d, metadata, tta, dtype, input_size)
-    done_dir = work / ".done"
-    if work.exists():
-        try:
-            same = volume_store.open_store(work).attrs.get("signature") == signature
-        except (OSError, ValueError, KeyError):  # an unreadable work store (zarr's not-found errors are both)
-            same = False
-        if not same:
-            log.info("discarding %s: it belongs to another model or input", work)
-            shutil.rmtree(work)
-    if not work.exists():
-        root = zarr.open_group(str(work), mode="w", zarr_format=3)
-        root.create_array(volume_store.IMAGE_PATH, shape=shape, chunks=chunks, dtype=dtype)
-        root.attrs["signature"] = signature
-        done_dir.mkdir()
-    target = volume_store.open_store(work, mode="r+")[volume_store.IMAGE_PATH]
-
-    blocks = [
-        block for block in _blocks(shape, chunks) if not (done_dir / "{}_{}_{}".format(*block[:2], block[3])).exists()
-    ]
-    total = sum(1 for _ in _blocks(shape, chunks))
-    log.info(
-        "predicting %d of %d chunks of %s with %s on %s (tiles %d -> %d, step %d%s)",
-        len(blocks),
-        total,
-        shape,
-        Path(model_path).name,
-        torch_device,
-        input_size,
-        geometry.output_size(input_size),
-        step,
-        ", TTA" if tta else "",
+    predictor = TilePredictor(
+        model,
+        model.config.geometry,
+        options.input_size or metadata["input_size"],
+        metadata["normalisation"],
+        device,
+        amp_dtype(options.amp, device),
+        options.batch_size,
+        options.tta,
     )
+    return predictor, metadata
+
+
+class WorkStore:
+    """The output being written: a Zarr store beside the output, one marker file per finished chunk.
+
+    A work store of another model, input or option set (its signature differs) is discarded; one that
+    matches is continued, skipping every marked chunk. ``finish`` renames it to the output.
+    """
+
+    def __init__(self, out_path, shape, dtype: str, signature: str):
+        import zarr
+
+        self.out_path = Path(out_path)
+        self.path = self.out_path.with_name(f".{self.out_path.name}.partial")
+        self.done = self.path / ".done"
+        self.shape, self.chunks = shape, (1, *volume_store.section_chunks(shape)[1:])
+        if self.path.exists() and self._signature() != signature:
+            log.info("discarding %s: it belongs to another model or input", self.path)
+            shutil.rmtree(self.path)
+        if not self.path.exists():
+            root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+            root.create_array(volume_store.IMAGE_PATH, shape=shape, chunks=self.chunks, dtype=dtype)
+            root.attrs["signature"] = signature
+            self.done.mkdir()
+        self.array = volume_store.open_store(self.path, mode="r+")[volume_store.IMAGE_PATH]
+
+    def _signature(self) -> str | None:
+        try:
+            return volume_store.open_store(self.path).attrs.get("signature")
+        except (OSError, ValueError, KeyError):  # an unreadable work store (zarr's not-found errors are both)
+            return None
+
+    def blocks(self) -> list[tuple[int, int, int, int, int]]:
+        """(z, top, bottom, left, right) of every output chunk, in storage order."""
+        _, height, width = self.shape
+        return [
+            (z, top, min(top + self.chunks[1], height), left, min(left + self.chunks[2], width))
+            for z in range(self.shape[0])
+            for top in range(0, height, self.chunks[1])
+            for left in range(0, width, self.chunks[2])
+        ]
+
+    def _marker(self, block) -> Path:
+        return self.done / f"{block[0]}_{block[1]}_{block[3]}"
+
+    def pending(self) -> list[tuple[int, int, int, int, int]]:
+        return [block for block in self.blocks() if not self._marker(block).exists()]
+
+    def store(self, block, probability: np.ndarray, dtype: str) -> None:
+        """Write one chunk, then its marker (a chunk without a marker is computed again)."""
+        z, top, bottom, left, right = block
+        self.array[z : z + 1, top:bottom, left:right] = encode_probability(probability, dtype)[None]
+        self._marker(block).touch()
+
+    def finish(self, attrs: dict) -> None:
+        """Write the output's metadata and rename the work store into place."""
+        root = volume_store.open_store(self.path, mode="r+")
+        root.attrs.update(attrs)
+        shutil.rmtree(self.done)
+        if self.out_path.exists():
+            shutil.rmtree(self.out_path)
+        os.replace(self.path, self.out_path)
+
+
+def predict_blocks(predictor: TilePredictor, image, work: WorkStore, blocks, dtype: str) -> None:
+    """Predict ``blocks`` of a (z, y, x) image into the work store, overlapping reads, compute and writes.
+
+    A reader thread prefetches the next windows and a writer thread stores finished chunks; at most
+    ``PREFETCH_BLOCKS`` wait on either side, which bounds memory.
+    """
 
     def fetch(block):
         z, top, bottom, left, right = block
-        return block, _window_reader(image3d, z, (top, bottom, left, right), geometry, input_size)
+        return block, _window_reader(image, z, (top, bottom, left, right), predictor)
 
-    def store(block, probability):
-        z, top, bottom, left, right = block
-        target[z : z + 1, top:bottom, left:right] = encode_probability(probability, dtype)[None]
-        (done_dir / f"{z}_{top}_{left}").touch()
-
-    started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as readers, ThreadPoolExecutor(max_workers=1) as writer:
         pending = [readers.submit(fetch, block) for block in blocks[:PREFETCH_BLOCKS]]
         writes = []
@@ -186,62 +212,79 @@ def predict_volume(
             block, read = pending.pop(0).result()
             if index + PREFETCH_BLOCKS < len(blocks):
                 pending.append(readers.submit(fetch, blocks[index + PREFETCH_BLOCKS]))
-            probability = predict_region(
-                model,
-                read,
-                block[1:],
-                geometry,
-                input_size,
-                metadata["normalisation"],
-                torch_device,
-                batch_size,
-                autocast_dtype,
-                tta,
-            )
-            writes.append(writer.submit(store, block, probability))
+            writes.append(writer.submit(work.store, block, predictor.region(read, block[1:]), dtype))
             while writes and (writes[0].done() or len(writes) > PREFETCH_BLOCKS):
                 writes.pop(0).result()  # re-raises a failed write; bounds the chunks waiting in memory
         for write in writes:
             write.result()
-    elapsed = time.perf_counter() - started
 
-    voxels = int(np.prod(shape))
+
+def predict_volume(model_path, image_path, out_path, options: PredictionOptions | None = None, **overrides) -> dict:
+    """Predict every chunk of a (z, y, x) or (y, x) uint8 Zarr image into an OME-Zarr probability map.
+
+    Args:
+        model_path: a trained ``model.pt``.
+        image_path: a dataset's volume store, a Zarr array, or a group holding ``options.image_key``.
+        out_path: the output store, (z, y, x) foreground probabilities; written beside it first and renamed
+            when complete, so a killed run leaves no output and a rerun continues its finished chunks.
+        options: ``PredictionOptions``; keyword ``overrides`` replace single fields.
+
+    Returns:
+        The output's provenance attributes.
+    """
+    options = replace(options or PredictionOptions(), **overrides)
+    predictor, metadata = load_predictor(model_path, options)
+    image = open_image(image_path, options.image_key)
+    image3d = image if image.ndim == 3 else _AsStack(image)
+    signature = prediction_signature(model_path, image3d, metadata, options, predictor.input_size)
+    work = WorkStore(out_path, image3d.shape, options.dtype, signature)
+    blocks = work.pending()
+    log.info(
+        "predicting %d of %d chunks of %s with %s on %s (tiles %d -> %d, step %d%s)",
+        len(blocks),
+        len(work.blocks()),
+        image3d.shape,
+        Path(model_path).name,
+        predictor.device,
+        predictor.input_size,
+        predictor.geometry.output_size(predictor.input_size),
+        predictor.geometry.tile_step(predictor.input_size),
+        ", TTA" if options.tta else "",
+    )
+    started = time.perf_counter()
+    predict_blocks(predictor, image3d, work, blocks, options.dtype)
+    elapsed = time.perf_counter() - started
     info = {
         "model": str(model_path),
         "model_metadata": metadata,
         "input": str(image_path),
-        "input_shape": list(shape),
+        "input_shape": list(image3d.shape),
         "probability_of": "foreground (cell interior)",
-        "dtype": dtype,
-        "encoding": "probability * 255, rounded" if dtype == "uint8" else "probability",
-        "tta": tta,
-        "input_size": input_size,
-        "tile_step": step,
-        "device": str(torch_device),
+        "dtype": options.dtype,
+        "encoding": "probability * 255, rounded" if options.dtype == "uint8" else "probability",
+        "tta": options.tta,
+        "input_size": predictor.input_size,
+        "tile_step": predictor.geometry.tile_step(predictor.input_size),
+        "device": str(predictor.device),
         "seconds": elapsed,
         "chunks_computed": len(blocks),
     }
-    root = volume_store.open_store(work, mode="r+")
+    work.finish(output_attrs(info, image_path))
+    log.info("wrote %s: %.1f megavoxels in %.1f s", out_path, np.prod(image3d.shape) / 1e6, elapsed)
+    return info
+
+
+def output_attrs(info: dict, image_path) -> dict:
+    """OME metadata and provenance of the output; the input's checksum and voxel size when it has them."""
     source_info = _source_provenance(image_path)
     if source_info:
         info["input_pixel_sha256"] = source_info["image"]["pixel_sha256"]
         voxel_size, unit = source_info["voxel_size"], source_info["unit"]
     else:
-        log.warning(
-            "%s is not an ingested volume store: the prediction records no input checksum and no voxel size", image_path
-        )
+        log.warning("%s is not an ingested volume store: the prediction records no input checksum and no voxel size", image_path)
         voxel_size, unit = None, None
-    root.attrs["ome"] = {
-        "version": volume_store.NGFF_VERSION,
-        "multiscales": volume_store.multiscales("probability", voxel_size, unit),
-    }
-    root.attrs[volume_store.PROVENANCE_KEY] = info
-    shutil.rmtree(done_dir)
-    if out_path.exists():
-        shutil.rmtree(out_path)
-    os.replace(work, out_path)
-    log.info("wrote %s: %.1f megavoxels in %.1f s", out_path, voxels / 1e6, elapsed)
-    return info
+    ome = {"version": volume_store.NGFF_VERSION, "multiscales": volume_store.multiscales("probability", voxel_size, unit)}
+    return {"ome": ome, volume_store.PROVENANCE_KEY: info}
 
 
 class _AsStack:

@@ -35,8 +35,8 @@ from .checksums import sha256_of_file
 from .devices import amp_dtype, autocast, pick_device
 from .errors import InputDataError, PipelineError
 from .figures import pyplot
-from .metrics import misclassified_fraction, overlap_scores, proposal_cells, rand_and_info, truth_cells
-from .overlap_tile import predict_section
+from .metrics import FIXED_THRESHOLD, misclassified_fraction, overlap_scores, proposal_cells, rand_and_info, truth_cells
+from .overlap_tile import TilePredictor, normalise
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
 
 log = logging.getLogger(__name__)
@@ -141,32 +141,27 @@ def normalisation_of(volume, sections) -> dict:
     return {"mean": float(mean), "std": float(max(std, 1e-3))}
 
 
-def validate(model, volume, sections, geometry, input_size, normalisation, device, amp_dtype, batch_size) -> dict:
-    """Misclassified fraction, V_rand (ISBI style) and foreground IoU at threshold 0.5 over the validation sections."""
-    model.eval()
+def validate(predictor: TilePredictor, volume, sections) -> dict:
+    """Misclassified fraction, V_rand (ISBI style) and foreground IoU at threshold 0.5, averaged over ``sections``.
+
+    Args:
+        predictor: the network in eval mode with its tile settings.
+        volume: the dataset's volume store (image, labels and their type).
+        sections: the validation sections, predicted whole with the overlap-tile strategy.
+    """
     image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
     label_type = volume_store.provenance(volume)["labels"]["type"]
     scores = []
     for section in sections:
-        probability = predict_section(
-            model,
-            image[section],
-            geometry,
-            input_size,
-            normalisation,
-            device,
-            batch_size=batch_size,
-            amp_dtype=amp_dtype,
-        )
-        truth = labels[section]
+        probability, truth = predictor.section(image[section]), labels[section]
+        cells = truth_cells(truth, label_type)
         scores.append(
             {
                 "misclassified": misclassified_fraction(probability, truth),
-                "v_rand": rand_and_info(truth_cells(truth, label_type), proposal_cells(probability, 0.5))["v_rand"],
-                "iou": overlap_scores(probability, truth)[0],
+                "v_rand": rand_and_info(cells, proposal_cells(probability, FIXED_THRESHOLD))["v_rand"],
+                "iou": overlap_scores(probability, truth, FIXED_THRESHOLD)[0],
             }
         )
-    model.train()
     return {name: float(np.mean([score[name] for score in scores])) for name in scores[0]}
 
 
@@ -216,6 +211,214 @@ def export_torchscript(model, input_size: int, path) -> None:
         traced.save(str(tmp))
 
 
+CURVE_FIELDS = ["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"]
+
+
+def curve_row(split: str, step: int, **values) -> dict:
+    """One row of the training curve; the fields a split does not have are None."""
+    return dict.fromkeys(CURVE_FIELDS) | {"split": split, "step": step, **values}
+
+
+class Trainer:
+    """One training run: setup, ``train_step``, ``validation_step``, checkpoints, and a short ``run`` loop.
+
+    Checkpoints: ``last.pt`` after every validation (resumed when its signature matches) and ``best.pt``
+    whenever validation improves (V_rand at threshold 0.5, then the misclassified fraction).
+    """
+
+    def __init__(
+        self, data: AugmentedSet, volume_path, model_config: UNetConfig, options: TrainingOptions, checkpoint_dir
+    ):
+        self.data, self.options, self.model_config = data, options, model_config
+        self.device = pick_device(options.device)
+        self.precision = amp_dtype(options.amp, self.device)
+        self.input_size = data.attrs["input_size"]
+        self.volume = volume_store.open_store(volume_path)
+        self.volume_info = volume_store.provenance(self.volume)
+        self.normalisation = normalisation_of(self.volume, self.volume_info["sections"]["train"])
+        torch.manual_seed(options.seed)
+        self.model = build_model(model_config).to(self.device)
+        if self.device.type == "cuda" and options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if options.compile else self.model
+        self.optimizer = make_optimizer(self.model, options)
+        self.signature = run_signature(model_config, options, self.input_size, data.attrs)
+        self.checkpoints = Path(checkpoint_dir)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.step, self.rows, self.best = 0, [], None
+
+    @property
+    def last_path(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def load_checkpoint(self) -> None:
+        """Continue from ``last.pt`` when it belongs to this configuration and not to a longer run."""
+        if not self.last_path.exists():
+            return
+        saved = torch.load(self.last_path, map_location="cpu", weights_only=False)  # RNG states stay on the CPU
+        if saved["signature"] != self.signature or saved["step"] > self.options.iterations:
+            log.info("ignoring %s: it belongs to another configuration or a longer run", self.last_path)
+            return
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        if self.device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        self.step, self.rows, self.best = saved["step"], saved["rows"], saved["best"]
+        log.info("resuming from %s at step %d", self.last_path, self.step)
+
+    def save_checkpoint(self) -> None:
+        """Everything a resumed run needs to end bit-identical to an uninterrupted one, written atomically."""
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        payload = {
+            "signature": self.signature,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "cuda_rng": cuda_rng,
+        }
+        payload |= {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+        _atomic_torch_save(payload | {"rows": self.rows, "best": self.best}, self.last_path)
+
+    def train_step(self) -> float:
+        """One optimiser step on the batch of ``self.step``; returns its loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.options, self.step)
+        inputs, labels, weights = draw_batch(self.data, self.options, self.step)
+        x = torch.from_numpy(normalise(inputs, self.normalisation)[:, None]).to(self.device)
+        if self.device.type == "cuda" and self.options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            logits = self.forward(x)
+        loss = weighted_cross_entropy(
+            logits, torch.from_numpy(labels).to(self.device), torch.from_numpy(weights).to(self.device)
+        )
+        if not torch.isfinite(loss):
+            raise PipelineError(f"training diverged at step {self.step} (loss {loss.item()}); lower the learning rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return loss.item()
+
+    def predictor(self) -> TilePredictor:
+        geometry = self.model_config.geometry
+        return TilePredictor(
+            self.model,
+            geometry,
+            self.input_size,
+            self.normalisation,
+            self.device,
+            self.precision,
+            self.options.validation_batch_size,
+        )
+
+    def validation_step(self) -> None:
+        """Score the validation sections, log them, and keep the weights when they are the best so far."""
+        self.model.eval()
+        scores = validate(self.predictor(), self.volume, self.volume_info["sections"]["validation"])
+        self.model.train()
+        self.rows.append(curve_row("validation", self.step, **scores))
+        log.info(
+            "step %d: validation misclassified %.4f, V_rand %.4f", self.step, scores["misclassified"], scores["v_rand"]
+        )
+        rank = (scores["v_rand"], -scores["misclassified"])
+        if self.best is None or rank > (self.best["v_rand"], -self.best["misclassified"]):
+            self.best = {"step": self.step, **scores}
+            _atomic_torch_save(
+                {"signature": self.signature, "step": self.step, "model": self.model.state_dict()}, self.best_path
+            )
+
+    def run(self) -> None:
+        """Train from the current step to ``options.iterations``, logging, validating and checkpointing."""
+        options, running, started, first = self.options, [], time.perf_counter(), self.step
+        self.model.train()
+        while self.step < options.iterations:
+            running.append(self.train_step())
+            last = self.step == options.iterations
+            if self.step % options.log_every == 0 or last:
+                rate = (self.step - first) * options.batch_size / (time.perf_counter() - started)
+                lr = learning_rate(options, self.step - 1)
+                loss = float(np.mean(running))
+                self.rows.append(curve_row("train", self.step, loss=loss, lr=lr, tiles_per_s=rate))
+                log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", self.step, loss, lr, rate)
+                running = []
+            if self.step % options.validate_every == 0 or last:
+                if self.volume_info["sections"]["validation"]:
+                    self.validation_step()
+                self.save_checkpoint()
+
+    def load_best(self) -> None:
+        """The best validated weights; the last ones when there are no validation sections (logged)."""
+        if self.best is None:
+            log.info("no validation sections: the model holds the weights of the last iteration")
+            return
+        if not self.best_path.exists():
+            raise PipelineError(
+                f"{self.best_path}: the best checkpoint (step {self.best['step']}) is missing; "
+                f"delete {self.last_path} to train again"
+            )
+        self.model.load_state_dict(torch.load(self.best_path, map_location="cpu", weights_only=False)["model"])
+
+    def metadata(self, preset: str) -> dict:
+        """Everything needed to rebuild, run and trace the trained network (stored in model.pt and model.json)."""
+        attrs, info, geometry = self.data.attrs, self.volume_info, self.model_config.geometry
+        encoder = self.model_config.encoder_weights
+        training = {"preset": preset, "dataset": info["dataset"], "iterations": self.options.iterations}
+        training |= {"options": asdict(self.options), "best": self.best, "device": str(self.device)}
+        return {
+            "format": MODEL_FORMAT,
+            "model": asdict(self.model_config),
+            "parameters": count_parameters(self.model),
+            "input_size": self.input_size,
+            "output_size": attrs["output_size"],
+            "margin": attrs["margin"],
+            "tile_step": geometry.tile_step(self.input_size),
+            "normalisation": self.normalisation,
+            "classes": ["background", "foreground"],
+            "training": training | {"validation_sections": info["sections"]["validation"]},
+            "data": {
+                "image_pixel_sha256": info["image"]["pixel_sha256"],
+                "labels_pixel_sha256": info["labels"]["pixel_sha256"],
+                "augmentation_seed": attrs["seed"],
+                "augmented_samples": attrs["samples"],
+                "encoder_weights_sha256": sha256_of_file(encoder) if encoder else None,
+            },
+            "torch_version": str(torch.__version__),
+        }
+
+
+def open_training_data(augmented_path, volume_path, geometry) -> AugmentedSet:
+    """The augmented set, checked against the network's tiles and the volume's labels."""
+    data = AugmentedSet(augmented_path)
+    input_size, output_size = data.attrs["input_size"], data.attrs["output_size"]
+    if geometry.output_size(input_size) != output_size:
+        raise InputDataError(
+            f"{augmented_path}: tiles of {input_size} -> {output_size} px do not fit the network "
+            f"({input_size} -> {geometry.output_size(input_size)} px)"
+        )
+    labels = volume_store.provenance(volume_store.open_store(volume_path))["labels"]
+    if labels["pixel_sha256"] != data.attrs["source"]["labels_pixel_sha256"]:
+        raise InputDataError(f"{augmented_path}: augmented from other labels than {volume_path}")
+    return data
+
+
+def write_outputs(trainer: Trainer, outputs: dict, metadata: dict) -> None:
+    """model.pt, model.json, TorchScript, the training curve as CSV and PNG; each written atomically."""
+    save_model(trainer.model, outputs["model"], metadata)
+    with volume_store.atomic_file(outputs["metadata"]) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=2) + "\n")
+    export_torchscript(trainer.model, trainer.input_size, outputs["torchscript"])
+    with volume_store.atomic_file(outputs["curve_csv"]) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
+        writer.writeheader()
+        writer.writerows(trainer.rows)
+    plot_curve(trainer.rows, outputs["curve_png"])
+
+
 def train(
     augmented_path,
     volume_path,
@@ -228,190 +431,33 @@ def train(
 ) -> dict:
     """Train, validate, checkpoint and write the model, its JSON, TorchScript and the training curve.
 
-    ``outputs`` maps ``model``, ``metadata``, ``torchscript``, ``curve_csv`` and
-    ``curve_png`` to paths.
-    """
-    device = pick_device(options.device)
-    torch.set_num_threads(max(threads, 1))
-    precision = amp_dtype(options.amp, device)
-    data = AugmentedSet(augmented_path)
-    geometry = model_config.geometry
-    input_size = data.attrs["input_size"]
-    if geometry.output_size(input_size) != data.attrs["output_size"]:
-        raise InputDataError(
-            f"{augmented_path}: tiles of {input_size} -> {data.attrs['output_size']} px do not fit the network "
-            f"({input_size} -> {geometry.output_size(input_size)} px)"
-        )
-    volume = volume_store.open_store(volume_path)
-    volume_info = volume_store.provenance(volume)
-    if volume_info["labels"]["pixel_sha256"] != data.attrs["source"]["labels_pixel_sha256"]:
-        raise InputDataError(f"{augmented_path}: augmented from other labels than {volume_path}")
-    validation_sections = volume_info["sections"]["validation"]
-    normalisation = normalisation_of(volume, volume_info["sections"]["train"])
+    Args:
+        augmented_path: the augment stage's Zarr set (tiles of the network's geometry).
+        volume_path: the training dataset's volume store (normalisation from its training sections,
+            validation on its validation sections).
+        outputs: paths of ``model``, ``metadata``, ``torchscript``, ``curve_csv`` and ``curve_png``.
+        checkpoint_dir: where ``last.pt`` and ``best.pt`` live (not a Snakemake output: they survive a kill).
+        model_config: the network; options: the optimisation; threads: CPU threads; preset: its name.
 
-    torch.manual_seed(options.seed)
-    model = build_model(model_config).to(device)
-    if device.type == "cuda" and options.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, options)
-    signature = run_signature(model_config, options, input_size, data.attrs)
-    checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
-    step, rows, best = 0, [], None
-    if last_path.exists():
-        saved = torch.load(last_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
-        if saved["signature"] == signature and saved["step"] <= options.iterations:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["torch_rng"])
-            if device.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(saved["cuda_rng"], device)
-            step, rows, best = saved["step"], saved["rows"], saved["best"]
-            log.info("resuming from %s at step %d", last_path, step)
-        else:
-            log.info("ignoring %s: it belongs to another configuration or a longer run", last_path)
-    forward = torch.compile(model) if options.compile else model
+    Returns:
+        The model's metadata.
+    """
+    torch.set_num_threads(max(threads, 1))
+    data = open_training_data(augmented_path, volume_path, model_config.geometry)
+    trainer = Trainer(data, volume_path, model_config, options, checkpoint_dir)
+    trainer.load_checkpoint()
     log.info(
         "training %s (%d parameters) on %s for %d iterations, %d tiles of %d -> %d px per batch",
         model_config.architecture,
-        count_parameters(model),
-        device,
+        count_parameters(trainer.model),
+        trainer.device,
         options.iterations,
         options.batch_size,
-        input_size,
+        trainer.input_size,
         data.attrs["output_size"],
     )
-
-    def checkpoint():
-        payload = {
-            "signature": signature,
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "rows": rows,
-            "best": best,
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        }
-        _atomic_torch_save(payload, last_path)
-
-    model.train()
-    running, started, tiles_done = [], time.perf_counter(), 0
-    while step < options.iterations:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(options, step)
-        inputs, labels, weights = draw_batch(data, options, step)
-        x = torch.from_numpy(
-            ((inputs.astype(np.float32) / 255.0 - normalisation["mean"]) / normalisation["std"])[:, None]
-        ).to(device)
-        if device.type == "cuda" and options.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(labels).to(device)
-        w = torch.from_numpy(weights).to(device)
-        with autocast(device, precision):
-            logits = forward(x)
-        loss = weighted_cross_entropy(logits, y, w)
-        if not torch.isfinite(loss):
-            raise PipelineError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        tiles_done += len(inputs)
-        running.append(loss.item())
-        if step % options.log_every == 0 or step == options.iterations:
-            rate = tiles_done / (time.perf_counter() - started)
-            rows.append(
-                {
-                    "split": "train",
-                    "step": step,
-                    "loss": float(np.mean(running)),
-                    "lr": learning_rate(options, step - 1),
-                    "misclassified": None,
-                    "v_rand": None,
-                    "iou": None,
-                    "tiles_per_s": rate,
-                }
-            )
-            log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", step, rows[-1]["loss"], rows[-1]["lr"], rate)
-            running = []
-        if step % options.validate_every == 0 or step == options.iterations:
-            if validation_sections:
-                scores = validate(
-                    model,
-                    volume,
-                    validation_sections,
-                    geometry,
-                    input_size,
-                    normalisation,
-                    device,
-                    precision,
-                    options.validation_batch_size,
-                )
-                rows.append(
-                    {"split": "validation", "step": step, "loss": None, "lr": None, **scores, "tiles_per_s": None}
-                )
-                log.info(
-                    "step %d: validation misclassified %.4f, V_rand %.4f",
-                    step,
-                    scores["misclassified"],
-                    scores["v_rand"],
-                )
-                if best is None or (scores["v_rand"], -scores["misclassified"]) > (
-                    best["v_rand"],
-                    -best["misclassified"],
-                ):
-                    best = {"step": step, **scores}
-                    _atomic_torch_save({"signature": signature, "step": step, "model": model.state_dict()}, best_path)
-            checkpoint()
-
-    if best is not None:
-        if not best_path.exists():
-            raise PipelineError(
-                f"{best_path}: the best checkpoint (step {best['step']}) is missing; delete {last_path} to train again"
-            )
-        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
-    else:
-        log.info("no validation sections: the model holds the weights of the last iteration")
-    metadata = {
-        "format": MODEL_FORMAT,
-        "model": asdict(model_config),
-        "parameters": count_parameters(model),
-        "input_size": input_size,
-        "output_size": data.attrs["output_size"],
-        "margin": data.attrs["margin"],
-        "tile_step": geometry.tile_step(input_size),
-        "normalisation": normalisation,
-        "classes": ["background", "foreground"],
-        "training": {
-            "preset": preset,
-            "dataset": volume_info["dataset"],
-            "iterations": options.iterations,
-            "options": asdict(options),
-            "best": best,
-            "validation_sections": validation_sections,
-            "device": str(device),
-        },
-        "data": {
-            "image_pixel_sha256": volume_info["image"]["pixel_sha256"],
-            "labels_pixel_sha256": volume_info["labels"]["pixel_sha256"],
-            "augmentation_seed": data.attrs["seed"],
-            "augmented_samples": data.attrs["samples"],
-            "encoder_weights_sha256": sha256_of_file(model_config.encoder_weights)
-            if model_config.encoder_weights
-            else None,
-        },
-        "torch_version": str(torch.__version__),
-    }
-    save_model(model, outputs["model"], metadata)
-    Path(outputs["metadata"]).write_text(json.dumps(metadata, indent=2) + "\n")
-    export_torchscript(model, input_size, outputs["torchscript"])
-    with open(outputs["curve_csv"], "w", newline="") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"]
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-    plot_curve(rows, outputs["curve_png"])
+    trainer.run()
+    trainer.load_best()
+    metadata = trainer.metadata(preset)
+    write_outputs(trainer, outputs, metadata)
     return metadata
