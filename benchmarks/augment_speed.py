@@ -48,7 +48,7 @@ def settings(all_on: bool) -> dict:
 
 def load(data: Path):
     import tifffile
-    from unet_pipeline.weight_map import class_weights, weight_map
+    from unet_pipeline.weight_maps import class_weights, weight_map
 
     image = tifffile.imread(data / "train-volume.tif")[:25]
     labels = (tifffile.imread(data / "train-labels.tif")[:25] == 255).astype(np.uint8)
@@ -90,7 +90,7 @@ def run_stage(data: Path, samples: int) -> None:
     from unet_pipeline.augment import write_augmented_set
     from unet_pipeline.ingest import ingest
     from unet_pipeline.tile_geometry import TileGeometry
-    from unet_pipeline.weight_map import write_weight_maps
+    from unet_pipeline.weight_maps import write_weight_maps
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

@@ -23,7 +23,7 @@ import numpy as np
 import tifffile
 from reference_weight_map import brute_force_border_weight
 from unet_pipeline.cells import cells_of
-from unet_pipeline.weight_map import border_weight, class_weights, weight_map
+from unet_pipeline.weight_maps import border_weight, class_weights, weight_map
 
 
 def best_of(repeats, function):

@@ -1,7 +1,7 @@
 """Rule prediction_figure: image and probability of a few sections (see unet_pipeline.evaluate)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.evaluate import plot_predictions
+from unet_pipeline.prediction_figure import plot_predictions
 from unet_pipeline.rule_logging import rule_logging
 
 with rule_logging(snakemake):

@@ -1,7 +1,7 @@
 """Brute-force weight map of the U-Net paper: one full-image distance transform per cell.
 
 Kept deliberately naive, as the ground truth for the fast implementation in
-unet_pipeline.weight_map (tests and benchmarks/weight_map_speed.py use it).
+unet_pipeline.weight_maps (tests and benchmarks/weight_map_speed.py use it).
 """
 
 import numpy as np

@@ -12,7 +12,7 @@ from unet_pipeline.errors import InputDataError
 from unet_pipeline.ingest import ingest
 from unet_pipeline.mirror import mirror_indices
 from unet_pipeline.tile_geometry import TileGeometry
-from unet_pipeline.weight_map import write_weight_maps
+from unet_pipeline.weight_maps import write_weight_maps
 
 INPUT, OUTPUT = 92, 52  # a 3-level unpadded U-Net
 MARGIN = (INPUT - OUTPUT) // 2

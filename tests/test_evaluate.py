@@ -15,10 +15,10 @@ from unet_pipeline.evaluate import (
     evaluate,
     evaluation_plan,
     plot_overlays,
-    plot_predictions,
     plot_threshold_curves,
 )
 from unet_pipeline.ingest import ingest
+from unet_pipeline.prediction_figure import plot_predictions
 
 
 def write_prediction(path, probability, volume_path):

@@ -19,7 +19,7 @@ from unet_pipeline.ingest import ingest
 from unet_pipeline.ternausnet import VGG11_CONVOLUTIONS
 from unet_pipeline.train import TrainingOptions, learning_rate, train
 from unet_pipeline.unet import UNetConfig, load_model
-from unet_pipeline.weight_map import write_weight_maps
+from unet_pipeline.weight_maps import write_weight_maps
 
 CONFIG = UNetConfig(levels=3, base_channels=8, dropout=0.1)
 INPUT = 92

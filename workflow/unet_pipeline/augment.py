@@ -41,10 +41,11 @@ import numpy as np
 from scipy import ndimage
 
 from . import volume_store
+from .atomic import atomic_store
 from .errors import InputDataError
 from .figures import pyplot
 from .mirror import read_mirrored
-from .tile_geometry import TileGeometry
+from .tile_geometry import TileGeometry, tile_margin
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def adjust_gray_values(image: np.ndarray, params: dict) -> np.ndarray:
 
 def make_sample(image, labels, weights, params: dict, input_size: int, output_size: int):
     """One augmented (input uint8, labels uint8 0/1, weights float32) sample from zarr arrays."""
-    margin = (input_size - output_size) // 2
+    margin = tile_margin(input_size, output_size)
     coords = source_coordinates(params, input_size, margin)
     section = params["section"]
     window, local = sample_window(image, section, coords, WINDOW_PAD)
@@ -147,17 +148,18 @@ def make_sample(image, labels, weights, params: dict, input_size: int, output_si
     return adjust_gray_values(tile, params), label_tile.astype(np.uint8), weight_tile.astype(np.float32)
 
 
-def _write_samples(volume_path, weights_path, out_path, start: int, stop: int, options: dict, sections, geometry):
+def _write_samples(paths: tuple[str, str, str], start: int, stop: int, options: dict, sections, tile: tuple[int, int]):
     """Generate samples [start, stop) and write them to the output store (one dask task).
 
     Tasks start at multiples of ``samples_per_task``, which is also the chunk
     length of ``sections``, so no two tasks ever write the same chunk.
     """
+    volume_path, weights_path, out_path = paths
     root = volume_store.open_store(volume_path)
     image, labels = root[volume_store.IMAGE_PATH], root[volume_store.LABELS_PATH]
     weights = volume_store.open_store(weights_path)[volume_store.IMAGE_PATH]
     out = volume_store.open_store(out_path, mode="r+")
-    input_size, output_size = geometry
+    input_size, output_size = tile
     block = {
         "inputs": np.empty((stop - start, input_size, input_size), np.uint8),
         "labels": np.empty((stop - start, output_size, output_size), np.uint8),
@@ -193,29 +195,54 @@ def write_augmented_set(
     """
     import dask
     import zarr
-    from dask.diagnostics import ProgressBar
 
-    output_size = geometry.output_size(input_size)
-    root = volume_store.open_store(volume_path)
-    info = volume_store.provenance(root)
-    sections = info["sections"]["train"]
-    if not sections:
+    info, weights_info = _training_inputs(volume_path, weights_path)
+    tile = (input_size, geometry.output_size(input_size))
+    attrs = _provenance(info, weights_info, options, tile)
+    count, per_task, sections = options["samples"], options["samples_per_task"], info["sections"]["train"]
+    with atomic_store(out_path) as tmp:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        for name, (shape, dtype) in _arrays(count, tile).items():
+            group.create_array(
+                name, shape=shape, chunks=(per_task if name == "sections" else 1, *shape[1:]), dtype=dtype
+            )
+        paths = (str(volume_path), str(weights_path), str(tmp))
+        tasks = [
+            dask.delayed(_write_samples, pure=False)(
+                paths, start, min(start + per_task, count), options, sections, tile
+            )
+            for start in range(0, count, per_task)
+        ]
+        _compute(tasks, workers, progress)
+        group.attrs[volume_store.PROVENANCE_KEY] = attrs
+    log.info("wrote %d samples of %d -> %d px to %s", count, *tile, out_path)
+    return attrs
+
+
+def _training_inputs(volume_path, weights_path) -> tuple[dict, dict]:
+    """Provenance of the volume and its weight maps, checked: training sections, labels, the same labels."""
+    info = volume_store.provenance(volume_store.open_store(volume_path))
+    if not info["sections"]["train"]:
         raise InputDataError(f"{volume_path}: dataset {info['dataset']!r} declares no training sections to augment")
     if not info.get("labels"):
         raise InputDataError(f"{volume_path}: dataset {info['dataset']!r} has no labels to train on")
     weights_info = volume_store.provenance(volume_store.open_store(weights_path))
     if weights_info["labels_pixel_sha256"] != info["labels"]["pixel_sha256"]:
         raise InputDataError(f"{weights_path}: weight maps were computed from other labels than {volume_path}")
+    return info, weights_info
 
-    count, per_task = options["samples"], options["samples_per_task"]
-    attrs = {
+
+def _provenance(info: dict, weights_info: dict, options: dict, tile: tuple[int, int]) -> dict:
+    """What the augmented set records: sizes, seed, every augmentation setting, the sources' checksums."""
+    input_size, output_size = tile
+    return {
         "dataset": info["dataset"],
-        "samples": count,
+        "samples": options["samples"],
         "seed": options["seed"],
         "input_size": input_size,
         "output_size": output_size,
-        "margin": (input_size - output_size) // 2,
-        "train_sections": sections,
+        "margin": tile_margin(input_size, output_size),
+        "train_sections": info["sections"]["train"],
         "augmentation": {k: v for k, v in options.items() if k not in ("samples", "seed", "samples_per_task")},
         "interpolation": {"image": "cubic spline", "labels": "linear, thresholded at 0.5", "weights": "linear"},
         "boundary": "mirror (np.pad reflect)",
@@ -225,43 +252,32 @@ def write_augmented_set(
             "weights": {key: weights_info[key] for key in ("w0", "sigma", "class_weights")},
         },
     }
-    with volume_store.atomic_store(out_path) as tmp:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        group.create_array(
-            "inputs", shape=(count, input_size, input_size), chunks=(1, input_size, input_size), dtype="uint8"
-        )
-        group.create_array(
-            "labels", shape=(count, output_size, output_size), chunks=(1, output_size, output_size), dtype="uint8"
-        )
-        group.create_array(
-            "weights", shape=(count, output_size, output_size), chunks=(1, output_size, output_size), dtype="float32"
-        )
-        group.create_array("sections", shape=(count,), chunks=(per_task,), dtype="int32")
-        tasks = [
-            dask.delayed(_write_samples, pure=False)(
-                str(volume_path),
-                str(weights_path),
-                str(tmp),
-                start,
-                min(start + per_task, count),
-                options,
-                sections,
-                (input_size, output_size),
-            )
-            for start in range(0, count, per_task)
-        ]
-        # fork, not dask's default spawn: spawned workers re-run the caller's __main__
-        # (the rule script), and forking is safe here since zarr resets its I/O loop in the child
-        scheduler = {"scheduler": "processes" if workers > 1 else "synchronous", "num_workers": workers}
-        with dask.config.set({**scheduler, "multiprocessing.context": "fork"}):
-            if progress:
-                with ProgressBar(minimum=1.0):
-                    dask.compute(*tasks)
-            else:
+
+
+def _arrays(count: int, tile: tuple[int, int]) -> dict:
+    """Name -> (shape, dtype) of the augmented set's arrays; one sample per chunk."""
+    input_size, output_size = tile
+    return {
+        "inputs": ((count, input_size, input_size), "uint8"),
+        "labels": ((count, output_size, output_size), "uint8"),
+        "weights": ((count, output_size, output_size), "float32"),
+        "sections": ((count,), "int32"),
+    }
+
+
+def _compute(tasks: list, workers: int, progress: bool) -> None:
+    import dask
+    from dask.diagnostics import ProgressBar
+
+    # fork, not dask's default spawn: spawned workers re-run the caller's __main__
+    # (the rule script), and forking is safe here since zarr resets its I/O loop in the child
+    scheduler = {"scheduler": "processes" if workers > 1 else "synchronous", "num_workers": workers}
+    with dask.config.set({**scheduler, "multiprocessing.context": "fork"}):
+        if progress:
+            with ProgressBar(minimum=1.0):
                 dask.compute(*tasks)
-        group.attrs[volume_store.PROVENANCE_KEY] = attrs
-    log.info("wrote %d samples of %d -> %d px to %s", count, input_size, output_size, out_path)
-    return attrs
+        else:
+            dask.compute(*tasks)
 
 
 def plot_samples(augmented_path, figure_path, count: int = 4) -> None:

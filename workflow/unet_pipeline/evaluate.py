@@ -23,10 +23,11 @@ from multiprocessing import get_context
 import numpy as np
 
 from . import volume_store
+from .atomic import atomic_file
 from .errors import InputDataError
 from .figures import pyplot
 from .metrics import section_scores, summarise
-from .volume_store import atomic_file, decode_probability
+from .volume_store import decode_probability
 
 log = logging.getLogger(__name__)
 
@@ -210,24 +211,5 @@ def plot_overlays(prediction_path, volume_path, path, threshold: float = 0.5, co
         axis.imshow(np.clip(rgb, 0, 1))
         axis.set_title(f"section {section}: truth green, prediction magenta (t={threshold})")
         axis.set_axis_off()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def plot_predictions(prediction_path, volume_path, path, count: int = 3) -> None:
-    """Image and foreground probability side by side for a few sections (for data without labels too)."""
-    plt = pyplot()
-    volume = volume_store.open_store(volume_path)
-    probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
-    depth = probabilities.shape[0]
-    sections = sorted({round(i) for i in np.linspace(0, depth - 1, min(count, depth))})
-    fig, axes = plt.subplots(2, len(sections), figsize=(4.5 * len(sections), 9), constrained_layout=True, squeeze=False)
-    for column, section in enumerate(sections):
-        axes[0, column].imshow(volume[volume_store.IMAGE_PATH][section], cmap="gray")
-        axes[0, column].set_title(f"section {section}")
-        axes[1, column].imshow(decode_probability(probabilities[section]), cmap="magma", vmin=0, vmax=1)
-        axes[1, column].set_title("foreground probability")
-        for axis in axes[:, column]:
-            axis.set_axis_off()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -4,7 +4,7 @@ The image becomes uint8 (z, y, x); binary labels become 0/1 with 1 = foreground
 (cell interior) whatever the source's polarity; instance labels keep their ids.
 Sections are validated and written one at a time, so memory does not grow with
 the volume, and the store appears only once everything passed (see
-``volume_store.atomic_store``).
+``atomic.atomic_store``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import volume_store
+from .atomic import atomic_store
 from .checksums import verify_sha256
 from .errors import InputDataError, PipelineError
 from .readers import open_volume
@@ -119,99 +120,106 @@ def ingest(name: str, dataset: dict, image_path, labels_path, out_path) -> dict:
     ``image_path``/``labels_path`` are the local files of the dataset's sources:
     the download rule's output for a remote source, the source itself otherwise.
     """
-    with ExitStack() as readers:
-        return _ingest(name, dataset, image_path, labels_path, out_path, readers)
-
-
-def _ingest(name, dataset, image_path, labels_path, out_path, readers: ExitStack) -> dict:
     import zarr
 
-    sources = {role: resolve_source(dataset, role) for role in ROLES}
-    image_spec = dataset["image"]
-    labels_spec = dataset.get("labels")
     image_path = Path(image_path)
-    check_rescale(image_spec.get("rescale"), f"{name}: image {image_path}")
-    image_reader = readers.enter_context(closing(open_volume(image_path, image_spec.get("key"))))
+    labels_path = Path(labels_path) if dataset.get("labels") else None
+    check_rescale(dataset["image"].get("rescale"), f"{name}: image {image_path}")
+    with ExitStack() as readers:
+        image_reader, labels_reader = _open_readers(dataset, image_path, labels_path, readers)
+        sections = {
+            split: parse_sections(
+                dataset.get("sections", {}).get(split), image_reader.shape[0], f"{name}: sections.{split}"
+            )
+            for split in SPLITS
+        }
+        scale = _scale(name, dataset)
+        with atomic_store(out_path) as tmp:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            attrs = {"dataset": name, "shape": list(image_reader.shape), **scale, "sections": sections}
+            attrs["image"] = _write_image(root, image_reader, dataset, image_path)
+            attrs["labels"] = _write_labels(root, labels_reader, dataset, labels_path, scale) if labels_reader else None
+            root.attrs["ome"] = {
+                "version": volume_store.NGFF_VERSION,
+                "multiscales": volume_store.multiscales(name, scale["voxel_size"], scale["unit"]),
+            }
+            root.attrs[volume_store.PROVENANCE_KEY] = attrs
+    log.info(
+        "wrote %s: %s sections of %s, labels: %s",
+        out_path,
+        *image_reader.shape[:1],
+        image_reader.shape[1:],
+        bool(labels_reader),
+    )
+    return attrs
+
+
+def _open_readers(dataset: dict, image_path: Path, labels_path: Path | None, readers: ExitStack):
+    """Section readers of image and labels (None without labels), shapes and file checksums checked."""
+    sources = {role: resolve_source(dataset, role) for role in ROLES}
+    image_reader = readers.enter_context(closing(open_volume(image_path, dataset["image"].get("key"))))
     labels_reader = None
-    if labels_spec:
-        labels_path = Path(labels_path)
-        labels_reader = readers.enter_context(closing(open_volume(labels_path, labels_spec.get("key"))))
+    if labels_path is not None:
+        labels_reader = readers.enter_context(closing(open_volume(labels_path, dataset["labels"].get("key"))))
         if labels_reader.shape != image_reader.shape:
             raise InputDataError(
                 f"{labels_path}: label shape {labels_reader.shape} differs from image shape "
                 f"{image_reader.shape} of {image_path}"
             )
-    n_sections = image_reader.shape[0]
-    sections = {
-        split: parse_sections(dataset.get("sections", {}).get(split), n_sections, f"{name}: sections.{split}")
-        for split in SPLITS
-    }
-
-    _check_file_checksum(image_path, image_spec, sources["image"].remote)
+    _check_file_checksum(image_path, dataset["image"], sources["image"].remote)
     if labels_reader:
-        _check_file_checksum(labels_path, labels_spec, sources["labels"].remote)
+        _check_file_checksum(labels_path, dataset["labels"], sources["labels"].remote)
+    return image_reader, labels_reader
 
-    voxel_size, unit = dataset.get("voxel_size"), dataset.get("unit", "nanometer")
+
+def _scale(name: str, dataset: dict) -> dict:
+    """Voxel size and unit as configured; without ``voxel_size`` none is invented (logged)."""
+    voxel_size = dataset.get("voxel_size")
     if voxel_size is None:
         log.warning("%s: no voxel_size in the config; the store records scale 1 per axis and no unit", name)
-        unit = None
-    chunks = volume_store.section_chunks(image_reader.shape)
-    with volume_store.atomic_store(out_path) as tmp:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        image = root.create_array(volume_store.IMAGE_PATH, shape=image_reader.shape, chunks=chunks, dtype="uint8")
-        rescale = image_spec.get("rescale")
-        image_sha = _copy_sections(image_reader, image, lambda s, where: to_uint8(s, rescale, where), str(image_path))
-        _check_pixel_checksum(image_sha, image_spec, image_path)
-        attrs = {
-            "dataset": name,
-            "shape": list(image_reader.shape),
-            "voxel_size": None if voxel_size is None else list(map(float, voxel_size)),
-            "unit": unit,
-            "sections": sections,
-            "image": {
-                "source": sources["image"].location,
-                "file": str(image_path),
-                "dtype": str(image_reader.dtype),
-                "rescale": rescale,
-                "sha256": image_spec.get("sha256"),
-                "pixel_sha256": image_sha,
-            },
-            "labels": None,
-        }
-        if labels_reader:
-            label_type = labels_spec.get("type", "binary")
-            if label_type == "instance":
-                convert, dtype = instance_labels, "uint32"
-            else:
-                foreground, background = labels_spec.get("foreground", 255), labels_spec.get("background", 0)
-                convert, dtype = (lambda s, where: binary_labels(s, foreground, background, where)), "uint8"
-            labels_group = root.create_group(volume_store.LABELS_GROUP)
-            labels_group.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "labels": [volume_store.LABEL_NAME]}
-            cells = labels_group.create_group(volume_store.LABEL_NAME)
-            cells.attrs["ome"] = {
-                "version": volume_store.NGFF_VERSION,
-                "multiscales": volume_store.multiscales(volume_store.LABEL_NAME, voxel_size, unit),
-                "image-label": {"source": {"image": "../../"}},
-            }
-            labels = cells.create_array("0", shape=labels_reader.shape, chunks=chunks, dtype=dtype)
-            labels_sha = _copy_sections(labels_reader, labels, convert, str(labels_path))
-            _check_pixel_checksum(labels_sha, labels_spec, labels_path)
-            attrs["labels"] = {
-                "source": sources["labels"].location,
-                "file": str(labels_path),
-                "dtype": str(labels_reader.dtype),
-                "type": label_type,
-                "foreground": labels_spec.get("foreground", 255) if label_type == "binary" else None,
-                "background": labels_spec.get("background", 0) if label_type == "binary" else None,
-                "sha256": labels_spec.get("sha256"),
-                "pixel_sha256": labels_sha,
-            }
-        root.attrs["ome"] = {
-            "version": volume_store.NGFF_VERSION,
-            "multiscales": volume_store.multiscales(name, voxel_size, unit),
-        }
-        root.attrs[volume_store.PROVENANCE_KEY] = attrs
-    log.info(
-        "wrote %s: %s sections of %s, labels: %s", out_path, n_sections, image_reader.shape[1:], bool(labels_reader)
-    )
-    return attrs
+        return {"voxel_size": None, "unit": None}
+    return {"voxel_size": list(map(float, voxel_size)), "unit": dataset.get("unit", "nanometer")}
+
+
+def _write_image(root, reader, dataset: dict, path: Path) -> dict:
+    """The uint8 image array; returns its provenance."""
+    spec, rescale = dataset["image"], dataset["image"].get("rescale")
+    chunks = volume_store.section_chunks(reader.shape)
+    image = root.create_array(volume_store.IMAGE_PATH, shape=reader.shape, chunks=chunks, dtype="uint8")
+    pixel_sha = _copy_sections(reader, image, lambda s, where: to_uint8(s, rescale, where), str(path))
+    _check_pixel_checksum(pixel_sha, spec, path)
+    source = resolve_source(dataset, "image").location
+    return {
+        "source": source,
+        "file": str(path),
+        "dtype": str(reader.dtype),
+        "rescale": rescale,
+        "sha256": spec.get("sha256"),
+        "pixel_sha256": pixel_sha,
+    }
+
+
+def _write_labels(root, reader, dataset: dict, path: Path, scale: dict) -> dict:
+    """The labels as an OME-Zarr image-label (0/1 uint8, or uint32 instance ids); returns their provenance."""
+    spec = dataset["labels"]
+    label_type = spec.get("type", "binary")
+    binary = label_type == "binary"
+    foreground, background = (spec.get("foreground", 255), spec.get("background", 0)) if binary else (None, None)
+    if binary:
+        convert, dtype = (lambda s, where: binary_labels(s, foreground, background, where)), "uint8"
+    else:
+        convert, dtype = instance_labels, "uint32"
+    group = root.create_group(volume_store.LABELS_GROUP)
+    group.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "labels": [volume_store.LABEL_NAME]}
+    cells = group.create_group(volume_store.LABEL_NAME)
+    cells.attrs["ome"] = {
+        "version": volume_store.NGFF_VERSION,
+        "multiscales": volume_store.multiscales(volume_store.LABEL_NAME, scale["voxel_size"], scale["unit"]),
+        "image-label": {"source": {"image": "../../"}},
+    }
+    labels = cells.create_array("0", shape=reader.shape, chunks=volume_store.section_chunks(reader.shape), dtype=dtype)
+    pixel_sha = _copy_sections(reader, labels, convert, str(path))
+    _check_pixel_checksum(pixel_sha, spec, path)
+    provenance = {"source": resolve_source(dataset, "labels").location, "file": str(path), "dtype": str(reader.dtype)}
+    provenance |= {"type": label_type, "foreground": foreground, "background": background}
+    return provenance | {"sha256": spec.get("sha256"), "pixel_sha256": pixel_sha}

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from . import volume_store
+from .atomic import atomic_file
 from .checksums import sha256_of_file
 from .devices import amp_dtype, pick_device
 from .errors import InputDataError, PipelineError
@@ -281,9 +282,14 @@ def output_attrs(info: dict, image_path) -> dict:
         info["input_pixel_sha256"] = source_info["image"]["pixel_sha256"]
         voxel_size, unit = source_info["voxel_size"], source_info["unit"]
     else:
-        log.warning("%s is not an ingested volume store: the prediction records no input checksum and no voxel size", image_path)
+        log.warning(
+            "%s is not an ingested volume store: the prediction records no input checksum and no voxel size", image_path
+        )
         voxel_size, unit = None, None
-    ome = {"version": volume_store.NGFF_VERSION, "multiscales": volume_store.multiscales("probability", voxel_size, unit)}
+    ome = {
+        "version": volume_store.NGFF_VERSION,
+        "multiscales": volume_store.multiscales("probability", voxel_size, unit),
+    }
     return {"ome": ome, volume_store.PROVENANCE_KEY: info}
 
 
@@ -319,6 +325,6 @@ def write_submission_tiff(prediction_path, tiff_path) -> None:
     import tifffile
 
     probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
-    with volume_store.atomic_file(tiff_path) as tmp, tifffile.TiffWriter(tmp) as tiff:
+    with atomic_file(tiff_path) as tmp, tifffile.TiffWriter(tmp) as tiff:
         for section in range(probabilities.shape[0]):
             tiff.write(decode_probability(probabilities[section]), photometric="minisblack", contiguous=True)

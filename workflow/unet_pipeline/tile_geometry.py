@@ -19,6 +19,11 @@ class TileSizeError(PipelineError):
     """An input tile size the network cannot take."""
 
 
+def tile_margin(input_size: int, output_size: int) -> int:
+    """Context pixels per side that an input tile adds around its (centred) output tile."""
+    return (input_size - output_size) // 2
+
+
 @dataclass(frozen=True)
 class TileGeometry:
     """Geometry of a U-Net with ``levels`` resolution levels (the paper: 5, i.e. 4 poolings)."""
@@ -72,7 +77,7 @@ class TileGeometry:
 
     def margin(self, input_size: int) -> int:
         """Context pixels per side that the input tile adds around the output tile (92 in the paper)."""
-        return (input_size - self.output_size(input_size)) // 2
+        return tile_margin(input_size, self.output_size(input_size))
 
     def tile_step(self, input_size: int) -> int:
         """Distance between neighbouring output tiles for seamless overlap-tile prediction.

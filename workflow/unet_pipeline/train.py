@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import volume_store
+from .atomic import atomic_file
 from .checksums import sha256_of_file
 from .devices import amp_dtype, autocast, pick_device
 from .errors import InputDataError, PipelineError
@@ -166,7 +167,7 @@ def validate(predictor: TilePredictor, volume, sections) -> dict:
 
 
 def _atomic_torch_save(payload, path: Path) -> None:
-    with volume_store.atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         torch.save(payload, tmp)
 
 
@@ -207,7 +208,7 @@ def export_torchscript(model, input_size: int, path) -> None:
     example = torch.zeros(1, model.config.in_channels, input_size, input_size)
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
-    with volume_store.atomic_file(path) as tmp:
+    with atomic_file(path) as tmp:
         traced.save(str(tmp))
 
 
@@ -409,10 +410,10 @@ def open_training_data(augmented_path, volume_path, geometry) -> AugmentedSet:
 def write_outputs(trainer: Trainer, outputs: dict, metadata: dict) -> None:
     """model.pt, model.json, TorchScript, the training curve as CSV and PNG; each written atomically."""
     save_model(trainer.model, outputs["model"], metadata)
-    with volume_store.atomic_file(outputs["metadata"]) as tmp:
+    with atomic_file(outputs["metadata"]) as tmp:
         tmp.write_text(json.dumps(metadata, indent=2) + "\n")
     export_torchscript(trainer.model, trainer.input_size, outputs["torchscript"])
-    with volume_store.atomic_file(outputs["curve_csv"]) as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_file(outputs["curve_csv"]) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
         writer.writeheader()
         writer.writerows(trainer.rows)

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .atomic import atomic_file
 from .errors import PipelineError
 from .initialisation import initialise
 from .tile_geometry import TileGeometry, geometry_of
-from .volume_store import atomic_file
 
 MODEL_FORMAT = "unet-pipeline-model/1"
 

@@ -8,18 +8,14 @@ and other NGFF viewers open it directly::
       labels/cells/0        labels: uint8 0/1 (1 = foreground, i.e. cell interior)
                             or uint32 instance ids (0 = background)
 
-Stores (and single result files, ``atomic_file``) are written into a temporary
-sibling and renamed into place only when complete, so an interrupted stage never
-leaves an output that looks finished.
+Stores are written into a temporary sibling and renamed into place only when
+complete (``atomic``), so an interrupted stage never leaves an output that looks
+finished.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
@@ -52,26 +48,6 @@ def multiscales(name: str, voxel_size, unit: str | None, path: str = IMAGE_PATH)
     ]
 
 
-@contextmanager
-def atomic_store(final: str | os.PathLike):
-    """Yield a temporary path to write a Zarr store into; rename it to ``final`` on success.
-
-    On any exception the temporary store is deleted and ``final`` is left
-    untouched, so no half-written store remains.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 PROBABILITY_DTYPES = ("uint8", "float16")
 
 
@@ -87,21 +63,6 @@ def decode_probability(stored: np.ndarray) -> np.ndarray:
     if stored.dtype == np.uint8:
         return stored.astype(np.float32) / 255.0
     return stored.astype(np.float32)
-
-
-@contextmanager
-def atomic_file(final: str | os.PathLike):
-    """Yield a temporary path beside ``final`` to write one file into; rename it to ``final`` on success.
-
-    On any exception the temporary file is removed and ``final`` is left untouched.
-    """
-    final = Path(final)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def open_store(path: str | os.PathLike, mode: str = "r"):

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from . import volume_store
+from .atomic import atomic_store
 from .cells import cells_of
 from .errors import InputDataError
 from .figures import pyplot
@@ -112,13 +114,11 @@ def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.
 
     Class frequencies come from the dataset's training sections (all sections
     when none are declared). One dask task per section, run on ``workers``
-    threads; the store appears atomically (``volume_store.atomic_store``).
+    threads; the store appears atomically (``atomic.atomic_store``).
     """
     import dask
     import dask.array as da
     import zarr
-
-    from . import volume_store
 
     root = volume_store.open_store(volume_path)
     info = volume_store.provenance(root)
@@ -135,18 +135,11 @@ def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.
 
     sections = da.from_zarr(labels, chunks=(1, *labels.shape[1:]))
     lazy = sections.map_blocks(weigh, dtype=np.float32)
-    attrs = {
-        "dataset": info["dataset"],
-        "w0": w0,
-        "sigma": sigma,
-        "tolerance": DEFAULT_TOLERANCE,
-        "border_term_on": "background pixels",
-        "foreground_fraction": fraction,
-        "class_weights": {"background": weights_c[0], "foreground": weights_c[1]},
-        "class_frequency_sections": balance_sections,
-        "labels_pixel_sha256": info["labels"]["pixel_sha256"],
-    }
-    with volume_store.atomic_store(out_path) as tmp:
+    attrs = {"dataset": info["dataset"], "w0": w0, "sigma": sigma, "tolerance": DEFAULT_TOLERANCE}
+    attrs |= {"border_term_on": "background pixels", "foreground_fraction": fraction}
+    attrs |= {"class_weights": {"background": weights_c[0], "foreground": weights_c[1]}}
+    attrs |= {"class_frequency_sections": balance_sections, "labels_pixel_sha256": info["labels"]["pixel_sha256"]}
+    with atomic_store(out_path) as tmp:
         out = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         target = out.create_array(
             volume_store.IMAGE_PATH,
@@ -167,8 +160,6 @@ def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.
 def plot_weight_map(volume_path, weights_path, figure_path, section: int | None = None) -> int:
     """Save the paper's Fig. 3 for one section (image, cells, weight map); return the section shown."""
     plt = pyplot()
-
-    from . import volume_store
 
     root = volume_store.open_store(volume_path)
     info = volume_store.provenance(root)
