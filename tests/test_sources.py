@@ -1,13 +1,12 @@
 import pytest
 from unet_pipeline.errors import PipelineError
-from unet_pipeline.sources import download_path, parse_sections, resolve_source
+from unet_pipeline.sources import parse_sections, resolve_source
 
 
 def test_remote_source_resolved_against_base_url():
     source = resolve_source({"base": "https://example.org/data/", "image": {"source": "train-volume.tif"}}, "image")
     assert source.remote and source.location == "https://example.org/data/train-volume.tif"
     assert source.filename == "train-volume.tif"
-    assert download_path("results", "isbi", "image", source) == "results/downloads/isbi/image/train-volume.tif"
 
 
 def test_local_sources_are_used_in_place(tmp_path):

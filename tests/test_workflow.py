@@ -59,6 +59,8 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     test = volume_store.open_store(results / "tiny_test" / "volume.zarr")
     np.testing.assert_array_equal(test[volume_store.IMAGE_PATH][:], tifffile.imread(tiny_isbi / "test-volume.tif"))
     assert sorted(path for path, _ in requests) == ["/train-labels.tif", "/train-volume.tif"]
+    downloaded = results / "downloads" / "tiny" / "image" / "train-volume.tif"
+    assert downloaded.read_bytes() == (tiny_isbi / "train-volume.tif").read_bytes()
     assert not (results / "downloads" / "tiny_test").exists(), "local sources are used in place"
     weights = volume_store.open_store(results / "tiny" / "weights.zarr")[volume_store.IMAGE_PATH]
     assert weights.shape == (3, 128, 128) and weights.dtype == np.float32 and weights[:].max() > 1

@@ -3,12 +3,12 @@
 
 rule augment:
     input:
-        volume=f"{RESULTS}/{{dataset}}/volume.zarr",
-        weights=f"{RESULTS}/{{dataset}}/weights.zarr",
+        volume=PATHS["volume"],
+        weights=PATHS["weights"],
     output:
-        augmented=directory(f"{RESULTS}/{{dataset}}/augmented/{{preset}}.zarr"),
+        augmented=directory(PATHS["augmented"]),
         figure=report(
-            f"{RESULTS}/{{dataset}}/figures/augmented_{{preset}}.png",
+            PATHS["augmented_figure"],
             caption="../report/augmented.rst",
             category="Augmentation",
             subcategory="{dataset}",

@@ -7,10 +7,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from unet_pipeline.checksums import hash_prefix_in_name
-from unet_pipeline.sources import Source, download_path, resolve_source
+from unet_pipeline.sources import Source, resolve_source
 from unet_pipeline.tile_geometry import geometry_of
 
 RESULTS = config["results"]
+# Every result's path pattern, once: rules use them as inputs and outputs, all_targets() fills them in.
+PATHS = {
+    "download": f"{RESULTS}/downloads/{{dataset}}/{{role}}/{{filename}}",
+    "weights_download": f"{RESULTS}/downloads/weights/{{filename}}",
+    "volume": f"{RESULTS}/{{dataset}}/volume.zarr",
+    "weights": f"{RESULTS}/{{dataset}}/weights.zarr",
+    "weight_map_figure": f"{RESULTS}/{{dataset}}/figures/weight_map.png",
+    "augmented": f"{RESULTS}/{{dataset}}/augmented/{{preset}}.zarr",
+    "augmented_figure": f"{RESULTS}/{{dataset}}/figures/augmented_{{preset}}.png",
+    "model_dir": f"{RESULTS}/models/{{preset}}",
+    "model": f"{RESULTS}/models/{{preset}}/model.pt",  # model_dir/model.pt
+    "prediction": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr",
+    "submission": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.tif",
+    "evaluation_dir": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}",
+    "summary": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}/summary.json",
+    "prediction_figure": f"{RESULTS}/{{dataset}}/figures/prediction_{{preset}}.png",
+}
 DATASETS = config["datasets"]
 PRESETS = config.get("presets", {})
 PRESET = config["preset"]
@@ -44,7 +61,7 @@ def local_file(dataset, role):
     """The local file a stage reads for a source: the download for a URL, else the path itself."""
     source = dataset_source(dataset, role)
     if source.remote:
-        return download_path(RESULTS, dataset, role, source)
+        return PATHS["download"].format(dataset=dataset, role=role, filename=source.filename)
     return source.location
 
 
@@ -73,7 +90,7 @@ def preset_geometry(preset):
 
 def weights_download_path(name):
     """Where the download_weights rule stores the pretrained weights named ``name`` in ``pretrained_weights``."""
-    return f"{RESULTS}/downloads/weights/{Source(PRETRAINED[name], remote=True).filename}"
+    return PATHS["weights_download"].format(filename=Source(PRETRAINED[name], remote=True).filename)
 
 
 def encoder_weights_file(preset):
@@ -102,8 +119,8 @@ def pretrained_source(wildcards):
 def train_inputs(wildcards):
     """The augmented set and volume of the training dataset, and the encoder's starting weights if any."""
     inputs = {
-        "augmented": f"{RESULTS}/{TRAIN_DATASET}/augmented/{wildcards.preset}.zarr",
-        "volume": f"{RESULTS}/{TRAIN_DATASET}/volume.zarr",
+        "augmented": PATHS["augmented"].format(dataset=TRAIN_DATASET, preset=wildcards.preset),
+        "volume": PATHS["volume"].format(dataset=TRAIN_DATASET),
     }
     weights = encoder_weights_file(wildcards.preset)
     if weights:
@@ -122,12 +139,12 @@ def labelled(dataset):
 
 def all_targets():
     """Everything `snakemake` builds by default: every stage for every dataset."""
-    targets = [f"{RESULTS}/{name}/volume.zarr" for name in DATASETS]
-    targets += [f"{RESULTS}/{name}/figures/weight_map.png" for name in DATASETS if labelled(name)]
+    path = lambda key, **names: PATHS[key].format(preset=PRESET, **names)
+    targets = [path("volume", dataset=name) for name in DATASETS]
+    targets += [path("weight_map_figure", dataset=name) for name in DATASETS if labelled(name)]
     if TRAIN_DATASET is not None:
-        targets.append(f"{RESULTS}/{TRAIN_DATASET}/figures/augmented_{PRESET}.png")
-        targets.append(f"{RESULTS}/models/{PRESET}/model.pt")
-        targets += [f"{RESULTS}/{name}/figures/prediction_{PRESET}.png" for name in DATASETS]
-        targets += [f"{RESULTS}/{name}/evaluation/{PRESET}/summary.json" for name in DATASETS if labelled(name)]
-        targets += [f"{RESULTS}/{name}/predictions/{PRESET}.tif" for name in config["prediction"]["submission_tiff"]]
+        targets += [path("augmented_figure", dataset=TRAIN_DATASET), path("model")]
+        targets += [path("prediction_figure", dataset=name) for name in DATASETS]
+        targets += [path("summary", dataset=name) for name in DATASETS if labelled(name)]
+        targets += [path("submission", dataset=name) for name in config["prediction"]["submission_tiff"]]
     return targets

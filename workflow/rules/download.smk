@@ -3,7 +3,7 @@
 
 rule download:
     output:
-        f"{RESULTS}/downloads/{{dataset}}/{{role}}/{{filename}}",
+        PATHS["download"],
     log:
         f"{RESULTS}/logs/download/{{dataset}}.{{role}}.{{filename}}.log",
     benchmark:
@@ -23,7 +23,7 @@ rule download:
 
 rule download_weights:
     output:
-        f"{RESULTS}/downloads/weights/{{filename}}",
+        PATHS["weights_download"],
     log:
         f"{RESULTS}/logs/download_weights/{{filename}}.log",
     benchmark:

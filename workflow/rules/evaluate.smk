@@ -3,24 +3,24 @@
 
 rule evaluate:
     input:
-        prediction=f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr",
-        volume=f"{RESULTS}/{{dataset}}/volume.zarr",
+        prediction=PATHS["prediction"],
+        volume=PATHS["volume"],
     output:
         sections=report(
-            f"{RESULTS}/{{dataset}}/evaluation/{{preset}}/sections.csv",
+            f"{PATHS['evaluation_dir']}/sections.csv",
             caption="../report/evaluation_sections.rst",
             category="Evaluation",
             subcategory="{dataset}",
         ),
-        summary=f"{RESULTS}/{{dataset}}/evaluation/{{preset}}/summary.json",
+        summary=PATHS["summary"],
         thresholds=report(
-            f"{RESULTS}/{{dataset}}/evaluation/{{preset}}/thresholds.png",
+            f"{PATHS['evaluation_dir']}/thresholds.png",
             caption="../report/evaluation_thresholds.rst",
             category="Evaluation",
             subcategory="{dataset}",
         ),
         overlays=report(
-            f"{RESULTS}/{{dataset}}/evaluation/{{preset}}/overlays.png",
+            f"{PATHS['evaluation_dir']}/overlays.png",
             caption="../report/evaluation_overlays.rst",
             category="Evaluation",
             subcategory="{dataset}",
@@ -41,11 +41,11 @@ rule evaluate:
 
 rule prediction_figure:
     input:
-        prediction=f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr",
-        volume=f"{RESULTS}/{{dataset}}/volume.zarr",
+        prediction=PATHS["prediction"],
+        volume=PATHS["volume"],
     output:
         report(
-            f"{RESULTS}/{{dataset}}/figures/prediction_{{preset}}.png",
+            PATHS["prediction_figure"],
             caption="../report/prediction.rst",
             category="Predictions",
             subcategory="{dataset}",

@@ -5,7 +5,7 @@ rule ingest:
     input:
         unpack(ingest_inputs),
     output:
-        directory(f"{RESULTS}/{{dataset}}/volume.zarr"),
+        directory(PATHS["volume"]),
     log:
         f"{RESULTS}/logs/ingest/{{dataset}}.log",
     benchmark:

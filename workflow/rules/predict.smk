@@ -3,10 +3,10 @@
 
 rule predict:
     input:
-        model=f"{RESULTS}/models/{{preset}}/model.pt",
-        volume=f"{RESULTS}/{{dataset}}/volume.zarr",
+        model=PATHS["model"],
+        volume=PATHS["volume"],
     output:
-        directory(f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr"),
+        directory(PATHS["prediction"]),
     log:
         f"{RESULTS}/logs/predict/{{dataset}}.{{preset}}.log",
     benchmark:
@@ -26,9 +26,9 @@ rule predict:
 
 rule submission_tiff:
     input:
-        f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr",
+        PATHS["prediction"],
     output:
-        f"{RESULTS}/{{dataset}}/predictions/{{preset}}.tif",
+        PATHS["submission"],
     log:
         f"{RESULTS}/logs/submission_tiff/{{dataset}}.{{preset}}.log",
     benchmark:

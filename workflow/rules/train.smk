@@ -5,17 +5,17 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=f"{RESULTS}/models/{{preset}}/model.pt",
-        metadata=f"{RESULTS}/models/{{preset}}/model.json",
-        torchscript=f"{RESULTS}/models/{{preset}}/model.torchscript.pt",
+        model=PATHS["model"],
+        metadata=f"{PATHS['model_dir']}/model.json",
+        torchscript=f"{PATHS['model_dir']}/model.torchscript.pt",
         curve_csv=report(
-            f"{RESULTS}/models/{{preset}}/training_curve.csv",
+            f"{PATHS['model_dir']}/training_curve.csv",
             caption="../report/training_curve.rst",
             category="Training",
             subcategory="{preset}",
         ),
         curve_png=report(
-            f"{RESULTS}/models/{{preset}}/training_curve.png",
+            f"{PATHS['model_dir']}/training_curve.png",
             caption="../report/training_curve.rst",
             category="Training",
             subcategory="{preset}",
@@ -35,6 +35,6 @@ rule train:
         preset=lambda wildcards: PRESETS[wildcards.preset],
         encoder_weights=lambda wildcards: encoder_weights_file(wildcards.preset),
         # not an output: Snakemake deletes a failed job's outputs, checkpoints must survive to resume
-        checkpoints=f"{RESULTS}/models/{{preset}}/checkpoints",
+        checkpoints=f"{PATHS['model_dir']}/checkpoints",
     script:
         "../../scripts/train.py"

@@ -3,11 +3,11 @@
 
 rule weight_maps:
     input:
-        volume=f"{RESULTS}/{{dataset}}/volume.zarr",
+        volume=PATHS["volume"],
     output:
-        weights=directory(f"{RESULTS}/{{dataset}}/weights.zarr"),
+        weights=directory(PATHS["weights"]),
         figure=report(
-            f"{RESULTS}/{{dataset}}/figures/weight_map.png",
+            PATHS["weight_map_figure"],
             caption="../report/weight_map.rst",
             category="Weight maps",
             subcategory="{dataset}",

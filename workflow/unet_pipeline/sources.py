@@ -62,11 +62,6 @@ def resolve_source(dataset: dict, role: str) -> Source | None:
     return Source(text, remote=False)
 
 
-def download_path(results: str, dataset_name: str, role: str, source: Source) -> str:
-    """Where the download rule stores a remote source."""
-    return f"{results}/downloads/{dataset_name}/{role}/{source.filename}"
-
-
 def parse_sections(spec, n_sections: int, what: str = "sections") -> list[int]:
     """Turn a section selection into sorted indices.
 
