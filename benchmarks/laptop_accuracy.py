@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from unet_pipeline.evaluate import describe
 
 REPO = Path(__file__).resolve().parents[1]

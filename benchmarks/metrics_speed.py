@@ -10,13 +10,11 @@ CSV and JSON.
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
 
 import numpy as np
 import zarr

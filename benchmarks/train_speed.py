@@ -12,12 +12,10 @@ backward), so the fraction of peak is model FLOPs / time / peak.
 
 import argparse
 import resource
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
 
 import torch
 import yaml

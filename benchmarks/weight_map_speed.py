@@ -4,26 +4,23 @@
 
 Times the library's weight_map over all sections serially and with dask on 2
 threads (as the weight_maps rule runs it), and the brute-force reference (one
-full-image distance transform per cell, from tests/reference_weight_map.py),
+full-image distance transform per cell, weight_maps.brute_force_border_weight),
 each the best of --repeats runs, and reports the speed-up and the largest
 difference between the two.
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "workflow"), str(REPO / "tests")]
 
 import dask
 import dask.array as da
 import numpy as np
 import tifffile
-from reference_weight_map import brute_force_border_weight
 from unet_pipeline.cells import cells_of
-from unet_pipeline.weight_maps import border_weight, class_weights, weight_map
+from unet_pipeline.weight_maps import border_weight, brute_force_border_weight, class_weights, weight_map
 
 
 def best_of(repeats, function):

@@ -110,7 +110,7 @@ def test_restart_skips_finished_chunks(model_path, tmp_path, monkeypatch):
 def test_peak_memory_does_not_grow_with_the_volume(model_path, tmp_path):
     """A lazily filled volume 16x larger costs (almost) no extra memory: no full-volume buffer exists."""
     script = (
-        "import json, resource, sys, zarr; sys.path.insert(0, 'workflow');"
+        "import json, resource, sys, zarr;"
         "from unet_pipeline.predict import predict_volume;"
         "path, size, out = sys.argv[1], int(sys.argv[2]), sys.argv[3];"
         "zarr.create_array(path, shape=(1, size, size), chunks=(1, 512, 512), dtype='uint8', fill_value=90);"

@@ -145,11 +145,10 @@ def test_resume_continues_exactly_where_it_stopped(synthetic, tmp_path):
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(synthetic, tmp_path):
     script = (
-        "import sys; sys.path.insert(0, 'workflow'); sys.path.insert(0, 'tests');"
         "from pathlib import Path; from test_train import run;"
         f"run(Path({str(synthetic)!r}), Path({str(tmp_path)!r}), iterations=100000, validate_every=3, log_every=3)"
     )
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO / "tests")  # test_train is importable there
     last = tmp_path / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while not last.exists() and time.time() < deadline:

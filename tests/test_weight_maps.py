@@ -5,12 +5,18 @@ import math
 import numpy as np
 import pytest
 import tifffile
-from reference_weight_map import brute_force_border_weight
 from scipy import ndimage
 from unet_pipeline import volume_store
 from unet_pipeline.errors import InputDataError
 from unet_pipeline.ingest import ingest
-from unet_pipeline.weight_maps import border_weight, cells_of, class_weights, weight_map, write_weight_maps
+from unet_pipeline.weight_maps import (
+    border_weight,
+    brute_force_border_weight,
+    cells_of,
+    class_weights,
+    weight_map,
+    write_weight_maps,
+)
 
 W0, SIGMA = 10.0, 5.0
 

@@ -3,7 +3,10 @@
 import sys
 from pathlib import Path
 
-# The library under workflow/ (rule scripts reach it through scripts/_library_path.py).
+# The library under workflow/. Tests and benchmarks import it installed (pip install -e .); Snakemake's
+# own process must import it too when it was started from an environment where it is not installed
+# (snakemake --use-conda from a plain Snakemake env), so the rules put it on the path here, and the
+# rule scripts do the same in their conda envs through scripts/_library_path.py.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from unet_pipeline.checksums import hash_prefix_in_name

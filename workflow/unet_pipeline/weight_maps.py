@@ -109,6 +109,22 @@ def foreground_fraction(labels, sections) -> float:
     return float((stack > 0).mean().compute())
 
 
+def brute_force_border_weight(cells: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
+    """The border term by the naive method: one full-image distance transform per cell.
+
+    Deliberately straightforward: the reference that ``border_weight`` is tested and benchmarked
+    against (tests/test_weight_maps.py, benchmarks/weight_map_speed.py).
+    """
+    ids = [i for i in np.unique(cells) if i != 0]
+    if len(ids) < 2:
+        return np.zeros(cells.shape, dtype=np.float32)
+    distances = np.stack([ndimage.distance_transform_edt(cells != i) for i in ids])
+    distances.sort(axis=0)
+    d1, d2 = distances[0], distances[1]
+    weight = w0 * np.exp(-((d1 + d2) ** 2) / (2.0 * sigma**2))
+    return np.where(cells == 0, weight, 0.0).astype(np.float32)
+
+
 def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.0, workers: int = 1) -> dict:
     """Compute the weight map of every labelled section with dask and store them as float32 Zarr.
 
