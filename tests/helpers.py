@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("UNET_SHARED_DATA", REPO.parent / "shared" / "data" / "isbi2012"))
+
+# sha256 of the pixel bytes, from ../shared/data/isbi2012/README.md
+ISBI_PIXEL_SHA256 = {
+    "train-volume.tif": "200da3d452d726e6c9ca1ce04b869d4edb727320d23b516d01cce707dc8c4760",
+    "train-labels.tif": "a7cb64000a1a7e542682927e19c91339f58f9f178e0bcce4e207371116f0ca36",
+    "test-volume.tif": "1b58fa7ec1d0ff9d39a855622db3ff66a97863036339b0d04be51b2f5a99b0e9",
+}
+ISBI_FILE_SHA256 = {
+    "train-volume.tif": "a05df637d576b2387966b7323a34e90e2cdbf86dcaeee86c44d1fd2d616be489",
+    "train-labels.tif": "9a9f1056ffd8bac61060b58dc84ad40295c02fc5ff15e68ddfc2f12d211c3dcf",
+    "test-volume.tif": "046fbb869a953f1ffa63a9722849fe0aa693ad7a21aa9278a2bff2397d00b16f",
+}
 
 
 def png_summary(path) -> tuple[tuple[int, int], int]:
@@ -11,3 +32,38 @@ def png_summary(path) -> tuple[tuple[int, int], int]:
 
     pixels = imread(path)
     return pixels.shape[:2], len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0))
+
+
+def tiny_config(data_base: str, results: str = "results") -> dict:
+    """The tiny pipeline config of .test/config/config.yaml (what CI runs), its datasets read from ``data_base``."""
+    config = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    config["results"] = results
+    for dataset in config["datasets"].values():
+        dataset["base"] = data_base
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow's Snakefile with ``workdir`` as working directory."""
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--nolock",
+        *args,
+    ]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result

@@ -3,7 +3,7 @@
 import socket
 
 import pytest
-from conftest import ISBI_FILE_SHA256
+from helpers import ISBI_FILE_SHA256
 from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.download import download
 from unet_pipeline.errors import ChecksumError, DownloadError

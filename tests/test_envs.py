@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from helpers import REPO
 
 # import name -> conda-forge package name, where they differ
 CONDA_PACKAGE = {

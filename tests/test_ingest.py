@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import ISBI_PIXEL_SHA256
+from helpers import ISBI_PIXEL_SHA256
 from unet_pipeline import volume_store
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.ingest import ingest

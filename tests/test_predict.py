@@ -11,7 +11,7 @@ import tifffile
 import torch
 import unet_pipeline.predict as predict_module
 import zarr
-from conftest import REPO
+from helpers import REPO
 from unet_pipeline import volume_store
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.overlap_tile import TilePredictor

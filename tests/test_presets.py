@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import REPO, run_snakemake, tiny_config, write_config
+from helpers import REPO, run_snakemake, tiny_config, write_config
 from unet_pipeline import volume_store
 from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.tile_geometry import geometry_of

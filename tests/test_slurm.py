@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import REPO, run_snakemake, tiny_config, write_config
+from helpers import REPO, run_snakemake, tiny_config, write_config
 from slurm_cluster import LocalSlurm, missing_binaries
 from unet_pipeline import volume_store
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import REPO
+from helpers import REPO
 from unet_pipeline import volume_store
 from unet_pipeline.augment import write_augmented_set
 from unet_pipeline.errors import InputDataError, PipelineError

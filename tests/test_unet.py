@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from helpers import REPO
 from unet_pipeline.errors import PipelineError
 from unet_pipeline.overlap_tile import TilePredictor, mirrored_reader
 from unet_pipeline.train import export_torchscript, weighted_cross_entropy

@@ -4,13 +4,13 @@ import base64
 import copy
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from conftest import REPO, run_snakemake, tiny_config, write_config
-from helpers import png_summary
+from helpers import REPO, png_summary, run_snakemake, tiny_config, write_config
 from unet_pipeline import volume_store
 
 
@@ -149,6 +149,21 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
         "evaluate/tiny.tiny.tsv",
     ):
         assert "max_rss" in (results / "benchmarks" / bench).read_text()
+
+
+def test_the_dot_test_config_runs_as_documented(tmp_path, isbi_dir):
+    """`snakemake --directory .test --cores 2` on the ISBI files beside the checkout, as CI runs it."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / ".test" / "config", checkout / ".test" / "config")
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "isbi2012").symlink_to(isbi_dir)  # ../../shared from .test
+    run_snakemake(checkout / ".test")
+    results = checkout / ".test" / "results"
+    prediction = volume_store.open_store(results / "tiny_test" / "predictions" / "tiny.zarr")[volume_store.IMAGE_PATH]
+    assert prediction.shape == (30, 512, 512)
+    summary = json.loads((results / "tiny" / "evaluation" / "tiny" / "summary.json").read_text())
+    assert summary["sections"] == [2] and 0 <= summary["metrics"]["v_rand"]["value"] <= 1
+    assert tifffile.imread(results / "tiny_test" / "predictions" / "tiny.tif").shape == (30, 512, 512)
 
 
 def test_failed_download_leaves_no_output_and_names_the_url(http_server, tmp_path):
