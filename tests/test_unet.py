@@ -25,7 +25,7 @@ def paper_net():
     [("laptop", 481_762), ("ternausnet", 22_926_274)],
 )
 def test_parameter_counts_of_the_shipped_presets(preset, parameters):
-    """The counts the README states; each network built from the preset of config/config.yaml."""
+    """The counts config/README.md states; each network built from the preset of config/config.yaml."""
     model = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"][preset]["model"]
     with torch.device("meta"):
         network = build_model(UNetConfig(**{**model, "encoder_weights": None}))
