@@ -240,36 +240,18 @@ def predict_volume(model_path, image_path, out_path, options: PredictionOptions 
     signature = prediction_signature(model_path, image3d, metadata, options, predictor.input_size)
     work = WorkStore(out_path, image3d.shape, options.dtype, signature)
     blocks = work.pending()
-    log.info(
-        "predicting %d of %d chunks of %s with %s on %s (tiles %d -> %d, step %d%s)",
-        len(blocks),
-        len(work.blocks()),
-        image3d.shape,
-        Path(model_path).name,
-        predictor.device,
-        predictor.input_size,
-        predictor.geometry.output_size(predictor.input_size),
-        predictor.geometry.tile_step(predictor.input_size),
-        ", TTA" if options.tta else "",
-    )
+    tiles = f"tiles {predictor.input_size} -> {predictor.geometry.output_size(predictor.input_size)}"
+    where = f"{Path(model_path).name} on {predictor.device}, {tiles}{', TTA' if options.tta else ''}"
+    log.info("predicting %d of %d chunks of %s with %s", len(blocks), len(work.blocks()), image3d.shape, where)
     started = time.perf_counter()
     predict_blocks(predictor, image3d, work, blocks, options.dtype)
     elapsed = time.perf_counter() - started
-    info = {
-        "model": str(model_path),
-        "model_metadata": metadata,
-        "input": str(image_path),
-        "input_shape": list(image3d.shape),
-        "probability_of": "foreground (cell interior)",
-        "dtype": options.dtype,
-        "encoding": "probability * 255, rounded" if options.dtype == "uint8" else "probability",
-        "tta": options.tta,
-        "input_size": predictor.input_size,
-        "tile_step": predictor.geometry.tile_step(predictor.input_size),
-        "device": str(predictor.device),
-        "seconds": elapsed,
-        "chunks_computed": len(blocks),
-    }
+    info = {"model": str(model_path), "model_metadata": metadata, "input": str(image_path)}
+    info |= {"input_shape": list(image3d.shape), "probability_of": "foreground (cell interior)", "dtype": options.dtype}
+    info["encoding"] = "probability * 255, rounded" if options.dtype == "uint8" else "probability"
+    info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
+    info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "seconds": elapsed}
+    info["chunks_computed"] = len(blocks)
     work.finish(output_attrs(info, image_path))
     log.info("wrote %s: %.1f megavoxels in %.1f s", out_path, np.prod(image3d.shape) / 1e6, elapsed)
     return info
