@@ -15,14 +15,11 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import yaml
+from shipped_workflow import REPO, run_shipped
 from unet_pipeline.evaluate import describe
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main():
@@ -41,23 +38,10 @@ def main():
         "preset": "laptop",
         "datasets": {"isbi2012": {"base": data}, "isbi2012_test": {"base": data}},
     }
-    (results / "local.yaml").write_text(yaml.safe_dump(overlay))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(REPO),
-        "--cores",
-        str(args.cores),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        str(results / "local.yaml"),
-    ]
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished = run_shipped(overlay, "local", args.cores)
+    if finished.returncode != 0:
+        raise SystemExit(f"the workflow failed:\n{finished.stdout[-3000:]}{finished.stderr[-3000:]}")
     wall = time.perf_counter() - start
     train_seconds = float((results / "benchmarks" / "train" / "laptop.tsv").read_text().splitlines()[1].split("\t")[0])
     summary = json.loads((results / "isbi2012" / "evaluation" / "laptop" / "summary.json").read_text())

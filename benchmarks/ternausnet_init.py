@@ -20,14 +20,12 @@ the results folder and prints the table.
 import argparse
 import csv
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
+from shipped_workflow import REPO, run_shipped
 
-REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"random": None, "imagenet": "imagenet"}
 
 
@@ -57,25 +55,8 @@ def run_variant(name: str, args, results: Path) -> tuple[list[dict], float] | No
         "presets": {preset: preset_variant(config["presets"]["ternausnet"], weights, args)},
         "datasets": {"isbi2012": {"base": data}, "isbi2012_test": {"base": data}},
     }
-    (results / f"{preset}.yaml").write_text(yaml.safe_dump(overlay))
     model = results / "models" / preset / "model.pt"
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(REPO),
-        "--cores",
-        str(args.cores),
-        "--configfile",
-        str(REPO / "config" / "config.yaml"),
-        str(results / f"{preset}.yaml"),
-        "--",
-        str(model),
-    ]
-    finished = subprocess.run(command, check=False, capture_output=True, text=True)
+    finished = run_shipped(overlay, preset, args.cores, targets=[model])
     if finished.returncode != 0:
         log = results / f"{preset}.snakemake.log"
         log.write_text(finished.stdout + finished.stderr)

@@ -1,0 +1,25 @@
+"""Run the workflow with the shipped config plus an overlay, as the accuracy benchmarks do.
+
+Benchmarks import this module by name (Python puts the script's folder, benchmarks/, on sys.path).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_shipped(overlay: dict, name: str, cores: int, targets=()) -> subprocess.CompletedProcess:
+    """``snakemake`` with config/config.yaml and ``overlay`` (written to ``overlay['results']/name.yaml``).
+
+    Returns the finished process (output captured; the caller decides what a failure means).
+    """
+    overlay_file = Path(overlay["results"]) / f"{name}.yaml"
+    overlay_file.write_text(yaml.safe_dump(overlay))
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)]
+    command += ["--cores", str(cores), "--configfile", str(REPO / "config" / "config.yaml"), str(overlay_file)]
+    command += ["--", *map(str, targets)] if targets else []
+    return subprocess.run(command, check=False, capture_output=True, text=True)
