@@ -34,6 +34,13 @@ def write_prediction(path, probability, volume_path):
     }
 
 
+def bare_prediction(path, shape):
+    """A probability store that records nothing about where it came from."""
+    root = zarr.open_group(str(path), mode="w")
+    root.create_array("0", data=np.zeros(shape, np.uint8))
+    root.attrs[volume_store.PROVENANCE_KEY] = {}
+
+
 def two_cell_labels(count):
     labels = np.zeros((count, 40, 40), np.uint8)
     labels[:, 2:18, 2:38] = 255
@@ -41,13 +48,19 @@ def two_cell_labels(count):
     return labels
 
 
+def two_cell_volume(folder, sections: dict) -> np.ndarray:
+    """Three sections of two cells as img.tif, lab.tif and their volume store volume.zarr; returns the labels."""
+    labels = two_cell_labels(3)
+    tifffile.imwrite(folder / "img.tif", (labels // 2).astype(np.uint8), photometric="minisblack")
+    tifffile.imwrite(folder / "lab.tif", labels, photometric="minisblack")
+    config = {"image": {"source": "i"}, "labels": {"source": "l"}, "sections": sections}
+    ingest("d", config, folder / "img.tif", folder / "lab.tif", folder / "volume.zarr")
+    return labels
+
+
 @pytest.fixture
 def store_and_prediction(tmp_path):
-    labels = two_cell_labels(3)
-    tifffile.imwrite(tmp_path / "img.tif", (labels // 2).astype(np.uint8), photometric="minisblack")
-    tifffile.imwrite(tmp_path / "lab.tif", labels, photometric="minisblack")
-    config = {"image": {"source": "i"}, "labels": {"source": "l"}, "sections": {"train": "0", "validation": "1-2"}}
-    ingest("d", config, tmp_path / "img.tif", tmp_path / "lab.tif", tmp_path / "volume.zarr")
+    labels = two_cell_volume(tmp_path, {"train": "0", "validation": "1-2"})
     probability = (labels > 0).astype(np.float32) * 0.8 + 0.1
     probability[2, 18:22, 10] = 0.9  # a 1-px bridge across the membrane of section 2 merges its cells at 0.5
     write_prediction(tmp_path / "prediction.zarr", probability, tmp_path / "volume.zarr")
@@ -80,15 +93,7 @@ def test_evaluate_writes_table_and_summary(store_and_prediction):
 
 
 def test_held_out_scores_use_the_threshold_chosen_on_validation(tmp_path):
-    labels = two_cell_labels(3)
-    tifffile.imwrite(tmp_path / "img.tif", (labels // 2).astype(np.uint8), photometric="minisblack")
-    tifffile.imwrite(tmp_path / "lab.tif", labels, photometric="minisblack")
-    config = {
-        "image": {"source": "i"},
-        "labels": {"source": "l"},
-        "sections": {"train": "0", "validation": "1", "test": "2"},
-    }
-    ingest("d", config, tmp_path / "img.tif", tmp_path / "lab.tif", tmp_path / "volume.zarr")
+    labels = two_cell_volume(tmp_path, {"train": "0", "validation": "1", "test": "2"})
     probability = (labels > 0).astype(np.float32) * 0.8 + 0.1
     probability[1, 18:22, 10] = 0.65  # validation: a bridge that thresholds from 0.7 remove
     probability[2, 18:22, 10] = 0.35  # test: a bridge that thresholds from 0.4 remove
@@ -124,9 +129,7 @@ def test_refuses_unlabelled_data_and_mismatched_predictions(store_and_prediction
     ingest("u", {"image": {"source": "i"}}, folder / "img.tif", None, tmp_path / "unlabelled.zarr")
     with pytest.raises(InputDataError, match="'u' has no labels to evaluate against"):
         evaluate(folder / "prediction.zarr", tmp_path / "unlabelled.zarr", tmp_path / "a.csv", tmp_path / "a.json")
-    root = zarr.open_group(str(tmp_path / "small.zarr"), mode="w")
-    root.create_array("0", data=np.zeros((3, 20, 20), np.uint8))
-    root.attrs[volume_store.PROVENANCE_KEY] = {}
+    bare_prediction(tmp_path / "small.zarr", (3, 20, 20))
     with pytest.raises(InputDataError, match=r"small\.zarr: prediction shape \(3, 20, 20\) differs"):
         evaluate(tmp_path / "small.zarr", folder / "volume.zarr", tmp_path / "a.csv", tmp_path / "a.json")
     # the same shape, but a prediction of another volume
@@ -137,9 +140,7 @@ def test_refuses_unlabelled_data_and_mismatched_predictions(store_and_prediction
         InputDataError, match=r"of-other\.zarr: predicts another volume \(input pixel sha256 [0-9a-f]{64}\) than"
     ):
         evaluate(tmp_path / "of-other.zarr", folder / "volume.zarr", tmp_path / "a.csv", tmp_path / "a.json")
-    root = zarr.open_group(str(tmp_path / "unknown.zarr"), mode="w")
-    root.create_array("0", data=np.zeros((3, 40, 40), np.uint8))
-    root.attrs[volume_store.PROVENANCE_KEY] = {}
+    bare_prediction(tmp_path / "unknown.zarr", (3, 40, 40))
     with pytest.raises(InputDataError, match=r"unknown\.zarr: records no input checksum"):
         evaluate(tmp_path / "unknown.zarr", folder / "volume.zarr", tmp_path / "a.csv", tmp_path / "a.json")
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "a.json").exists()

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error
+from unet_pipeline.cells import cells_of
 from unet_pipeline.metrics import (
     FIXED_THRESHOLD,
     misclassified_fraction,
@@ -13,7 +14,6 @@ from unet_pipeline.metrics import (
     rand_and_info,
     section_scores,
     summarise,
-    truth_cells,
 )
 
 
@@ -59,7 +59,7 @@ def test_perfect_segmentation_scores_one():
 def test_one_merge():
     labels, _ = two_cells()
     merged = np.ones(labels.shape, np.float32)  # no membrane predicted
-    scores = rand_and_info(truth_cells(labels), proposal_cells(merged, 0.5))
+    scores = rand_and_info(cells_of(labels), proposal_cells(merged, 0.5))
     # 100 + 100 true pixels in one proposed segment: sum p^2 = 1/2, sum t^2 = 1/2, sum s^2 = 1
     assert scores["v_rand_split"] == pytest.approx(1.0)
     assert scores["v_rand_merge"] == pytest.approx(0.5)
@@ -75,7 +75,7 @@ def test_one_split_with_border_pixels_as_singletons():
     labels[1:11, 1:21] = 1  # one cell of 200 pixels
     probability = labels.astype(np.float32)
     probability[:, 10] = 0.0  # a predicted membrane splits it: 10 border pixels, cells of 90 and 100
-    scores = rand_and_info(truth_cells(labels), proposal_cells(probability, 0.5))
+    scores = rand_and_info(cells_of(labels), proposal_cells(probability, 0.5))
     sum_p2 = (90**2 + 100**2 + 10) / 200**2
     sum_s2 = sum_p2  # each proposal segment lies in the one true cell
     assert scores["v_rand_merge"] == pytest.approx(1.0)
@@ -106,7 +106,7 @@ def test_thick_predicted_borders_are_thinned_to_one_pixel_lines():
     horizontal = cells[:, 1:] * cells[:, :-1] == 2  # cell 1 beside cell 2
     vertical = cells[1:, :] * cells[:-1, :] == 2
     assert not horizontal.any() and not vertical.any(), "the two cells never touch 4-connectedly"
-    assert rand_and_info(truth_cells(labels), cells)["v_rand"] == pytest.approx(1.0)
+    assert rand_and_info(cells_of(labels), cells)["v_rand"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -210,7 +210,7 @@ def test_touching_instances_stay_separate_cells():
     instances = np.zeros((10, 20), np.uint32)
     instances[1:9, 1:10] = 7
     instances[1:9, 10:19] = 9  # touches cell 7 along a whole column
-    assert set(np.unique(truth_cells(instances, "instance"))) == {0, 7, 9}
+    assert set(np.unique(cells_of(instances, "instance"))) == {0, 7, 9}
     merged = np.ones(instances.shape, np.float32)  # a proposal that merges them
     as_instances = section_scores(merged, instances, thresholds=[0.5], label_type="instance")[0]
     as_binary = section_scores(merged, (instances > 0).astype(np.uint8), thresholds=[0.5])[0]

@@ -23,6 +23,16 @@ from unet_pipeline.weight_maps import write_weight_maps
 
 CONFIG = UNetConfig(levels=3, base_channels=8, dropout=0.1)
 INPUT = 92
+AUGMENTATION = {
+    "seed": 0,
+    "samples": 24,
+    "samples_per_task": 24,
+    "shift": {"enabled": True},
+    "flip": {"enabled": True},
+    "rotation": {"enabled": True, "max_degrees": 180},
+    "elastic": {"enabled": True, "grid_points": 3, "sigma": 4.0},
+    "intensity": {"enabled": False, "brightness": 0.1, "contrast": 0.2, "gamma": 0.2},
+}
 
 
 def synthetic_sections(rng, count=4, size=96):
@@ -46,16 +56,7 @@ def synthetic(tmp_path_factory):
     config = {"image": {"source": "i"}, "labels": {"source": "l"}, "sections": {"train": "0-2", "validation": "3"}}
     ingest("synthetic", config, folder / "image.tif", folder / "labels.tif", folder / "volume.zarr")
     write_weight_maps(folder / "volume.zarr", folder / "weights.zarr")
-    options = {
-        "seed": 0,
-        "samples": 24,
-        "samples_per_task": 24,
-        "shift": {"enabled": True},
-        "flip": {"enabled": True},
-        "rotation": {"enabled": True, "max_degrees": 180},
-        "elastic": {"enabled": True, "grid_points": 3, "sigma": 4.0},
-        "intensity": {"enabled": False, "brightness": 0.1, "contrast": 0.2, "gamma": 0.2},
-    }
+    options = AUGMENTATION
     write_augmented_set(
         folder / "volume.zarr",
         folder / "weights.zarr",
@@ -222,16 +223,8 @@ def test_ternausnet_trains_from_vgg11_weights_and_predicts(synthetic, tmp_path):
     config = UNetConfig(
         architecture="ternausnet", base_channels=4, encoder_weights=str(tmp_path / "vgg11.pth"), init="lecun_uniform"
     )
-    options = {
-        "seed": 0,
-        "samples": 8,
-        "samples_per_task": 8,
-        "shift": {"enabled": True},
-        "flip": {"enabled": False},
-        "rotation": {"enabled": False, "max_degrees": 0},
-        "elastic": {"enabled": True, "grid_points": 3, "sigma": 4.0},
-        "intensity": {"enabled": False, "brightness": 0, "contrast": 0, "gamma": 0},
-    }
+    options = {**AUGMENTATION, "samples": 8, "samples_per_task": 8, "flip": {"enabled": False}}
+    options["rotation"] = {"enabled": False, "max_degrees": 0}
     write_augmented_set(
         synthetic / "volume.zarr",
         synthetic / "weights.zarr",

@@ -14,6 +14,7 @@ from unet_pipeline.sources import Source, resolve_source
 from unet_pipeline.tile_geometry import geometry_of
 
 RESULTS = config["results"]
+MODELS = f"{RESULTS}/models/{{preset}}"  # one folder per trained model
 # Every result's path pattern, once: rules use them as inputs and outputs, all_targets() fills them in.
 PATHS = {
     "download": f"{RESULTS}/downloads/{{dataset}}/{{role}}/{{filename}}",
@@ -23,8 +24,8 @@ PATHS = {
     "weight_map_figure": f"{RESULTS}/{{dataset}}/figures/weight_map.png",
     "augmented": f"{RESULTS}/{{dataset}}/augmented/{{preset}}.zarr",
     "augmented_figure": f"{RESULTS}/{{dataset}}/figures/augmented_{{preset}}.png",
-    "model_dir": f"{RESULTS}/models/{{preset}}",
-    "model": f"{RESULTS}/models/{{preset}}/model.pt",  # model_dir/model.pt
+    "model_dir": MODELS,
+    "model": f"{MODELS}/model.pt",
     "prediction": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr",
     "submission": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.tif",
     "evaluation_dir": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}",

@@ -76,11 +76,6 @@ def overlap_scores(probability: np.ndarray, labels: np.ndarray, threshold: float
     return (intersection / union if union else 1.0), (2 * intersection / total if total else 1.0)
 
 
-def truth_cells(labels: np.ndarray, label_type: str = "binary") -> np.ndarray:
-    """Ground-truth cells (``cells.cells_of``): touching instances of instance labels keep their own ids."""
-    return cells_of(labels, label_type)
-
-
 def proposal_cells(probability: np.ndarray, threshold: float) -> np.ndarray:
     """Proposed cells with borders thinned to 1-px watershed lines (label 0)."""
     from skimage.segmentation import watershed
@@ -150,7 +145,7 @@ def section_scores(
     probability: np.ndarray, labels: np.ndarray, thresholds=THRESHOLDS, label_type: str = "binary"
 ) -> list[dict]:
     """Every score of one section at every threshold (``label_type``: binary, or instance ids per cell)."""
-    truth = truth_cells(labels, label_type)
+    truth = cells_of(labels, label_type)
     rows = []
     for threshold in thresholds:
         iou, dice = overlap_scores(probability, labels, threshold)

@@ -32,11 +32,12 @@ import torch.nn.functional as F
 
 from . import volume_store
 from .atomic import atomic_file
+from .cells import cells_of
 from .checksums import sha256_of_file
 from .devices import amp_dtype, autocast, pick_device
 from .errors import InputDataError, PipelineError
 from .figures import pyplot
-from .metrics import FIXED_THRESHOLD, misclassified_fraction, overlap_scores, proposal_cells, rand_and_info, truth_cells
+from .metrics import FIXED_THRESHOLD, misclassified_fraction, overlap_scores, proposal_cells, rand_and_info
 from .overlap_tile import TilePredictor, normalise
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
 
@@ -155,7 +156,7 @@ def validate(predictor: TilePredictor, volume, sections) -> dict:
     scores = []
     for section in sections:
         probability, truth = predictor.section(image[section]), labels[section]
-        cells = truth_cells(truth, label_type)
+        cells = cells_of(truth, label_type)
         scores.append(
             {
                 "misclassified": misclassified_fraction(probability, truth),
