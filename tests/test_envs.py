@@ -46,13 +46,15 @@ def imported_modules(path: Path, seen: set) -> set:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative import inside the library
-                base = path.parent / (node.module.replace(".", "/") if node.module else "")
-                targets = (
-                    [base.with_suffix(".py")] if node.module else [path.parent / f"{a.name}.py" for a in node.names]
-                )
-                for target in targets:
-                    if target.exists():
-                        modules |= imported_modules(target, seen)
+                package = path.parents[node.level - 1]
+                bases = [package / node.module.replace(".", "/")] if node.module else []
+                bases += [package / a.name for a in node.names] if not node.module else []
+                for base in bases:
+                    for target in (base.with_suffix(".py"), base / "__init__.py"):
+                        if target.exists():
+                            modules |= imported_modules(target, seen)
+                if node.module is None:
+                    modules |= imported_modules(package / "__init__.py", seen)
                 continue
             names = [node.module]
         else:

@@ -87,7 +87,7 @@ def test_evaluate_writes_table_and_summary(store_and_prediction):
     plot_threshold_curves(written, folder / "t.png")
     plot_overlays(folder / "prediction.zarr", folder / "volume.zarr", folder / "o.png")
     plot_predictions(folder / "prediction.zarr", folder / "volume.zarr", folder / "p.png")
-    assert png_summary(folder / "t.png")[0] == (378, 585) and png_summary(folder / "t.png")[1] > 20
+    assert png_summary(folder / "t.png")[0] == (378, 900) and png_summary(folder / "t.png")[1] > 20
     assert png_summary(folder / "o.png")[0] == (416, 800), "one overlay panel per evaluated section"
     assert png_summary(folder / "p.png")[0] == (720, 1080), "three sections, image above probability"
 

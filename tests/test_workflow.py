@@ -83,10 +83,16 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert summary["split"] == "validation" and summary["sections"] == [2] and summary["held_out"] is False
     table = pd.read_csv(results / "tiny" / "evaluation" / "tiny" / "sections.csv").set_index("threshold")
     assert len(table) == 11 and set(table["section"]) == {2}
-    for name, metric in summary["metrics"].items():
-        column = {"rand_error": "rand_fscore_unthinned", "pixel_error": "dice"}.get(name, name)
-        value = table.loc[metric["threshold"], column]
-        assert metric["value"] == pytest.approx(1 - value if column != name else value, abs=1e-6), name  # CSV: 6 digits
+    for name, metric in summary["metrics"].items():  # one section: the stack scores are that section's
+        row = table.loc[metric["threshold"]]
+        tp, fp, fn = row["pixel_tp"], row["pixel_fp"], row["pixel_fn"]
+        value = {
+            "rand_error": 1 - row["rand_fscore"],
+            "pixel_error": 1 - 2 * tp / (2 * tp + fp + fn),
+            "misclassified": (fp + fn) / (128 * 128),
+            "iou": tp / (tp + fp + fn),
+        }.get(name, row.get(name))
+        assert metric["value"] == pytest.approx(value, abs=1e-9), name
     assert summary["metrics"]["v_rand"]["value"] == pytest.approx(table["v_rand"].max(), abs=1e-6)
     assert not (results / "tiny_test" / "evaluation").exists(), "data without labels is not evaluated"
     for name in ("tiny", "tiny_test"):

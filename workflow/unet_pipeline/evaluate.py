@@ -24,6 +24,7 @@ import numpy as np
 
 from . import volume_store
 from .atomic import atomic_file
+from .cells import cells_of
 from .errors import InputDataError
 from .figures import pyplot
 from .metrics import section_scores, summarise
@@ -31,7 +32,7 @@ from .volume_store import decode_probability
 
 log = logging.getLogger(__name__)
 
-HEADLINE = ("v_rand", "v_info", "rand_error", "pixel_error", "misclassified", "iou", "dice")
+HEADLINE = ("v_rand", "v_info", "rand_error", "pixel_error", "warping_error", "misclassified", "iou")
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def evaluation_plan(info: dict) -> EvaluationPlan:
 def _score_section(prediction_path: str, volume_path: str, section: int, label_type: str) -> list[dict]:
     probability = decode_probability(volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH][section])
     labels = volume_store.open_store(volume_path)[volume_store.LABELS_PATH][section]
-    return [{"section": section, **row} for row in section_scores(probability, labels, label_type=label_type)]
+    return [{"section": section, **row} for row in section_scores(probability, cells_of(labels, label_type))]
 
 
 def _check_prediction_matches(prediction, prediction_info: dict, info: dict, prediction_path, volume_path) -> None:
@@ -123,7 +124,7 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
     plan = evaluation_plan(info)
     rows = score_sections(prediction_path, volume_path, plan, info["labels"]["type"], workers)
     with atomic_file(sections_csv) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6f")
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.12g")
     reported = [row for row in rows if row["split"] == plan.split]
     selecting = [row for row in rows if row["split"] == plan.threshold_split] if plan.threshold_split else None
     model = prediction_info.get("model_metadata", {})
@@ -160,35 +161,38 @@ def describe(summary: dict) -> str:
         metric = summary["metrics"][name]
         best = metric["best_over_thresholds"]
         lines.append(
-            f"  {name:14s} {metric['value']:.4f} at threshold {metric['threshold']}   "
-            f"(best over thresholds {best['value']:.4f} at {best['threshold']})"
+            f"  {name:14s} {metric['value']:.6f} at threshold {metric['threshold']}   "
+            f"(best over thresholds {best['value']:.6f} at {best['threshold']})"
         )
     return "\n".join(lines)
 
 
 def plot_threshold_curves(summary: dict, path) -> None:
-    """V_rand, V_info, the unthinned Rand F-score and the pixel F-score against the binarisation threshold."""
+    """The stack scores against the binarisation threshold: F-scores left, the warping error right."""
     plt = pyplot()
-    fig, axis = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
     metrics = summary["metrics"]
     curves = (
-        ("v_rand", "V_rand (thinned)"),
-        ("v_info", "V_info (thinned)"),
-        ("rand_fscore_unthinned", "Rand F-score, unthinned"),
-        ("dice", "pixel F-score (Dice)"),
+        ("v_rand", "V_rand", False),
+        ("v_info", "V_info", False),
+        ("rand_error", "1 - Rand error (Table 1)", True),
+        ("pixel_error", "1 - pixel error", True),
     )
-    for name, label in curves:
+    for name, label, complement in curves:
         curve = metrics[name]["per_threshold"]
-        axis.plot(
-            [float(t) for t in curve], list(curve.values()), "o-", label=f"{label}: best {max(curve.values()):.4f}"
-        )
-    axis.set(
+        values = [1.0 - value if complement else value for value in curve.values()]
+        left.plot([float(t) for t in curve], values, "o-", label=f"{label}: best {np.nanmax(values):.4f}")
+    warping = metrics["warping_error"]["per_threshold"]
+    right.semilogy([float(t) for t in warping], list(warping.values()), "o-", color="tab:red")
+    where = f"{summary['dataset']}, {summary['split']} sections {summary['sections'][0]}-{summary['sections'][-1]}"
+    left.set(xlabel="threshold on the foreground probability", ylabel="score", ylim=(0, 1.01), title=where)
+    left.legend(loc="lower center")
+    best = metrics["warping_error"]["best_over_thresholds"]
+    right.set(
         xlabel="threshold on the foreground probability",
-        ylabel="score",
-        ylim=(0, 1.01),
-        title=f"{summary['dataset']}, {summary['split']} sections {summary['sections'][0]}-{summary['sections'][-1]}",
+        ylabel="warping error",
+        title=f"warping error: best {best['value']:.6f} at {best['threshold']}",
     )
-    axis.legend(loc="lower center")
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

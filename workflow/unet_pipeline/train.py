@@ -37,7 +37,7 @@ from .checksums import sha256_of_file
 from .devices import amp_dtype, autocast, pick_device
 from .errors import InputDataError, PipelineError
 from .figures import pyplot
-from .metrics import FIXED_THRESHOLD, misclassified_fraction, overlap_scores, proposal_cells, rand_and_info
+from .metrics import validation_scores
 from .overlap_tile import TilePredictor, normalise
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
 
@@ -153,18 +153,9 @@ def validate(predictor: TilePredictor, volume, sections) -> dict:
     """
     image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
     label_type = volume_store.provenance(volume)["labels"]["type"]
-    scores = []
-    for section in sections:
-        probability, truth = predictor.section(image[section]), labels[section]
-        cells = cells_of(truth, label_type)
-        scores.append(
-            {
-                "misclassified": misclassified_fraction(probability, truth),
-                "v_rand": rand_and_info(cells, proposal_cells(probability, FIXED_THRESHOLD))["v_rand"],
-                "iou": overlap_scores(probability, truth, FIXED_THRESHOLD)[0],
-            }
-        )
-    return {name: float(np.mean([score[name] for score in scores])) for name in scores[0]}
+    scores = [validation_scores(predictor.section(image[z]), cells_of(labels[z], label_type)) for z in sections]
+    # nanmean: a section without true cells has no V_rand (metrics docstring) but still a pixel score.
+    return {name: float(np.nanmean([score[name] for score in scores])) for name in scores[0]}
 
 
 def _atomic_torch_save(payload, path: Path) -> None:
