@@ -104,8 +104,16 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     table = (results / "tiny" / "evaluation" / "tiny" / "sections.csv").read_bytes()
     embedded = re.search(r"data:text/csv;charset=utf8;filename=sections\.csv;base64,([A-Za-z0-9+/=]+)", report)
     assert embedded and base64.b64decode(embedded.group(1)) == table, "the report carries the metric table"
-    for category in ("Weight maps", "Augmentation", "Training", "Evaluation", "Predictions"):
+    for category in ("Weight maps", "Augmentation", "Training", "Evaluation", "Predictions", "Headline scores"):
         assert category in report
+    headline = pd.read_csv(results / "evaluation" / "headline_scores_tiny.csv")
+    assert headline[["dataset", "model"]].values.tolist() == [["tiny", "tiny"]]
+    v_rand = summary["metrics"]["v_rand"]
+    cell = f"{v_rand['value']:.6f} at {v_rand['threshold']}"
+    assert headline.loc[0, "V_rand"].startswith(cell) and "warping error" in headline
+    start = report.index("var workflow_desc = ") + len("var workflow_desc = ")
+    front_page = json.JSONDecoder().raw_decode(report[start:])[0]
+    assert "Headline scores (tiny)" in front_page and cell in front_page, "the front page opens with the scores"
 
     # A user's new TIFF stack, predicted with the existing model: only that dataset's stages run
     new_stack = tmp_path / "new-stack.tif"

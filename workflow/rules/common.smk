@@ -30,6 +30,7 @@ PATHS = {
     "submission": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.tif",
     "evaluation_dir": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}",
     "summary": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}/summary.json",
+    "headline_scores": f"{RESULTS}/evaluation/headline_scores_{{preset}}.csv",
     "prediction_figure": f"{RESULTS}/{{dataset}}/figures/prediction_{{preset}}.png",
 }
 DATASETS = config["datasets"]
@@ -150,5 +151,6 @@ def all_targets():
         targets += [path("augmented_figure", dataset=TRAIN_DATASET), path("model")]
         targets += [path("prediction_figure", dataset=name) for name in DATASETS]
         targets += [path("summary", dataset=name) for name in DATASETS if labelled(name)]
+        targets += [path("headline_scores")] if any(map(labelled, DATASETS)) else []
         targets += [path("submission", dataset=name) for name in config["prediction"]["submission_tiff"]]
     return targets

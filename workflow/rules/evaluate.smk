@@ -39,6 +39,29 @@ rule evaluate:
         "../../scripts/evaluate.py"
 
 
+rule headline_scores:
+    input:
+        lambda wildcards: [
+            PATHS["summary"].format(dataset=name, preset=wildcards.preset) for name in DATASETS if labelled(name)
+        ],
+    output:
+        report(
+            PATHS["headline_scores"],
+            caption="../report/headline_scores.rst",
+            category="Headline scores",
+        ),
+    log:
+        f"{RESULTS}/logs/headline_scores/{{preset}}.log",
+    conda:
+        "../../envs/evaluate.yaml"
+    threads: 1
+    resources:
+        mem_mb=512,
+        runtime=5,
+    script:
+        "../../scripts/headline_scores.py"
+
+
 rule prediction_figure:
     input:
         prediction=PATHS["prediction"],

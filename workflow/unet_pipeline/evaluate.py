@@ -19,6 +19,7 @@ import logging
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
@@ -165,6 +166,56 @@ def describe(summary: dict) -> str:
             f"(best over thresholds {best['value']:.6f} at {best['threshold']})"
         )
     return "\n".join(lines)
+
+
+HEADLINE_NAMES = {
+    "v_rand": "V_rand",
+    "v_info": "V_info",
+    "rand_error": "Rand error",
+    "pixel_error": "pixel error",
+    "warping_error": "warping error",
+}
+
+
+def headline_table(summaries: list[dict]):
+    """The report's front-page table: one row per evaluated dataset and model, the challenge's five scores.
+
+    Each score cell reads "value at its operating threshold (best over thresholds at its threshold)".
+
+    Returns:
+        A pandas DataFrame with columns dataset, model, scored sections and one per score.
+    """
+    import pandas as pd
+
+    rows = []
+    for summary in summaries:
+        sections = summary["sections"]
+        held = "held out" if summary["held_out"] else "thresholds chosen on these sections"
+        row = {
+            "dataset": summary["dataset"],
+            "model": Path(summary["model"]["file"] or "?").parent.name,
+            "scored sections": f"{summary['split']} {sections[0]}-{sections[-1]} ({held})",
+        }
+        for name, title in HEADLINE_NAMES.items():
+            metric = summary["metrics"][name]
+            best = metric["best_over_thresholds"]
+            row[title] = (
+                f"{metric['value']:.6f} at {metric['threshold']} (best {best['value']:.6f} at {best['threshold']})"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_headline_table(summary_paths, csv_path) -> None:
+    """``headline_table`` of the summary JSON files, written as CSV (atomically)."""
+    summaries = []
+    for path in summary_paths:
+        try:
+            summaries.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as error:
+            raise InputDataError(f"{path}: not a readable evaluation summary ({error})") from error
+    with atomic_file(csv_path) as tmp:
+        headline_table(summaries).to_csv(tmp, index=False)
 
 
 def plot_threshold_curves(summary: dict, path) -> None:
