@@ -51,10 +51,12 @@ def _overlap(truth: np.ndarray, proposal: np.ndarray):
     if n == 0:
         return None
     t, p = truth[inside].astype(np.int64), proposal[inside].astype(np.int64)
-    _, t = np.unique(t, return_inverse=True)
+    if t.max() > t.size:  # sparse ids (instance labels): make them compact for bincount
+        _, t = np.unique(t, return_inverse=True)
     joint = np.bincount(t[p > 0] * (int(p.max(initial=0)) + 1) + p[p > 0])
     p_ij = joint[joint > 0] / n
-    a_i = np.bincount(t) / n
+    a_i = np.bincount(t)
+    a_i = a_i[a_i > 0] / n
     b_j = np.bincount(p[p > 0])
     b_j = b_j[b_j > 0] / n
     aux = np.count_nonzero(p == 0) / n
