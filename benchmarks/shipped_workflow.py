@@ -12,14 +12,23 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_shipped(overlay: dict, name: str, cores: int, targets=()) -> subprocess.CompletedProcess:
+def run_shipped(overlay: dict, name: str, cores: int, targets=(), options=()) -> subprocess.CompletedProcess:
     """``snakemake`` with config/config.yaml and ``overlay`` (written to ``overlay['results']/name.yaml``).
+
+    ``options``: further snakemake options (e.g. ``--forcerun evaluate``).
 
     Returns the finished process (output captured; the caller decides what a failure means).
     """
     overlay_file = Path(overlay["results"]) / f"{name}.yaml"
     overlay_file.write_text(yaml.safe_dump(overlay))
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)]
-    command += ["--cores", str(cores), "--configfile", str(REPO / "config" / "config.yaml"), str(overlay_file)]
+    command += [
+        "--cores",
+        str(cores),
+        *options,
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+        str(overlay_file),
+    ]
     command += ["--", *map(str, targets)] if targets else []
     return subprocess.run(command, check=False, capture_output=True, text=True)
