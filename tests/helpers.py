@@ -67,3 +67,14 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def valid_ome_zarr(path: Path):
+    """The ome-zarr-models model of an OME-Zarr 0.5 store (an image, with its labels, or a labels group).
+
+    Raises the validator's error, which lists what is wrong, when the store is not valid OME-Zarr.
+    """
+    import zarr
+    from ome_zarr_models import open_ome_zarr
+
+    return open_ome_zarr(zarr.open_group(str(path), mode="r"))

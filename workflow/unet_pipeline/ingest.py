@@ -185,7 +185,7 @@ def _write_image(root, reader, dataset: dict, path: Path) -> dict:
     """The uint8 image array; returns its provenance."""
     spec, rescale = dataset["image"], dataset["image"].get("rescale")
     chunks = volume_store.section_chunks(reader.shape)
-    image = root.create_array(volume_store.IMAGE_PATH, shape=reader.shape, chunks=chunks, dtype="uint8")
+    image = volume_store.create_level(root, volume_store.IMAGE_PATH, reader.shape, chunks, "uint8")
     pixel_sha = _copy_sections(reader, image, lambda s, where: to_uint8(s, rescale, where), str(path))
     _check_pixel_checksum(pixel_sha, spec, path)
     source = resolve_source(dataset, "image").location
@@ -212,12 +212,10 @@ def _write_labels(root, reader, dataset: dict, path: Path, scale: dict) -> dict:
     group = root.create_group(volume_store.LABELS_GROUP)
     group.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "labels": [volume_store.LABEL_NAME]}
     cells = group.create_group(volume_store.LABEL_NAME)
-    cells.attrs["ome"] = {
-        "version": volume_store.NGFF_VERSION,
-        "multiscales": volume_store.multiscales(volume_store.LABEL_NAME, scale["voxel_size"], scale["unit"]),
-        "image-label": {"source": {"image": "../../"}},
+    cells.attrs["ome"] = volume_store.image_attrs(volume_store.LABEL_NAME, scale["voxel_size"], scale["unit"]) | {
+        "image-label": {"source": {"image": "../../"}}
     }
-    labels = cells.create_array("0", shape=reader.shape, chunks=volume_store.section_chunks(reader.shape), dtype=dtype)
+    labels = volume_store.create_level(cells, "0", reader.shape, volume_store.section_chunks(reader.shape), dtype)
     pixel_sha = _copy_sections(reader, labels, convert, str(path))
     _check_pixel_checksum(pixel_sha, spec, path)
     provenance = {"source": resolve_source(dataset, "labels").location, "file": str(path), "dtype": str(reader.dtype)}

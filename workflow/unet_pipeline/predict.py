@@ -38,6 +38,7 @@ from .devices import amp_dtype, pick_device
 from .errors import InputDataError, PipelineError
 from .mirror import read_mirrored
 from .overlap_tile import TilePredictor
+from .pyramid import level_shapes, write_pyramid
 from .unet import load_model
 from .volume_store import PROBABILITY_DTYPES, decode_probability, encode_probability
 
@@ -152,7 +153,7 @@ class WorkStore:
             shutil.rmtree(self.path)
         if not self.path.exists():
             root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
-            root.create_array(volume_store.IMAGE_PATH, shape=shape, chunks=self.chunks, dtype=dtype)
+            volume_store.create_level(root, volume_store.IMAGE_PATH, shape, self.chunks, dtype)
             root.attrs["signature"] = signature
             self.done.mkdir()
         self.array = volume_store.open_store(self.path, mode="r+")[volume_store.IMAGE_PATH]
@@ -185,9 +186,17 @@ class WorkStore:
         self.array[z : z + 1, top:bottom, left:right] = encode_probability(probability, dtype)[None]
         self._marker(block).touch()
 
+    @property
+    def levels(self) -> int:
+        """Levels of the output's multiscale pyramid (``pyramid.level_shapes``)."""
+        return 1 + len(level_shapes(self.shape, self.chunks))
+
     def finish(self, attrs: dict) -> None:
-        """Write the output's metadata and rename the work store into place."""
+        """Write the pyramid and the output's metadata, then rename the work store into place."""
         root = volume_store.open_store(self.path, mode="r+")
+        for name in [key for key in root.array_keys() if key != volume_store.IMAGE_PATH]:
+            del root[name]  # levels of an interrupted finish
+        write_pyramid(root, "mean")
         root.attrs.update(attrs)
         shutil.rmtree(self.done)
         if self.out_path.exists():
@@ -252,13 +261,13 @@ def predict_volume(model_path, image_path, out_path, options: PredictionOptions 
     info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
     info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "seconds": elapsed}
     info["chunks_computed"] = len(blocks)
-    work.finish(output_attrs(info, image_path))
+    work.finish(output_attrs(info, image_path, work.levels))
     log.info("wrote %s: %.1f megavoxels in %.1f s", out_path, np.prod(image3d.shape) / 1e6, elapsed)
     return info
 
 
-def output_attrs(info: dict, image_path) -> dict:
-    """OME metadata and provenance of the output; the input's checksum and voxel size when it has them."""
+def output_attrs(info: dict, image_path, levels: int = 1) -> dict:
+    """OME metadata (``levels`` pyramid levels) and provenance of the output; the input's checksum and voxel size."""
     source_info = _source_provenance(image_path)
     if source_info:
         info["input_pixel_sha256"] = source_info["image"]["pixel_sha256"]
@@ -268,10 +277,7 @@ def output_attrs(info: dict, image_path) -> dict:
             "%s is not an ingested volume store: the prediction records no input checksum and no voxel size", image_path
         )
         voxel_size, unit = None, None
-    ome = {
-        "version": volume_store.NGFF_VERSION,
-        "multiscales": volume_store.multiscales("probability", voxel_size, unit),
-    }
+    ome = volume_store.image_attrs("probability", voxel_size, unit, levels)
     return {"ome": ome, volume_store.PROVENANCE_KEY: info}
 
 

@@ -32,20 +32,37 @@ def section_chunks(shape: tuple[int, ...], max_tile: int = 1024) -> tuple[int, .
     return (1, *(min(n, max_tile) for n in shape[1:]))
 
 
-def multiscales(name: str, voxel_size, unit: str | None, path: str = IMAGE_PATH) -> list[dict]:
-    """OME-NGFF multiscales metadata of a single-level (z, y, x) image.
+AXES = ("z", "y", "x")
 
-    ``voxel_size`` None (not configured): scale 1 per axis and no unit, rather than an invented physical size.
+
+def create_level(group, path: str, shape, chunks, dtype):
+    """A (z, y, x) array of an OME-Zarr image, with the ``dimension_names`` that OME-Zarr 0.5 requires."""
+    return group.create_array(path, shape=tuple(shape), chunks=tuple(chunks), dtype=dtype, dimension_names=AXES)
+
+
+def multiscales(name: str, voxel_size, unit: str | None, levels: int = 1) -> list[dict]:
+    """OME-NGFF multiscales metadata of a (z, y, x) image with ``levels`` levels "0", "1", ...
+
+    Level k is downsampled 2^k times in y and x (``pyramid``). ``voxel_size`` None (not configured):
+    scale 1 per axis and no unit, rather than an invented physical size.
     """
     axis = {"type": "space"} if voxel_size is None or unit is None else {"type": "space", "unit": unit}
     scale = [1.0, 1.0, 1.0] if voxel_size is None else list(map(float, voxel_size))
-    return [
+    datasets = [
         {
-            "name": name,
-            "axes": [{"name": name, **axis} for name in "zyx"],
-            "datasets": [{"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+            "path": str(level),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [scale[0], scale[1] * 2**level, scale[2] * 2**level]}
+            ],
         }
+        for level in range(levels)
     ]
+    return [{"name": name, "axes": [{"name": name, **axis} for name in AXES], "datasets": datasets}]
+
+
+def image_attrs(name: str, voxel_size, unit: str | None, levels: int = 1) -> dict:
+    """The ``ome`` attributes of an OME-Zarr 0.5 image group."""
+    return {"version": NGFF_VERSION, "multiscales": multiscales(name, voxel_size, unit, levels)}
 
 
 PROBABILITY_DTYPES = ("uint8", "float16")

@@ -157,18 +157,12 @@ def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.
     attrs |= {"class_frequency_sections": balance_sections, "labels_pixel_sha256": info["labels"]["pixel_sha256"]}
     with atomic_store(out_path) as tmp:
         out = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        target = out.create_array(
-            volume_store.IMAGE_PATH,
-            shape=labels.shape,
-            chunks=volume_store.section_chunks(labels.shape),
-            dtype="float32",
+        target = volume_store.create_level(
+            out, volume_store.IMAGE_PATH, labels.shape, volume_store.section_chunks(labels.shape), "float32"
         )
         with dask.config.set(scheduler="threads", num_workers=workers):
             da.store(lazy, target, lock=False)
-        out.attrs["ome"] = {
-            "version": volume_store.NGFF_VERSION,
-            "multiscales": volume_store.multiscales("weights", info["voxel_size"], info["unit"]),
-        }
+        out.attrs["ome"] = volume_store.image_attrs("weights", info["voxel_size"], info["unit"])
         out.attrs[volume_store.PROVENANCE_KEY] = attrs
     return attrs
 
