@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from helpers import REPO, png_summary, run_snakemake, tiny_config, write_config
+import zarr
+from helpers import REPO, png_summary, run_snakemake, tiny_config, valid_ome_zarr, write_config
+from ome_zarr_models.v05.image import Image
+from ome_zarr_models.v05.labels import Labels
 from unet_pipeline import volume_store
+from unet_pipeline.cells import cells_of
+from unet_pipeline.metrics.scores import fscore, rand_counts
 
 
 def job_stats(output: str) -> dict:
@@ -37,8 +42,10 @@ def test_default_config_dag_resolves(tmp_path):
         "submission_tiff": 1,
         "evaluate": 1,
         "prediction_figure": 2,
+        "headline_scores": 1,
+        "segment": 2,
         "all": 1,
-        "total": 15,
+        "total": 18,
     }
 
 
@@ -95,6 +102,19 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
         assert metric["value"] == pytest.approx(value, abs=1e-9), name
     assert summary["metrics"]["v_rand"]["value"] == pytest.approx(table["v_rand"].max(), abs=1e-6)
     assert not (results / "tiny_test" / "evaluation").exists(), "data without labels is not evaluated"
+    # Cells: the segmentation at the evaluation's V_rand threshold scores what the evaluation reported
+    cells = zarr.open_group(str(results / "tiny" / "segmentation" / "tiny.zarr"), mode="r")["cells"]["0"]
+    truth = cells_of(volume_store.open_store(results / "tiny" / "volume.zarr")[volume_store.LABELS_PATH][2])
+    threshold = summary["metrics"]["v_rand"]["threshold"]
+    assert fscore(**rand_counts(truth, cells[2]))[2] == pytest.approx(table.loc[threshold, "v_rand"], abs=1e-9)
+    cell_rows = pd.read_csv(results / "tiny" / "segmentation" / "tiny_cells.csv")
+    assert cells.dtype == np.uint32 and len(cell_rows) == sum(len(np.unique(c)) - 1 for c in cells[:])
+    # Every store is valid OME-Zarr 0.5 to the community's validator (labels and pyramids included)
+    for store in ("tiny/volume.zarr", "tiny/weights.zarr", "tiny_test/volume.zarr"):
+        assert isinstance(valid_ome_zarr(results / store), Image), store
+    for name in ("tiny", "tiny_test"):
+        assert isinstance(valid_ome_zarr(results / name / "predictions" / "tiny.zarr"), Image)
+        assert isinstance(valid_ome_zarr(results / name / "segmentation" / "tiny.zarr"), Labels)
     for name in ("tiny", "tiny_test"):
         shape, colours = png_summary(results / name / "figures" / "prediction_tiny.png")
         assert shape == (720, 1080) and colours > 200

@@ -31,6 +31,8 @@ PATHS = {
     "evaluation_dir": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}",
     "summary": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}/summary.json",
     "headline_scores": f"{RESULTS}/evaluation/headline_scores_{{preset}}.csv",
+    "segmentation": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}.zarr",
+    "cell_table": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}_cells.csv",
     "prediction_figure": f"{RESULTS}/{{dataset}}/figures/prediction_{{preset}}.png",
 }
 DATASETS = config["datasets"]
@@ -142,6 +144,16 @@ def labelled(dataset):
     return bool(DATASETS[dataset].get("labels"))
 
 
+def segment_inputs(wildcards):
+    """The prediction, and the evaluation whose V_rand threshold is used unless segmentation.threshold is set."""
+    inputs = {"prediction": PATHS["prediction"].format(**wildcards)}
+    if config["segmentation"]["threshold"] is None:
+        if TRAIN_DATASET is None:
+            raise ValueError("segmentation.threshold is null and no train_dataset is evaluated to choose it; set it")
+        inputs["summary"] = PATHS["summary"].format(dataset=TRAIN_DATASET, preset=wildcards.preset)
+    return inputs
+
+
 def all_targets():
     """Everything `snakemake` builds by default: every stage for every dataset."""
     path = lambda key, **names: PATHS[key].format(preset=PRESET, **names)
@@ -150,6 +162,7 @@ def all_targets():
     if TRAIN_DATASET is not None:
         targets += [path("augmented_figure", dataset=TRAIN_DATASET), path("model")]
         targets += [path("prediction_figure", dataset=name) for name in DATASETS]
+        targets += [path("segmentation", dataset=name) for name in DATASETS]
         targets += [path("summary", dataset=name) for name in DATASETS if labelled(name)]
         targets += [path("headline_scores")] if any(map(labelled, DATASETS)) else []
         targets += [path("submission", dataset=name) for name in config["prediction"]["submission_tiff"]]

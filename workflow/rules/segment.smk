@@ -1,0 +1,24 @@
+# Stage 7: cells as instance labels from the probabilities, with a per-cell table.
+
+
+rule segment:
+    input:
+        unpack(segment_inputs),
+    output:
+        cells=directory(PATHS["segmentation"]),
+        table=PATHS["cell_table"],
+    log:
+        f"{RESULTS}/logs/segment/{{dataset}}.{{preset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/segment/{{dataset}}.{{preset}}.tsv"
+    conda:
+        "../../envs/segment.yaml"
+    threads: 1
+    resources:
+        mem_mb=2048,
+        runtime=60,
+    params:
+        threshold=config["segmentation"]["threshold"],
+        min_size=config["segmentation"]["min_size"],
+    script:
+        "../../scripts/segment.py"
