@@ -16,6 +16,7 @@ CONDA_PACKAGE = {
     "yaml": "pyyaml",
     "dask": "dask-core",
     "matplotlib": "matplotlib-base",
+    "bioimageio": "bioimageio.spec",
 }
 LIBRARY = "unet_pipeline"
 

@@ -74,7 +74,6 @@ def outputs(folder):
     names = {
         "model": "model.pt",
         "metadata": "model.json",
-        "torchscript": "model.ts",
         "curve_csv": "curve.csv",
         "curve_png": "curve.png",
     }

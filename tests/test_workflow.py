@@ -44,8 +44,9 @@ def test_default_config_dag_resolves(tmp_path):
         "prediction_figure": 2,
         "headline_scores": 1,
         "segment": 2,
+        "export": 1,
         "all": 1,
-        "total": 18,
+        "total": 19,
     }
 
 
@@ -80,7 +81,7 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert shape == (4 * 272, 800) and colours > 200, "four samples: input, labels, weights"
     model = json.loads((results / "models" / "tiny" / "model.json").read_text())
     assert model["training"]["iterations"] == 4 and model["output_size"] == 52
-    for name in ("model.pt", "model.torchscript.pt", "training_curve.csv", "training_curve.png"):
+    for name in ("model.pt", "model.onnx", "tiny.bioimageio.zip", "training_curve.csv", "training_curve.png"):
         assert (results / "models" / "tiny" / name).stat().st_size > 0
     for name in ("tiny", "tiny_test"):
         probabilities = volume_store.open_store(results / name / "predictions" / "tiny.zarr")[volume_store.IMAGE_PATH]

@@ -26,6 +26,8 @@ PATHS = {
     "augmented_figure": f"{RESULTS}/{{dataset}}/figures/augmented_{{preset}}.png",
     "model_dir": MODELS,
     "model": f"{MODELS}/model.pt",
+    "onnx": f"{MODELS}/model.onnx",
+    "bioimageio": f"{MODELS}/{{preset}}.bioimageio.zip",
     "prediction": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr",
     "submission": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.tif",
     "evaluation_dir": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}",
@@ -160,7 +162,7 @@ def all_targets():
     targets = [path("volume", dataset=name) for name in DATASETS]
     targets += [path("weight_map_figure", dataset=name) for name in DATASETS if labelled(name)]
     if TRAIN_DATASET is not None:
-        targets += [path("augmented_figure", dataset=TRAIN_DATASET), path("model")]
+        targets += [path("augmented_figure", dataset=TRAIN_DATASET), path("model"), path("bioimageio")]
         targets += [path("prediction_figure", dataset=name) for name in DATASETS]
         targets += [path("segmentation", dataset=name) for name in DATASETS]
         targets += [path("summary", dataset=name) for name in DATASETS if labelled(name)]

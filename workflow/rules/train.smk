@@ -7,7 +7,6 @@ rule train:
     output:
         model=PATHS["model"],
         metadata=f"{PATHS['model_dir']}/model.json",
-        torchscript=f"{PATHS['model_dir']}/model.torchscript.pt",
         curve_csv=report(
             f"{PATHS['model_dir']}/training_curve.csv",
             caption="../report/training_curve.rst",

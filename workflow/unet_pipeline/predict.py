@@ -194,8 +194,10 @@ class WorkStore:
     def finish(self, attrs: dict) -> None:
         """Write the pyramid and the output's metadata, then rename the work store into place."""
         root = volume_store.open_store(self.path, mode="r+")
-        for name in [key for key in root.array_keys() if key != volume_store.IMAGE_PATH]:
-            del root[name]  # levels of an interrupted finish
+        level = 1
+        while str(level) in root:  # levels of an interrupted finish
+            del root[str(level)]
+            level += 1
         write_pyramid(root, "mean")
         root.attrs.update(attrs)
         shutil.rmtree(self.done)

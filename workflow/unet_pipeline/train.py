@@ -194,16 +194,6 @@ def plot_curve(rows: list[dict], path) -> None:
     plt.close(fig)
 
 
-def export_torchscript(model, input_size: int, path) -> None:
-    """Trace the network for use without this package (any legal tile size works)."""
-    model = model.eval().cpu()
-    example = torch.zeros(1, model.config.in_channels, input_size, input_size)
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
-    with atomic_file(path) as tmp:
-        traced.save(str(tmp))
-
-
 CURVE_FIELDS = ["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"]
 
 
@@ -400,11 +390,10 @@ def open_training_data(augmented_path, volume_path, geometry) -> AugmentedSet:
 
 
 def write_outputs(trainer: Trainer, outputs: dict, metadata: dict) -> None:
-    """model.pt, model.json, TorchScript, the training curve as CSV and PNG; each written atomically."""
+    """model.pt, model.json, the training curve as CSV and PNG; each written atomically (ONNX: the export stage)."""
     save_model(trainer.model, outputs["model"], metadata)
     with atomic_file(outputs["metadata"]) as tmp:
         tmp.write_text(json.dumps(metadata, indent=2) + "\n")
-    export_torchscript(trainer.model, trainer.input_size, outputs["torchscript"])
     with atomic_file(outputs["curve_csv"]) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
         writer.writeheader()
@@ -422,13 +411,13 @@ def train(
     threads: int = 1,
     preset: str = "",
 ) -> dict:
-    """Train, validate, checkpoint and write the model, its JSON, TorchScript and the training curve.
+    """Train, validate, checkpoint and write the model, its JSON and the training curve.
 
     Args:
         augmented_path: the augment stage's Zarr set (tiles of the network's geometry).
         volume_path: the training dataset's volume store (normalisation from its training sections,
             validation on its validation sections).
-        outputs: paths of ``model``, ``metadata``, ``torchscript``, ``curve_csv`` and ``curve_png``.
+        outputs: paths of ``model``, ``metadata``, ``curve_csv`` and ``curve_png``.
         checkpoint_dir: where ``last.pt`` and ``best.pt`` live (not a Snakemake output: they survive a kill).
         model_config: the network; options: the optimisation; threads: CPU threads; preset: its name.
 

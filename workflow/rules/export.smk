@@ -1,0 +1,24 @@
+# Stage 8: the trained model as ONNX and as a BioImage.IO model package.
+
+
+rule export:
+    input:
+        model=PATHS["model"],
+        volume=PATHS["volume"].format(dataset=TRAIN_DATASET),
+    output:
+        onnx=PATHS["onnx"],
+        package=PATHS["bioimageio"],
+    log:
+        f"{RESULTS}/logs/export/{{preset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/export/{{preset}}.tsv"
+    conda:
+        "../../envs/export.yaml"
+    threads: 2
+    resources:
+        mem_mb=4096,
+        runtime=30,
+    params:
+        name=lambda wildcards: f"U-Net {wildcards.preset} ({TRAIN_DATASET})",
+    script:
+        "../../scripts/export.py"
