@@ -1,4 +1,4 @@
-"""Ingest of TIFF stacks, image folders and Zarr arrays into the OME-Zarr volume store."""
+"""Ingest of TIFF stacks, image folders, Zarr arrays and HDF5 datasets into the OME-Zarr volume store."""
 
 import imageio.v3 as iio
 import numpy as np
@@ -194,11 +194,63 @@ def test_corrupt_and_missing_tiffs(isbi_dir, tmp_path):
     only_output_or_nothing(tmp_path, ["truncated.tif", "garbage.tif"])
 
 
-@pytest.mark.parametrize("shape", [(16, 16, 3), (2, 16, 16, 3)])
-def test_rgb_tiff_is_refused(tmp_path, shape):
-    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros(shape, np.uint8), photometric="rgb")
-    with pytest.raises(InputDataError, match=r"rgb\.tif: expected a grayscale stack"):
-        ingest("r", dataset(tmp_path / "rgb.tif"), tmp_path / "rgb.tif", None, tmp_path / "v.zarr")
+def test_gray_saved_with_color_or_alpha_channels_is_read_as_gray(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (4, 20, 30), dtype=np.uint8)
+    opaque = np.full((20, 30), 255, np.uint8)
+    (tmp_path / "mixed").mkdir()
+    iio.imwrite(tmp_path / "mixed" / "s0.png", image[0])  # L
+    iio.imwrite(tmp_path / "mixed" / "s1.png", np.dstack([image[1], opaque]))  # LA
+    iio.imwrite(tmp_path / "mixed" / "s2.png", np.dstack([image[2]] * 3))  # RGB
+    tifffile.imwrite(tmp_path / "mixed" / "s3.tif", np.dstack([image[3]] * 3 + [opaque]), photometric="rgb")  # RGBA
+    ingest("mixed", dataset(tmp_path / "mixed"), tmp_path / "mixed", None, tmp_path / "v.zarr")
+    np.testing.assert_array_equal(volume_store.open_store(tmp_path / "v.zarr")[volume_store.IMAGE_PATH][:], image)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([np.dstack([s] * 3) for s in image]), photometric="rgb")
+    ingest("rgb", dataset(tmp_path / "rgb.tif"), tmp_path / "rgb.tif", None, tmp_path / "w.zarr")
+    np.testing.assert_array_equal(volume_store.open_store(tmp_path / "w.zarr")[volume_store.IMAGE_PATH][:], image)
+
+
+def test_color_or_transparent_images_need_a_channel(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    (tmp_path / "color").mkdir()
+    iio.imwrite(tmp_path / "color" / "s0.png", rgb)
+    with pytest.raises(InputDataError, match=r"s0\.png: the color channels differ.*`channel:`"):
+        ingest("c", dataset(tmp_path / "color"), tmp_path / "color", None, tmp_path / "v.zarr")
+    config = dataset(tmp_path / "color")
+    config["image"]["channel"] = 1
+    ingest("c", config, tmp_path / "color", None, tmp_path / "v.zarr")
+    np.testing.assert_array_equal(volume_store.open_store(tmp_path / "v.zarr")[volume_store.IMAGE_PATH][0], rgb[..., 1])
+    (tmp_path / "transparent").mkdir()
+    alpha = np.full((20, 30), 255, np.uint8)
+    alpha[0, 0] = 0
+    iio.imwrite(tmp_path / "transparent" / "s0.png", np.dstack([rgb[..., 0], alpha]))
+    with pytest.raises(InputDataError, match=r"s0\.png: the alpha channel is not fully opaque"):
+        ingest("t", dataset(tmp_path / "transparent"), tmp_path / "transparent", None, tmp_path / "t.zarr")
+    assert not (tmp_path / "t.zarr").exists()
+
+
+def test_hdf5_sources_with_and_without_key(tmp_path):
+    import h5py
+
+    image = np.random.default_rng(2).integers(0, 256, (3, 16, 24), dtype=np.uint8)
+    labels = np.where(image > 100, 255, 0).astype(np.uint8)
+    with h5py.File(tmp_path / "isbi.h5", "w") as h5:
+        h5["raw"] = image
+        h5["labels/membranes"] = labels
+    config = dataset(tmp_path / "isbi.h5", tmp_path / "isbi.h5")
+    config["image"]["key"], config["labels"]["key"] = "raw", "labels/membranes"
+    ingest("h5", config, tmp_path / "isbi.h5", tmp_path / "isbi.h5", tmp_path / "v.zarr")
+    root = volume_store.open_store(tmp_path / "v.zarr")
+    np.testing.assert_array_equal(root[volume_store.IMAGE_PATH][:], image)
+    np.testing.assert_array_equal(root[volume_store.LABELS_PATH][:], labels == 255)
+    with pytest.raises(InputDataError, match=r"isbi\.h5: HDF5 file holds datasets \['labels/membranes', 'raw'\]"):
+        ingest("h5", dataset(tmp_path / "isbi.h5"), tmp_path / "isbi.h5", None, tmp_path / "w.zarr")
+    config["image"]["key"] = "nothing"
+    with pytest.raises(InputDataError, match=r"isbi\.h5: no dataset 'nothing'"):
+        ingest("h5", config, tmp_path / "isbi.h5", tmp_path / "isbi.h5", tmp_path / "w.zarr")
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(InputDataError, match=r"broken\.h5: not a readable HDF5 file"):
+        ingest("b", dataset(tmp_path / "broken.h5"), tmp_path / "broken.h5", None, tmp_path / "w.zarr")
+    assert not (tmp_path / "w.zarr").exists()
 
 
 def test_checksums_and_section_ranges(small_pair, tmp_path):

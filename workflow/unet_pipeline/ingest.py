@@ -157,10 +157,16 @@ def ingest(name: str, dataset: dict, image_path, labels_path, out_path) -> dict:
 def _open_readers(dataset: dict, image_path: Path, labels_path: Path | None, readers: ExitStack):
     """Section readers of image and labels (None without labels), shapes and file checksums checked."""
     sources = {role: resolve_source(dataset, role) for role in ROLES}
-    image_reader = readers.enter_context(closing(open_volume(image_path, dataset["image"].get("key"))))
+    image_spec = dataset["image"]
+    image_reader = readers.enter_context(
+        closing(open_volume(image_path, image_spec.get("key"), image_spec.get("channel")))
+    )
     labels_reader = None
     if labels_path is not None:
-        labels_reader = readers.enter_context(closing(open_volume(labels_path, dataset["labels"].get("key"))))
+        labels_spec = dataset["labels"]
+        labels_reader = readers.enter_context(
+            closing(open_volume(labels_path, labels_spec.get("key"), labels_spec.get("channel")))
+        )
         if labels_reader.shape != image_reader.shape:
             raise InputDataError(
                 f"{labels_path}: label shape {labels_reader.shape} differs from image shape "

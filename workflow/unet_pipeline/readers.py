@@ -1,9 +1,15 @@
 """Read a source volume one section at a time, whatever form it comes in.
 
-A source is a multi-page TIFF stack, a folder of 2D TIFF/PNG images or a Zarr
-array. Each reader exposes the stack's ``shape`` (z, y, x) and ``dtype`` and
-returns one 2D section at a time, so that volumes larger than memory stream
-through ingest. Every failure names the file and says what is wrong.
+A source is a multi-page TIFF stack, a folder of 2D TIFF/PNG images, a Zarr
+array or an HDF5 dataset. Each reader exposes the stack's ``shape`` (z, y, x)
+and ``dtype`` and returns one 2D section at a time, so that volumes larger than
+memory stream through ingest. Every failure names the file and says what is
+wrong.
+
+Sections saved with color or alpha channels (gray + alpha, RGB, RGBA: what many
+tools write for gray images) are read as gray when that loses nothing: every
+color channel equal and the alpha fully opaque (``to_gray``). Otherwise the
+source's ``channel:`` option picks one channel.
 """
 
 from __future__ import annotations
@@ -16,6 +22,40 @@ import numpy as np
 from .errors import InputDataError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def to_gray(data: np.ndarray, where: str, channel: int | None = None) -> np.ndarray:
+    """A 2D section from (y, x), or (y, x, c) with c = 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels.
+
+    Args:
+        data: the section as read.
+        where: the file (and section) named in errors.
+        channel: the channel to use; None: the data must be gray already, or its color channels equal
+            and its alpha (if any) fully opaque.
+    """
+    if data.ndim == 2:
+        return data
+    if data.ndim != 3 or data.shape[-1] not in (2, 3, 4):
+        raise InputDataError(f"{where}: expected a 2D grayscale image, found shape {data.shape}")
+    if channel is not None:
+        if not 0 <= channel < data.shape[-1]:
+            raise InputDataError(f"{where}: channel {channel} does not exist (the image has {data.shape[-1]})")
+        return data[..., channel]
+    colors = data[..., :1] if data.shape[-1] == 2 else data[..., :3]
+    if data.shape[-1] in (2, 4):
+        opaque = np.iinfo(data.dtype).max if data.dtype.kind in "iu" else 1.0
+        if (data[..., -1] != opaque).any():
+            raise InputDataError(
+                f"{where}: the alpha channel is not fully opaque; set `channel:` in the source config to the "
+                "channel to use (0 = first)"
+            )
+    if (colors != colors[..., :1]).any():
+        raise InputDataError(
+            f"{where}: the color channels differ (not a gray image); set `channel:` in the source config to the "
+            "channel to use (0 = red or gray)"
+        )
+    return np.ascontiguousarray(colors[..., 0])
 
 
 def _natural_key(path: Path):
@@ -24,24 +64,27 @@ def _natural_key(path: Path):
 
 
 class TiffStack:
-    """A multi-page TIFF (or a single 2D TIFF) holding a grayscale (z, y, x) stack."""
+    """A multi-page TIFF (or a single 2D TIFF) holding a (z, y, x) stack, gray or with samples read as gray."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, channel: int | None = None):
         import tifffile
 
-        self.path = Path(path)
+        self.path, self.channel = Path(path), channel
         try:
             self._tiff = tifffile.TiffFile(self.path)
             series = self._tiff.series[0]
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
         except Exception as error:  # tifffile raises many types on damaged files
             raise InputDataError(f"{self.path}: not a readable TIFF file (corrupt or truncated?): {error}") from error
+        self.samples = series.axes.endswith("S")
+        if self.samples:
+            shape = shape[:-1]
         if len(shape) == 2:
             shape = (1, *shape)
-        if len(shape) != 3 or "S" in series.axes:
+        if len(shape) != 3 or "S" in series.axes[:-1] or "C" in series.axes:
             raise InputDataError(
-                f"{self.path}: expected a grayscale stack of 2D sections (z, y, x), "
-                f"found shape {shape} with axes {series.axes!r} (multi-channel or RGB data is not supported)"
+                f"{self.path}: expected a stack of 2D sections (z, y, x), optionally with color samples last, "
+                f"found shape {series.shape} with axes {series.axes!r}"
             )
         self.shape, self.dtype = shape, dtype
 
@@ -50,6 +93,8 @@ class TiffStack:
             data = self._tiff.asarray(key=index, series=0)
         except Exception as error:
             raise InputDataError(f"{self.path}: section {index} cannot be decoded (corrupt TIFF?): {error}") from error
+        if self.samples:
+            return to_gray(data.reshape(*self.shape[1:], -1), f"{self.path} (section {index})", self.channel)
         return data.reshape(self.shape[1:])
 
     def close(self) -> None:
@@ -59,8 +104,8 @@ class TiffStack:
 class ImageFolder:
     """A folder of equally sized 2D TIFF or PNG images, one per section, in natural name order."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, channel: int | None = None):
+        self.path, self.channel = Path(path), channel
         self.files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
         if not self.files:
             raise InputDataError(f"{self.path}: folder holds no {'/'.join(IMAGE_SUFFIXES)} images")
@@ -80,9 +125,7 @@ class ImageFolder:
                 data = tifffile.imread(file)
         except Exception as error:
             raise InputDataError(f"{file}: not a readable image (corrupt or truncated?): {error}") from error
-        if data.ndim != 2:
-            raise InputDataError(f"{file}: expected a 2D grayscale image, found shape {data.shape}")
-        return data
+        return to_gray(data, str(file), self.channel)
 
     def section(self, index: int) -> np.ndarray:
         file = self.files[index]
@@ -144,8 +187,48 @@ class ZarrVolume:
         pass
 
 
-def open_volume(path: str | Path, key: str | None = None):
-    """Open a TIFF stack, image folder or Zarr array as a section reader."""
+class Hdf5Volume:
+    """A 2D or 3D dataset of an HDF5 file: the one named by ``key``, or the file's only dataset."""
+
+    def __init__(self, path: str | Path, key: str | None = None):
+        import h5py
+
+        self.path = Path(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except Exception as error:
+            raise InputDataError(f"{self.path}: not a readable HDF5 file (corrupt or truncated?): {error}") from error
+        names = []
+        self._file.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        if key is None and len(names) != 1:
+            self._file.close()
+            raise InputDataError(f"{self.path}: HDF5 file holds datasets {names}; name one with `key:` in the source")
+        key = key if key is not None else names[0]
+        if key not in self._file or not isinstance(self._file[key], h5py.Dataset):
+            self._file.close()
+            raise InputDataError(f"{self.path}: no dataset {key!r} in this HDF5 file (it holds {names})")
+        self._dataset = self._file[key]
+        if self._dataset.ndim not in (2, 3):
+            self._file.close()
+            raise InputDataError(f"{self.path}: dataset {key!r} has shape {self._dataset.shape}, expected (z, y, x)")
+        self.shape = (1, *self._dataset.shape) if self._dataset.ndim == 2 else tuple(self._dataset.shape)
+        self.dtype = np.dtype(self._dataset.dtype)
+
+    def section(self, index: int) -> np.ndarray:
+        try:
+            return np.asarray(self._dataset[index] if self._dataset.ndim == 3 else self._dataset[()])
+        except Exception as error:
+            raise InputDataError(f"{self.path}: section {index} cannot be read (corrupt file?): {error}") from error
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_volume(path: str | Path, key: str | None = None, channel: int | None = None):
+    """Open a TIFF stack, image folder, Zarr array or HDF5 dataset as a section reader.
+
+    ``key``: the array in a Zarr group or HDF5 file; ``channel``: the channel of color images (``to_gray``).
+    """
     path = Path(path)
     if not path.exists():
         raise InputDataError(f"{path}: no such file or folder")
@@ -158,9 +241,12 @@ def open_volume(path: str | Path, key: str | None = None):
     if is_zarr:
         return ZarrVolume(path, key)
     if path.is_dir():
-        return ImageFolder(path)
+        return ImageFolder(path, channel)
     if path.suffix.lower() in (".tif", ".tiff"):
-        return TiffStack(path)
+        return TiffStack(path, channel)
+    if path.suffix.lower() in HDF5_SUFFIXES:
+        return Hdf5Volume(path, key)
     raise InputDataError(
-        f"{path}: unsupported source; expected a .tif/.tiff stack, a folder of 2D images or a .zarr array"
+        f"{path}: unsupported source; expected a .tif/.tiff stack, a folder of 2D images, a .zarr array "
+        f"or an HDF5 file ({'/'.join(HDF5_SUFFIXES)})"
     )
