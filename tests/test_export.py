@@ -52,7 +52,9 @@ def test_onnx_takes_any_batch_and_legal_tile_size(trained, tmp_path):
 def test_package_passes_bioimageio_test_model(trained, tmp_path):
     from bioimageio.core import test_model
 
-    result = export_model(trained / "model.pt", trained / "volume.zarr", tmp_path / "m.onnx", tmp_path / "p.zip", "tiny.model")
+    result = export_model(
+        trained / "model.pt", trained / "volume.zarr", tmp_path / "m.onnx", tmp_path / "p.zip", "tiny.model"
+    )
     assert result["opset"] == export.OPSET and result["onnx_max_difference"] <= export.TOLERANCE
     summary = test_model(tmp_path / "p.zip")
     assert summary.status == "passed", summary.format()
@@ -61,10 +63,23 @@ def test_package_passes_bioimageio_test_model(trained, tmp_path):
 def test_an_export_that_differs_from_pytorch_is_refused(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "TOLERANCE", -1.0)
     with pytest.raises(PipelineError, match="ONNX differs from PyTorch"):
-        export_model(trained / "model.pt", trained / "volume.zarr", tmp_path / "m.onnx", tmp_path / "p.zip", "tiny model")
+        export_model(
+            trained / "model.pt", trained / "volume.zarr", tmp_path / "m.onnx", tmp_path / "p.zip", "tiny model"
+        )
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "p.zip").exists()
 
 
 def test_a_missing_model_is_named(trained, tmp_path):
     with pytest.raises(PipelineError, match="nothing.pt: model file not found"):
-        export_model(tmp_path / "nothing.pt", trained / "volume.zarr", tmp_path / "m.onnx", tmp_path / "p.zip", "x model")
+        export_model(
+            tmp_path / "nothing.pt", trained / "volume.zarr", tmp_path / "m.onnx", tmp_path / "p.zip", "x model"
+        )
+
+
+def test_test_tile_fits_small_sections(trained):
+    _, metadata = load_model(trained / "model.pt")
+    assert export.test_tile(trained / "volume.zarr", metadata).shape == (1, 1, 108, 108)
+    large = metadata | {"input_size": 300}
+    assert export.test_tile(trained / "volume.zarr", large).shape == (1, 1, 128, 128), "largest legal size <= 128"
+    deep = {**metadata, "model": {**metadata["model"], "levels": 6}}  # smallest legal tile 380 > 128: mirrored
+    assert export.test_tile(trained / "volume.zarr", deep | {"input_size": 380}).shape == (1, 1, 380, 380)

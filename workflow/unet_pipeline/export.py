@@ -103,18 +103,23 @@ def export_onnx(packaged: Packaged, test_input: np.ndarray, path) -> float:
 
 
 def test_tile(volume_path, metadata: dict) -> np.ndarray:
-    """A (1, 1, in, in) float32 tile of raw gray values from the middle of a held-out section of the training volume."""
+    """A (1, 1, n, n) float32 tile of raw gray values from the middle of a held-out section of the training volume.
+
+    n is the training tile size, or the largest legal size that fits the section; a section smaller than
+    the smallest legal tile is mirrored to that size.
+    """
     from . import volume_store
 
     volume = volume_store.open_store(volume_path)
     sections = volume_store.provenance(volume)["sections"]
     section = (sections.get("test") or sections.get("validation") or [0])[0]
-    image = volume[volume_store.IMAGE_PATH]
-    size = metadata["input_size"]
-    if min(image.shape[1:]) < size:
-        raise PipelineError(f"{volume_path}: sections of {image.shape[1:]} px are smaller than the {size}-px test tile")
-    top, left = (image.shape[1] - size) // 2, (image.shape[2] - size) // 2
-    return image[section, top : top + size, left : left + size].astype(np.float32)[None, None]
+    image = volume[volume_store.IMAGE_PATH][section]
+    fitting = geometry_of(metadata["model"]).legal_input_sizes(1, min(min(image.shape), metadata["input_size"]))
+    size = fitting[-1] if fitting else tile_sizes(metadata)[0]
+    if min(image.shape) < size:
+        image = np.pad(image, [(0, max(size - n, 0)) for n in image.shape], mode="symmetric")
+    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    return image[top : top + size, left : left + size].astype(np.float32)[None, None]
 
 
 def _cover(test_input: np.ndarray, test_output: np.ndarray, path) -> None:
