@@ -1,16 +1,18 @@
-"""Rules download and download_weights: fetch one remote file, verified (see unet_pipeline.download)."""
+"""Rules download and download_weights: fetch a remote source (trying its mirrors) or a weight file, verified.
+
+See unet_pipeline.source_mirrors and unet_pipeline.download.
+"""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.download import download
 from unet_pipeline.rule_logging import rule_logging
+from unet_pipeline.source_mirrors import candidates, fetch_verified
 
 with rule_logging(snakemake):
-    options = snakemake.config["download"]
-    download(
-        snakemake.params.url,
-        snakemake.output[0],
-        sha256=snakemake.params.sha256,
-        retries=options["retries"],
-        backoff_s=options["backoff_s"],
-        timeout_s=options["timeout_s"],
-    )
+    options = {key: snakemake.config["download"][key] for key in ("retries", "backoff_s", "timeout_s")}
+    if snakemake.rule == "download":
+        spec = snakemake.params.spec
+        found = candidates(snakemake.params.url, spec)
+        fetch_verified(found, snakemake.output[0], spec.get("pixel_sha256"), options)
+    else:
+        download(snakemake.params.url, snakemake.output[0], sha256=snakemake.params.sha256, **options)

@@ -16,7 +16,7 @@ rule download:
         runtime=60,
     params:
         url=lambda wildcards: remote_source(wildcards).location,
-        sha256=lambda wildcards: DATASETS[wildcards.dataset][wildcards.role].get("sha256"),
+        spec=lambda wildcards: DATASETS[wildcards.dataset][wildcards.role],
     script:
         "../../scripts/download.py"
 

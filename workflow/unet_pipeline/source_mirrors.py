@@ -1,0 +1,138 @@
+"""A remote source with mirrors: tried in order, the pixel checksum deciding which one is accepted.
+
+Official download pages move, ask for registration or go down; the same pixels
+are often published elsewhere in another form (one file per section, an HDF5
+file holding image and labels). A source may therefore list ``mirrors``, each
+one file (a TIFF stack, or an HDF5 file with ``key`` naming the dataset) or a
+list of per-section files (``source`` a list, or a pattern with ``{z}`` and
+``sections`` files). The download stage fetches the source, then each mirror,
+until one yields exactly the configured ``pixel_sha256`` (the sha256 of the
+pixel array, independent of the file format); a mirror whose pixels differ
+(another polarity, another crop) is rejected with a message that says so, and
+the next one is tried. What is accepted is stored as a TIFF stack at the
+download path (or, for the source itself, as downloaded), so ingest reads one
+form whatever the mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_file
+from .download import download
+from .errors import DownloadError, InputDataError
+from .readers import open_volume
+
+log = logging.getLogger(__name__)
+
+MAGIC = {b"\x89HDF\r\n\x1a\n": ".h5", b"II*\x00": ".tif", b"MM\x00*": ".tif", b"\x89PNG": ".png"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A place to get a source from: one URL, or one URL per section; ``key`` for HDF5 files."""
+
+    urls: tuple[str, ...]
+    key: str | None = None
+    sha256: str | None = None
+
+    def __str__(self) -> str:
+        return self.urls[0] if len(self.urls) == 1 else f"{self.urls[0]} and {len(self.urls) - 1} more section files"
+
+
+def candidates(primary_url: str, spec: dict) -> list[Candidate]:
+    """The source itself, then its mirrors in the configured order.
+
+    Args:
+        primary_url: the resolved URL of ``spec["source"]``.
+        spec: the image or labels entry of a dataset (``sha256``, ``key``, ``mirrors``).
+    """
+    found = [Candidate((primary_url,), spec.get("key"), spec.get("sha256"))]
+    for mirror in spec.get("mirrors") or []:
+        source = mirror["source"]
+        if isinstance(source, str) and "{z}" in source:
+            urls = tuple(source.format(z=z) for z in range(mirror["sections"]))
+        else:
+            urls = (source,) if isinstance(source, str) else tuple(source)
+        found.append(Candidate(urls, mirror.get("key"), mirror.get("sha256")))
+    return found
+
+
+def _with_format_suffix(path: Path) -> Path:
+    """Rename a downloaded file by its content (URLs like .../download carry no suffix)."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    suffix = next((ext for magic, ext in MAGIC.items() if head.startswith(magic)), path.suffix)
+    return path.rename(path.with_suffix(suffix)) if suffix != path.suffix else path
+
+
+def _fetch(candidate: Candidate, folder: Path, options: dict) -> Path:
+    """Download a candidate into ``folder``: its one file, or a subfolder of section files in order."""
+    if len(candidate.urls) == 1:
+        return _with_format_suffix(download(candidate.urls[0], folder / "source.bin", candidate.sha256, **options))
+    sections = folder / "sections"
+    for z, url in enumerate(candidate.urls):
+        _with_format_suffix(download(url, sections / f"{z:06d}.bin", None, **options))
+    return sections
+
+
+def _stack_with_checksum(reader, dest: Path) -> str:
+    """Write every section of ``reader`` into the TIFF stack ``dest``; return the sha256 of its pixels."""
+    import tifffile
+
+    digest = hashlib.sha256()
+    with tifffile.TiffWriter(dest) as tiff:
+        for z in range(reader.shape[0]):
+            section = np.ascontiguousarray(reader.section(z))
+            digest.update(section.tobytes())
+            tiff.write(section, photometric="minisblack", contiguous=True)
+    return digest.hexdigest()
+
+
+def fetch_verified(found: list[Candidate], dest, pixel_sha256: str | None, options: dict) -> Candidate:
+    """Fetch the first candidate whose pixels have ``pixel_sha256`` (any that downloads, when it is None).
+
+    Args:
+        found: ``candidates`` of a source.
+        dest: the download path; written atomically, as downloaded for a single-file source that needs
+            no conversion, else as a TIFF stack.
+        pixel_sha256: expected sha256 of the pixel array (C order, section after section).
+        options: retries, backoff_s, timeout_s of the download config.
+
+    Returns:
+        The accepted candidate. Raises DownloadError naming every candidate and why it failed.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for candidate in found:
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as folder:
+            try:
+                fetched = _fetch(candidate, Path(folder), options)
+                reader = open_volume(fetched, candidate.key)
+                try:
+                    with atomic_file(dest) as tmp:
+                        actual = _stack_with_checksum(reader, tmp)
+                        if pixel_sha256 and actual != pixel_sha256.lower():
+                            raise DownloadError(
+                                f"{candidate}: its pixels differ from the expected ones (pixel sha256 {actual}, "
+                                f"expected {pixel_sha256.lower()}): another polarity, crop or dataset; rejected"
+                            )
+                        if candidate is found[0] and fetched.is_file() and fetched.suffix == dest.suffix:
+                            shutil.copyfile(fetched, tmp)  # the source itself: keep its file as published
+                finally:
+                    reader.close()
+            except (DownloadError, InputDataError) as error:
+                log.warning("%s", error)
+                failures.append(str(error))
+                continue
+        log.info("%s: accepted %s", dest.name, candidate)
+        return candidate
+    raise DownloadError(f"{dest.name}: neither the source nor any mirror could be used:\n  " + "\n  ".join(failures))
