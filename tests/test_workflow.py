@@ -211,6 +211,8 @@ def test_failed_download_leaves_no_output_and_names_the_url(http_server, tmp_pat
     log = (tmp_path / "results" / "logs" / "download" / "tiny.image.no-such-volume.tif.log").read_text()
     assert f"{base}/no-such-volume.tif: HTTP 404" in log
     assert f"{base}/no-such-volume.tif: HTTP 404" in result.stderr + result.stdout
+    # profiles/default (show-failed-logs) puts the failed job's log, with its reason, on the console
+    assert "Logfile results/logs/download/tiny.image.no-such-volume.tif.log:" in result.stderr + result.stdout
     image_dir = tmp_path / "results" / "downloads" / "tiny" / "image"
     assert not image_dir.exists() or list(image_dir.iterdir()) == []
     assert not (tmp_path / "results" / "tiny" / "volume.zarr").exists()

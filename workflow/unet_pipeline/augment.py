@@ -45,6 +45,7 @@ from .atomic import atomic_store
 from .errors import InputDataError
 from .figures import pyplot
 from .mirror import read_mirrored
+from .progress import dask_progress
 from .tile_geometry import TileGeometry, tile_margin
 
 log = logging.getLogger(__name__)
@@ -267,14 +268,13 @@ def _arrays(count: int, tile: tuple[int, int]) -> dict:
 
 def _compute(tasks: list, workers: int, progress: bool) -> None:
     import dask
-    from dask.diagnostics import ProgressBar
 
     # fork, not dask's default spawn: spawned workers re-run the caller's __main__
     # (the rule script), and forking is safe here since zarr resets its I/O loop in the child
     scheduler = {"scheduler": "processes" if workers > 1 else "synchronous", "num_workers": workers}
     with dask.config.set({**scheduler, "multiprocessing.context": "fork"}):
         if progress:
-            with ProgressBar(minimum=1.0):
+            with dask_progress("augment: tasks", log):
                 dask.compute(*tasks)
         else:
             dask.compute(*tasks)

@@ -20,6 +20,7 @@ from . import volume_store
 from .atomic import atomic_store
 from .checksums import verify_sha256
 from .errors import InputDataError, PipelineError
+from .progress import Progress
 from .readers import open_volume
 from .sources import ROLES, parse_sections, resolve_source
 
@@ -101,10 +102,12 @@ def _check_file_checksum(path: Path, spec: dict, remote: bool) -> None:
 def _copy_sections(reader, target, convert, what: str) -> str:
     """Convert and write every section; return the sha256 of the source pixels in C order."""
     digest = hashlib.sha256()
+    progress = Progress(reader.shape[0], f"ingest {what}: sections", log)
     for index in range(reader.shape[0]):
         section = reader.section(index)
         digest.update(np.ascontiguousarray(section).tobytes())
         target[index] = convert(section, f"{what}, section {index}")
+        progress.update()
     return digest.hexdigest()
 
 

@@ -38,6 +38,7 @@ from .devices import amp_dtype, pick_device
 from .errors import InputDataError, PipelineError
 from .mirror import read_mirrored
 from .overlap_tile import TilePredictor
+from .progress import Progress
 from .pyramid import level_shapes, write_pyramid
 from .unet import load_model
 from .volume_store import PROBABILITY_DTYPES, decode_probability, encode_probability
@@ -217,6 +218,7 @@ def predict_blocks(predictor: TilePredictor, image, work: WorkStore, blocks, dty
         z, top, bottom, left, right = block
         return block, _window_reader(image, z, (top, bottom, left, right), predictor)
 
+    progress = Progress(len(blocks), f"predict {work.out_path.name}: chunks", log)
     with ThreadPoolExecutor(max_workers=2) as readers, ThreadPoolExecutor(max_workers=1) as writer:
         pending = [readers.submit(fetch, block) for block in blocks[:PREFETCH_BLOCKS]]
         writes = []
@@ -225,6 +227,7 @@ def predict_blocks(predictor: TilePredictor, image, work: WorkStore, blocks, dty
             if index + PREFETCH_BLOCKS < len(blocks):
                 pending.append(readers.submit(fetch, blocks[index + PREFETCH_BLOCKS]))
             writes.append(writer.submit(work.store, block, predictor.region(read, block[1:]), dtype))
+            progress.update()
             while writes and (writes[0].done() or len(writes) > PREFETCH_BLOCKS):
                 writes.pop(0).result()  # re-raises a failed write; bounds the chunks waiting in memory
         for write in writes:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -31,6 +32,7 @@ from .atomic import atomic_file, atomic_store
 from .errors import InputDataError
 from .metrics.scores import FIJI_VALUE
 from .metrics.thinning import thinned_cells
+from .progress import Progress
 from .pyramid import level_shapes, write_pyramid
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,6 @@ class SegmentationOptions:
 def evaluated_threshold(summary_path) -> float:
     """The V_rand operating threshold of an evaluation summary (chosen on its validation sections)."""
     import json
-    from pathlib import Path
 
     try:
         return json.loads(Path(summary_path).read_text())["metrics"]["v_rand"]["threshold"]
@@ -130,10 +131,12 @@ def segment_volume(prediction_path, out_path, table_path, options: SegmentationO
         root.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "labels": ["cells"]}
         cells_group = root.create_group("cells")
         labels = volume_store.create_level(cells_group, "0", shape, chunks, "uint32")
+        progress = Progress(shape[0], f"segment {Path(out_path).name}: sections", log)
         for z in range(shape[0]):
             cells = segment_section(volume_store.decode_probability(probabilities[z]), options)
             labels[z] = cells
             rows += cell_table(z, cells)
+            progress.update()
         write_pyramid(cells_group, "nearest")
         cells_group.attrs["ome"] = _label_attrs(prediction, 1 + len(level_shapes(shape, chunks)))
         info = {"prediction": str(prediction_path), "threshold": options.threshold, "min_size": options.min_size}

@@ -23,6 +23,7 @@ kept in running arrays. The result equals brute force up to ``tolerance``.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -34,6 +35,9 @@ from .atomic import atomic_store
 from .cells import cells_of
 from .errors import InputDataError
 from .figures import pyplot
+from .progress import dask_progress
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 1e-7
 
@@ -160,7 +164,7 @@ def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.
         target = volume_store.create_level(
             out, volume_store.IMAGE_PATH, labels.shape, volume_store.section_chunks(labels.shape), "float32"
         )
-        with dask.config.set(scheduler="threads", num_workers=workers):
+        with dask.config.set(scheduler="threads", num_workers=workers), dask_progress("weight maps: tasks", log):
             da.store(lazy, target, lock=False)
         out.attrs["ome"] = volume_store.image_attrs("weights", info["voxel_size"], info["unit"])
         out.attrs[volume_store.PROVENANCE_KEY] = attrs
