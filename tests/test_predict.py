@@ -11,7 +11,8 @@ import tifffile
 import torch
 import unet_pipeline.predict as predict_module
 import zarr
-from helpers import REPO
+from helpers import REPO, valid_ome_zarr
+from ome_zarr_models.v05.image import Image
 from unet_pipeline import volume_store
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.overlap_tile import TilePredictor
@@ -158,6 +159,11 @@ def test_several_blocks_per_section_have_no_seams(network, model_path, ternausne
     whole = decode(volume_store.open_store(tmp_path / "whole.zarr")[volume_store.IMAGE_PATH][:])
     blocks = decode(volume_store.open_store(tmp_path / "blocks.zarr")[volume_store.IMAGE_PATH][:])
     assert np.abs(whole - blocks).max() <= 2**-11, "at most one float16 step apart"
+    # sections larger than a chunk get a pyramid: 150x200 -> 75x100 -> 38x50 (fits one 64-px chunk)
+    root = volume_store.open_store(tmp_path / "blocks.zarr")
+    assert [root[level].shape for level in ("1", "2")] == [(2, 75, 100), (2, 38, 50)] and "3" not in root
+    assert len(root.attrs["ome"]["multiscales"][0]["datasets"]) == 3
+    assert isinstance(valid_ome_zarr(tmp_path / "blocks.zarr"), Image)
 
 
 def test_larger_tiles_predict_what_the_training_tile_predicts(model_path):
