@@ -136,8 +136,8 @@ def _cover(test_input: np.ndarray, test_output: np.ndarray, path) -> None:
     plt.close(fig)
 
 
-def _readme(metadata: dict, name: str, size: tuple[int, int, int]) -> str:
-    minimum, step, margin = size
+def _readme(metadata: dict, name: str, data: dict) -> str:
+    minimum, step, margin = tile_sizes(metadata)
     return f"""# {name}
 
 U-Net (Ronneberger, Fischer, Brox 2015) trained by the unet-pipeline Snakemake workflow.
@@ -148,7 +148,7 @@ U-Net (Ronneberger, Fischer, Brox 2015) trained by the unet-pipeline Snakemake w
 - Output `probability`: foreground (cell interior) probability, (batch, 1, y - {2 * margin}, x - {2 * margin}): the
   input tile minus {margin} px of context per side. Predict large images with overlapping tiles.
 - Training: {json.dumps(metadata.get("training", {}))}
-- Training data: {json.dumps(metadata.get("data", {}).get("source", {}))}
+- Training data: {json.dumps(data)}
 
 ## Validation
 
@@ -158,43 +158,49 @@ The test tile of this package is reproduced by the ONNX weights to within {TOLER
 """
 
 
-def _description(metadata: dict, files: dict, name: str):
+def _training_data(volume_path) -> dict:
+    """Name, sources and pixel checksums of the training dataset, from its volume store."""
+    from . import volume_store
+
+    info = volume_store.provenance(volume_store.open_store(volume_path))
+    data = {"dataset": info["dataset"], "sections": info["sections"]}
+    for role in ("image", "labels"):
+        if info.get(role):
+            data[role] = {"source": info[role]["source"], "pixel_sha256": info[role]["pixel_sha256"]}
+    return data
+
+
+def _tensor(spec, kind: str, files: dict, axes: list, data):
+    """An input (kind "input", id raw) or output (kind "output", id probability) tensor of the package."""
+    descr, tensor_id, channel, description = {
+        "input": (spec.InputTensorDescr, "raw", "gray", "gray values, float32 0-255"),
+        "output": (spec.OutputTensorDescr, "probability", "foreground", "foreground (cell interior) probability"),
+    }[kind]
+    return descr(
+        id=spec.TensorId(tensor_id),
+        description=description,
+        axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(channel)]), *axes],
+        test_tensor=spec.FileDescr(source=files[f"test_{kind}"]),
+        sample_tensor=spec.FileDescr(source=files[f"sample_{kind}"]),
+        data=data,
+    )
+
+
+def _description(metadata: dict, files: dict, name: str, data: dict):
     """The bioimageio.spec 0.5 model description of the package's files."""
     from bioimageio.spec.dataset.v0_3 import DatasetDescr
     from bioimageio.spec.model import v0_5 as spec
 
     minimum, step, margin = tile_sizes(metadata)
-    space_in = [
-        spec.SpaceInputAxis(id=spec.AxisId(a), size=spec.ParameterizedSize(min=minimum, step=step)) for a in "yx"
-    ]
-    space_out = [
-        spec.SpaceOutputAxis(
-            id=spec.AxisId(a),
-            size=spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(a), offset=-2 * margin),
-        )
-        for a in "yx"
-    ]
-    raw = spec.InputTensorDescr(
-        id=spec.TensorId("raw"),
-        description="gray values, float32 0-255",
-        axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("gray")]), *space_in],
-        test_tensor=spec.FileDescr(source=files["test_input"]),
-        sample_tensor=spec.FileDescr(source=files["sample_input"]),
-        data=spec.IntervalOrRatioDataDescr(type="float32"),
-    )
-    probability = spec.OutputTensorDescr(
-        id=spec.TensorId("probability"),
-        description="foreground (cell interior) probability",
-        axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("foreground")]), *space_out],
-        test_tensor=spec.FileDescr(source=files["test_output"]),
-        sample_tensor=spec.FileDescr(source=files["sample_output"]),
-        data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-    )
+    size_in = spec.ParameterizedSize(min=minimum, step=step)
+    size_out = {
+        a: spec.SizeReference(tensor_id=spec.TensorId("raw"), axis_id=spec.AxisId(a), offset=-2 * margin) for a in "yx"
+    }
+    inputs = [spec.SpaceInputAxis(id=spec.AxisId(a), size=size_in) for a in "yx"]
+    outputs = [spec.SpaceOutputAxis(id=spec.AxisId(a), size=size_out[a]) for a in "yx"]
     training_data = DatasetDescr(
-        name="ISBI 2012 EM segmentation challenge"
-        if "isbi" in json.dumps(metadata.get("data", {}))
-        else "training data",
-        description=f"Sections and checksums as recorded by the pipeline: {json.dumps(metadata.get('data', {}).get('source', {}))}",
+        name=f"training data: {data['dataset']}",
+        description=f"Sources, sections and pixel checksums as the pipeline recorded them: {json.dumps(data)}",
         cite=[spec.CiteEntry(**ISBI_CITATION)],
     )
     return spec.ModelDescr(
@@ -206,11 +212,29 @@ def _description(metadata: dict, files: dict, name: str):
         documentation=spec.FileDescr(source=files["readme"]),
         covers=[spec.FileDescr(source=files["cover"])],
         tags=["unet", "segmentation", "electron-microscopy", "2d", "onnx"],
-        inputs=[raw],
-        outputs=[probability],
+        inputs=[_tensor(spec, "input", files, inputs, spec.IntervalOrRatioDataDescr(type="float32"))],
+        outputs=[
+            _tensor(spec, "output", files, outputs, spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)))
+        ],
         weights=spec.WeightsDescr(onnx=spec.OnnxWeightsDescr(source=files["onnx"], opset_version=OPSET)),
         training_data=training_data,
     )
+
+
+def _package_files(folder: Path, tiles: tuple[np.ndarray, np.ndarray], onnx_path, readme: str) -> dict:
+    """Write the package's files into ``folder``: test and sample tensors, cover, README and the ONNX weights."""
+    import tifffile
+
+    test_input, test_output = tiles
+    files = {"onnx": folder / "model.onnx", "cover": folder / "cover.png", "readme": folder / "README.md"}
+    for kind, tile in (("input", test_input), ("output", test_output)):
+        files[f"test_{kind}"], files[f"sample_{kind}"] = folder / f"test_{kind}.npy", folder / f"sample_{kind}.tif"
+        np.save(files[f"test_{kind}"], tile)
+        tifffile.imwrite(files[f"sample_{kind}"], tile[0, 0])
+    _cover(test_input, test_output, files["cover"])
+    files["readme"].write_text(readme)
+    shutil.copyfile(onnx_path, files["onnx"])
+    return files
 
 
 def export_model(model_path, volume_path, onnx_path, package_path, name: str) -> dict:
@@ -226,7 +250,6 @@ def export_model(model_path, volume_path, onnx_path, package_path, name: str) ->
     Returns:
         {"onnx_max_difference": max |ONNX - PyTorch| on the test tile, "opset": OPSET}
     """
-    import tifffile
     from bioimageio.spec import save_bioimageio_package
 
     name = re.sub(r"[^A-Za-z0-9_+\- ()]", "-", name)
@@ -238,26 +261,14 @@ def export_model(model_path, volume_path, onnx_path, package_path, name: str) ->
     difference = export_onnx(packaged, test_input, onnx_path)
     with torch.no_grad():
         test_output = packaged(torch.from_numpy(test_input)).numpy()
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        files = {key: folder / f for key, f in (("test_input", "test_input.npy"), ("test_output", "test_output.npy"))}
-        files |= {"cover": folder / "cover.png", "readme": folder / "README.md", "onnx": folder / "model.onnx"}
-        np.save(files["test_input"], test_input)
-        np.save(files["test_output"], test_output)
-        files |= {"sample_input": folder / "sample_input.tif", "sample_output": folder / "sample_output.tif"}
-        tifffile.imwrite(files["sample_input"], test_input[0, 0])
-        tifffile.imwrite(files["sample_output"], test_output[0, 0])
-        _cover(test_input, test_output, files["cover"])
-        files["readme"].write_text(_readme(metadata, name, tile_sizes(metadata)))
-        shutil.copyfile(onnx_path, files["onnx"])
-        with atomic_file(package_path) as tmp:
-            save_bioimageio_package(_description(metadata, files, name), output_path=tmp.with_suffix(".zip"))
-            tmp.with_suffix(".zip").replace(tmp)
-    log.info(
-        "exported %s: ONNX opset %d (max difference to PyTorch %.2e), package %s",
-        model_path,
-        OPSET,
-        difference,
-        package_path,
-    )
+    data = _training_data(volume_path)
+    with tempfile.TemporaryDirectory() as folder, atomic_file(package_path) as tmp:
+        files = _package_files(Path(folder), (test_input, test_output), onnx_path, _readme(metadata, name, data))
+        zipped = tmp.with_suffix(".zip")  # bioimageio.spec wants the .zip suffix
+        try:
+            save_bioimageio_package(_description(metadata, files, name, data), output_path=zipped)
+            zipped.replace(tmp)
+        finally:
+            zipped.unlink(missing_ok=True)
+    log.info("exported %s: ONNX opset %d (max |ONNX - PyTorch| %.2e), %s", model_path, OPSET, difference, package_path)
     return {"onnx_max_difference": difference, "opset": OPSET}
