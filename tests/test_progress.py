@@ -4,7 +4,8 @@ import logging
 
 import dask
 import dask.array as da
-from unet_pipeline.progress import Progress, dask_progress
+from unet_pipeline.progress import Progress
+from unet_pipeline.progress_dask import dask_progress
 
 
 def test_progress_logs_at_ten_percent_steps_and_the_end(caplog):

@@ -45,7 +45,7 @@ from .atomic import atomic_store
 from .errors import InputDataError
 from .figures import pyplot
 from .mirror import read_mirrored
-from .progress import dask_progress
+from .progress_dask import dask_progress
 from .tile_geometry import TileGeometry, tile_margin
 
 log = logging.getLogger(__name__)

@@ -3,16 +3,13 @@
 Rule logs are files, not terminals: a live progress bar writes a carriage-return
 update per refresh into them (hundreds of unreadable fragments). ``Progress``
 logs one line at most every ``interval_s`` seconds and at 10 % steps, plus the
-last; ``dask_progress`` does the same for a dask computation, and shows dask's
-live bar instead when stderr is a terminal.
+last; ``progress_dask.dask_progress`` does the same for a dask computation.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from contextlib import contextmanager
 
 INTERVAL_S = 10.0
 
@@ -56,25 +53,3 @@ class Progress:
             f"{self.what}: {self.done}/{self.total} ({percent:.0f}%), {rate:.2f}/s, "
             f"elapsed {_duration(elapsed)}, ETA {eta}"
         )
-
-
-@contextmanager
-def dask_progress(what: str, log: logging.Logger):
-    """Report a dask computation inside the block: log lines in rule logs, dask's live bar on a terminal."""
-    if sys.stderr.isatty():
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(minimum=1.0):
-            yield
-        return
-    from dask.callbacks import Callback
-
-    class _Logged(Callback):
-        def _start_state(self, dsk, state):
-            self.progress = Progress(sum(len(state[key]) for key in ("ready", "waiting", "running")), what, log)
-
-        def _posttask(self, key, result, dsk, state, worker_id):
-            self.progress.update()
-
-    with _Logged():
-        yield

@@ -35,7 +35,7 @@ from .atomic import atomic_store
 from .cells import cells_of
 from .errors import InputDataError
 from .figures import pyplot
-from .progress import dask_progress
+from .progress_dask import dask_progress
 
 log = logging.getLogger(__name__)
 
