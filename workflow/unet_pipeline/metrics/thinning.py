@@ -31,6 +31,83 @@ _NEIGHBOURS = np.array([[-1, 0], [0, -1], [1, 0], [0, 1]], np.int64)
 
 
 @njit(cache=True)
+def _inside(u, v, width, height):
+    return 0 <= u < width and 0 <= v < height
+
+
+@njit(cache=True)
+def _start_queue(labels, order, first, last, queue, height, width):
+    """Mask this level's pixels; queue those next to a basin or watershed pixel, in ``order``. Returns the tail."""
+    tail = 0
+    for k in range(first, last):
+        p = order[k]
+        labels[p] = _MASK
+        x, y = p // height, p % height
+        for d in range(4):
+            u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
+            if _inside(u, v, width, height) and labels[u * height + v] >= _WATERSHED:
+                queue[tail] = p
+                tail += 1
+                labels[p] = _IN_QUEUE
+                break
+    return tail
+
+
+@njit(cache=True)
+def _extend_basins(labels, queue, tail, flag, height, width):
+    """Flood the queued pixels from the basins (FIFO); a pixel between two basins becomes watershed. Returns flag."""
+    head = 0
+    while head < tail:
+        p = queue[head]
+        head += 1
+        x, y = p // height, p % height
+        for d in range(4):
+            u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
+            if not _inside(u, v, width, height):
+                continue
+            q = u * height + v
+            if labels[q] > 0:
+                if labels[p] == _IN_QUEUE or (labels[p] == _WATERSHED and flag):
+                    labels[p] = labels[q]
+                elif labels[p] > 0 and labels[p] != labels[q]:
+                    labels[p] = _WATERSHED
+                    flag = False
+            elif labels[q] == _WATERSHED:
+                if labels[p] == _IN_QUEUE:
+                    labels[p] = _WATERSHED
+                    flag = True
+            elif labels[q] == _MASK:
+                labels[q] = _IN_QUEUE
+                queue[tail] = q
+                tail += 1
+    return flag
+
+
+@njit(cache=True)
+def _new_basins(labels, order, first, last, queue, current, height, width):
+    """Pixels still masked at this level are new minima: label each masked component. Returns the last label."""
+    for k in range(first, last):
+        p = order[k]
+        if labels[p] != _MASK:
+            continue
+        current += 1
+        labels[p] = current
+        head, tail = 0, 1
+        queue[0] = p
+        while head < tail:
+            r = queue[head]
+            head += 1
+            x, y = r // height, r % height
+            for d in range(4):
+                u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
+                if _inside(u, v, width, height) and labels[u * height + v] == _MASK:
+                    labels[u * height + v] = current
+                    queue[tail] = u * height + v
+                    tail += 1
+    return current
+
+
+@njit(cache=True)
 def _flood(levels, order, starts):
     """Vincent-Soille flooding of ``levels`` (x, y), visiting pixels in ``order`` level by level.
 
@@ -43,59 +120,9 @@ def _flood(levels, order, starts):
     current, flag = 0, False
     for level in range(len(starts) - 1):
         first, last = starts[level], starts[level + 1]
-        head = tail = 0
-        for k in range(first, last):  # pixels of this level next to a basin or watershed start the queue
-            p = order[k]
-            labels[p] = _MASK
-            x, y = p // height, p % height
-            for d in range(4):
-                u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
-                if 0 <= u < width and 0 <= v < height and labels[u * height + v] >= _WATERSHED:
-                    queue[tail] = p
-                    tail += 1
-                    labels[p] = _IN_QUEUE
-                    break
-        while head < tail:
-            p = queue[head]
-            head += 1
-            x, y = p // height, p % height
-            for d in range(4):
-                u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
-                if not (0 <= u < width and 0 <= v < height):
-                    continue
-                q = u * height + v
-                if labels[q] > 0:
-                    if labels[p] == _IN_QUEUE or (labels[p] == _WATERSHED and flag):
-                        labels[p] = labels[q]
-                    elif labels[p] > 0 and labels[p] != labels[q]:
-                        labels[p] = _WATERSHED
-                        flag = False
-                elif labels[q] == _WATERSHED:
-                    if labels[p] == _IN_QUEUE:
-                        labels[p] = _WATERSHED
-                        flag = True
-                elif labels[q] == _MASK:
-                    labels[q] = _IN_QUEUE
-                    queue[tail] = q
-                    tail += 1
-        for k in range(first, last):  # what is still masked starts new basins (minima at this level)
-            p = order[k]
-            if labels[p] != _MASK:
-                continue
-            current += 1
-            labels[p] = current
-            head, tail = 0, 1
-            queue[0] = p
-            while head < tail:
-                r = queue[head]
-                head += 1
-                x, y = r // height, r % height
-                for d in range(4):
-                    u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
-                    if 0 <= u < width and 0 <= v < height and labels[u * height + v] == _MASK:
-                        labels[u * height + v] = current
-                        queue[tail] = u * height + v
-                        tail += 1
+        tail = _start_queue(labels, order, first, last, queue, height, width)
+        flag = _extend_basins(labels, queue, tail, flag, height, width)
+        current = _new_basins(labels, order, first, last, queue, current, height, width)
     labels[labels < 0] = 0
     return labels.reshape(width, height)
 
