@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def sources(rev: str | None) -> dict[str, str]:
     """Path -> text of the library's modules, at ``rev`` or in the working tree."""
     if rev is None:
-        return {str(p.relative_to(REPO)): p.read_text() for p in (REPO / "workflow" / "unet_pipeline").glob("*.py")}
+        return {str(p.relative_to(REPO)): p.read_text() for p in (REPO / "workflow" / "unet_pipeline").rglob("*.py")}
     names = subprocess.run(
         ["git", "ls-tree", "-r", "--name-only", rev, "workflow/unet_pipeline"],
         cwd=REPO,
