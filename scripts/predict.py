@@ -1,9 +1,30 @@
-"""Rule predict: foreground probabilities of a dataset's volume (see unet_pipeline.predict)."""
+"""Rules predict, predict_setup and predict_shard: foreground probabilities of a volume (see unet_pipeline.predict).
+
+prediction.shards 1: one job predicts the whole volume. More: a setup job, one job per shard, and the
+predict job that checks and finishes the output.
+"""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.predict import PredictionOptions, predict_volume
+from unet_pipeline.predict import (
+    PredictionOptions,
+    finish_prediction,
+    predict_shard,
+    predict_volume,
+    prepare_prediction,
+)
 from unet_pipeline.rule_logging import rule_logging
 
 with rule_logging(snakemake):
     options = PredictionOptions(**snakemake.params.options, threads=snakemake.threads)
-    predict_volume(snakemake.input.model, snakemake.input.volume, snakemake.output[0], options)
+    model, volume = snakemake.input.model, snakemake.input.volume
+    step = snakemake.params.get("step", "all")
+    if step == "all":
+        predict_volume(model, volume, snakemake.output[0], options)
+    elif step == "setup":
+        prepare_prediction(model, volume, snakemake.params.prediction, options)
+    elif step == "shard":
+        shard, shards = map(int, snakemake.wildcards.shard.split("-of-"))
+        predict_shard(model, volume, snakemake.params.prediction, shard, shards, options)
+        open(snakemake.output[0], "w").close()
+    else:
+        finish_prediction(model, volume, snakemake.output[0], options)

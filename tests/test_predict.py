@@ -256,3 +256,56 @@ def test_provenance_of_the_input_is_recorded_or_its_absence_logged(model_path, t
     dataset = volume_store.open_store(tmp_path / "ingested.zarr").attrs["ome"]["multiscales"][0]
     assert dataset["datasets"][0]["coordinateTransformations"][0]["scale"] == [40.0, 5.0, 5.0]
     assert {axis["unit"] for axis in dataset["axes"]} == {"nanometer"}
+
+
+def test_sharded_prediction_equals_one_job_bit_for_bit(model_path, tmp_path, monkeypatch):
+    """Setup, 4 shard jobs in any order and the finishing job write exactly what one job writes."""
+    monkeypatch.setattr(predict_module.volume_store, "section_chunks", lambda shape: (1, 64, 64))
+    image, _ = volume(tmp_path, shape=(3, 150, 200), seed=11)
+    whole = predict_volume(model_path, image, tmp_path / "whole.zarr")
+    out = tmp_path / "sharded.zarr"
+    predict_module.prepare_prediction(model_path, image, out)
+    computed = [predict_module.predict_shard(model_path, image, out, shard, 4) for shard in (2, 0, 3, 1)]
+    assert sum(computed) == whole["chunks_computed"] == 36 and min(computed) > 0
+    info = predict_module.finish_prediction(model_path, image, out)
+    assert info["shards"] == 4 and info["chunks_computed"] == 36
+    one, four = volume_store.open_store(tmp_path / "whole.zarr"), volume_store.open_store(out)
+    for level in ("0", "1", "2"):
+        np.testing.assert_array_equal(four[level][:], one[level][:])
+
+
+def test_a_killed_shard_reruns_only_its_unfinished_chunks(model_path, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict_module.volume_store, "section_chunks", lambda shape: (1, 64, 64))
+    image, _ = volume(tmp_path, shape=(2, 150, 200), seed=12)
+    out = tmp_path / "p.zarr"
+    predict_module.prepare_prediction(model_path, image, out)
+    assert predict_module.predict_shard(model_path, image, out, 0, 2) == 12
+    original, writes = predict_module.WorkStore.store, []
+
+    def dying(self, block, probability, dtype):
+        if len(writes) == 5:
+            raise KeyboardInterrupt("killed")
+        writes.append(block)
+        original(self, block, probability, dtype)
+
+    monkeypatch.setattr(predict_module.WorkStore, "store", dying)
+    with pytest.raises(KeyboardInterrupt):
+        predict_module.predict_shard(model_path, image, out, 1, 2)
+    monkeypatch.setattr(predict_module.WorkStore, "store", original)
+    with pytest.raises(PipelineError, match=r"7 chunks are not predicted yet"):
+        predict_module.finish_prediction(model_path, image, out)
+    assert predict_module.predict_shard(model_path, image, out, 1, 2) == 12 - 5, "only the unfinished chunks"
+    predict_module.finish_prediction(model_path, image, out)
+    predict_volume(model_path, image, tmp_path / "whole.zarr")
+    np.testing.assert_array_equal(
+        volume_store.open_store(out)["0"][:], volume_store.open_store(tmp_path / "whole.zarr")["0"][:]
+    )
+
+
+def test_shard_jobs_need_their_setup_and_a_valid_index(model_path, tmp_path):
+    image, _ = volume(tmp_path)
+    with pytest.raises(PipelineError, match=r"no work store to predict into"):
+        predict_module.predict_shard(model_path, image, tmp_path / "p.zarr", 0, 2)
+    predict_module.prepare_prediction(model_path, image, tmp_path / "p.zarr")
+    with pytest.raises(PipelineError, match=r"shard 2 does not exist: shards are 0 to 1"):
+        predict_module.predict_shard(model_path, image, tmp_path / "p.zarr", 2, 2)

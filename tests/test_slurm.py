@@ -41,7 +41,10 @@ def store_arrays(path):
 def test_tiny_pipeline_runs_through_sbatch_and_matches_a_local_run(slurm, tiny_isbi, tmp_path, monkeypatch):
     for name in ("local", "cluster"):
         (tmp_path / name).mkdir()
-        write_config(tmp_path / name / "config.yaml", tiny_config(str(tiny_isbi)))
+        config = tiny_config(str(tiny_isbi))
+        if name == "cluster":  # each volume predicted by a setup job, 2 shard jobs and a finishing job
+            config.setdefault("prediction", {})["shards"] = 2
+        write_config(tmp_path / name / "config.yaml", config)
     run_snakemake(tmp_path / "local", "--configfile", "config.yaml")  # 2 cores: the same threads as the cluster jobs
 
     monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
@@ -82,6 +85,10 @@ def test_tiny_pipeline_runs_through_sbatch_and_matches_a_local_run(slurm, tiny_i
         assert mine.keys() == theirs.keys(), store
         for name in mine:
             np.testing.assert_array_equal(mine[name], theirs[name], err_msg=f"{store}/{name}")
+    for dataset in ("tiny", "tiny_test"):  # the predictions above came from 2 shard jobs each, bit for bit
+        shard_logs = sorted(p.name for p in (cluster / "logs" / "predict_shard").glob(f"{dataset}.tiny.*.log"))
+        assert shard_logs == [f"{dataset}.tiny.0-of-2.log", f"{dataset}.tiny.1-of-2.log"], shard_logs
+        assert not list((cluster / dataset / "predictions").glob(".tiny*")), "work store and markers removed"
     for name in ("tiny/evaluation/tiny/sections.csv", "models/tiny/training_curve.csv"):
         local_table, cluster_table = (local / name).read_text(), (cluster / name).read_text()
         if name.endswith("training_curve.csv"):  # throughput differs between runs, nothing else may

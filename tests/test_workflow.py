@@ -225,3 +225,22 @@ def test_bad_config_is_rejected_by_the_schema(tmp_path):
     result = run_snakemake(tmp_path, "--configfile", "config.yaml", "-n", check=False)
     assert result.returncode != 0
     assert "'semantic' is not one of ['binary', 'instance']" in result.stderr + result.stdout
+
+
+def test_sharded_prediction_through_the_workflow_equals_one_job(tiny_isbi, tmp_path):
+    """prediction.shards: auto (one shard per 4 GiB: here 1, after ingest, a checkpoint) and 3, against 1."""
+    config = tiny_config(str(tiny_isbi))
+    predictions = {}
+    for shards in ("auto", 3, 1):
+        config.setdefault("prediction", {})["shards"] = shards
+        write_config(tmp_path / "config.yaml", config)
+        target = "results/tiny_test/predictions/tiny.zarr"
+        shutil.rmtree(tmp_path / target, ignore_errors=True)
+        shutil.rmtree(tmp_path / "results" / "logs" / "predict_shard", ignore_errors=True)
+        run_snakemake(tmp_path, target, "--configfile", "config.yaml")
+        logs = sorted(p.name for p in (tmp_path / "results" / "logs").glob("predict_shard/*.log"))
+        count = {"auto": 1, 3: 3, 1: 0}[shards]
+        assert logs == [f"tiny_test.tiny.{i}-of-{count}.log" for i in range(count)], (shards, logs)
+        predictions[shards] = volume_store.open_store(tmp_path / target)[volume_store.IMAGE_PATH][:]
+    np.testing.assert_array_equal(predictions["auto"], predictions[1])
+    np.testing.assert_array_equal(predictions[3], predictions[1])

@@ -29,6 +29,8 @@ PATHS = {
     "onnx": f"{MODELS}/model.onnx",
     "bioimageio": f"{MODELS}/{{preset}}.bioimageio.zip",
     "prediction": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.zarr",
+    "prediction_work": f"{RESULTS}/{{dataset}}/predictions/.{{preset}}.zarr.partial",
+    "prediction_shard": f"{RESULTS}/{{dataset}}/predictions/.{{preset}}.shards/{{shard}}.done",
     "submission": f"{RESULTS}/{{dataset}}/predictions/{{preset}}.tif",
     "evaluation_dir": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}",
     "summary": f"{RESULTS}/{{dataset}}/evaluation/{{preset}}/summary.json",
@@ -42,6 +44,11 @@ PRESETS = config.get("presets", {})
 PRESET = config["preset"]
 TRAIN_DATASET = config.get("train_dataset")
 PRETRAINED = config["pretrained_weights"]
+PREDICTION_OPTIONS = {
+    key: value for key, value in config["prediction"].items() if key not in ("submission_tiff", "shards")
+}
+PREDICTION_SHARDS = config["prediction"]["shards"]
+SHARD_GIB = 4  # prediction.shards: auto = one shard per this many GiB of (uint8) input
 
 if TRAIN_DATASET is not None and not DATASETS.get(TRAIN_DATASET, {}).get("labels"):
     raise ValueError(f"train_dataset {TRAIN_DATASET!r} must be a dataset of the config with labels")
@@ -56,6 +63,7 @@ wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
     preset="[A-Za-z0-9][A-Za-z0-9_-]*",
     role="image|labels",
+    shard="[0-9]+-of-[0-9]+",
     filename="[^/]+",
 
 
@@ -154,6 +162,24 @@ def segment_inputs(wildcards):
             raise ValueError("segmentation.threshold is null and no train_dataset is evaluated to choose it; set it")
         inputs["summary"] = PATHS["summary"].format(dataset=TRAIN_DATASET, preset=wildcards.preset)
     return inputs
+
+
+def shard_count(wildcards):
+    """prediction.shards, or for auto one per SHARD_GIB GiB of the ingested volume (waits for its ingest)."""
+    if PREDICTION_SHARDS != "auto":
+        return PREDICTION_SHARDS
+    import math
+    import zarr
+
+    volume = checkpoints.ingest.get(dataset=wildcards.dataset).output[0]
+    size = math.prod(zarr.open_group(volume, mode="r")["0"].shape)
+    return max(1, math.ceil(size / (SHARD_GIB * 2**30)))
+
+
+def shard_outputs(wildcards):
+    """The done-markers of every shard of one prediction."""
+    count = shard_count(wildcards)
+    return {"shards": [PATHS["prediction_shard"].format(**wildcards, shard=f"{i}-of-{count}") for i in range(count)]}
 
 
 def all_targets():

@@ -1,7 +1,7 @@
 # Stage 1b: validate a dataset's image and labels and write its OME-Zarr volume store.
 
 
-rule ingest:
+checkpoint ingest:
     input:
         unpack(ingest_inputs),
     output:

@@ -14,6 +14,14 @@ file per chunk is created only after its chunk is stored. A rerun with the same
 model and input skips every marked chunk; a half-written chunk has no marker and
 is computed again. The work store is renamed to the output when all chunks are
 done, so Snakemake never sees a partial prediction as finished.
+
+Shards (scale-out): ``prepare_prediction`` creates the work store once,
+``predict_shard`` fills one of N disjoint, contiguous runs of chunks
+(``shard_blocks``; chunk-aligned, so shard jobs never write the same chunk), and
+``finish_prediction`` checks that every chunk is marked, writes the pyramid and
+provenance and renames the store. Each chunk is computed from the same input
+window whatever the shard, so the output is bit-identical for any N;
+``predict_volume`` is the one-shard case.
 """
 
 from __future__ import annotations
@@ -135,6 +143,20 @@ def load_predictor(model_path, options: PredictionOptions) -> tuple[TilePredicto
     return predictor, metadata
 
 
+def work_path(out_path) -> Path:
+    """Where a prediction is written before it is complete: beside the output, hidden."""
+    out_path = Path(out_path)
+    return out_path.with_name(f".{out_path.name}.partial")
+
+
+def shard_blocks(blocks: list, shard: int, shards: int) -> list:
+    """Shard ``shard`` of ``shards``: a contiguous run of the chunks in storage order, disjoint from the others."""
+    if not 0 <= shard < shards:
+        raise PipelineError(f"shard {shard} does not exist: shards are 0 to {shards - 1}")
+    bounds = np.linspace(0, len(blocks), shards + 1).round().astype(int)
+    return blocks[bounds[shard] : bounds[shard + 1]]
+
+
 class WorkStore:
     """The output being written: a Zarr store beside the output, one marker file per finished chunk.
 
@@ -142,17 +164,21 @@ class WorkStore:
     matches is continued, skipping every marked chunk. ``finish`` renames it to the output.
     """
 
-    def __init__(self, out_path, shape, dtype: str, signature: str):
+    def __init__(self, out_path, shape, dtype: str, signature: str, create: bool = True):
         import zarr
 
         self.out_path = Path(out_path)
-        self.path = self.out_path.with_name(f".{self.out_path.name}.partial")
+        self.path = work_path(out_path)
         self.done = self.path / ".done"
         self.shape, self.chunks = shape, (1, *volume_store.section_chunks(shape)[1:])
         if self.path.exists() and self._signature() != signature:
+            if not create:  # a shard job must not discard what other shards write into
+                raise PipelineError(f"{self.path}: belongs to another model, input or option set; rerun its setup")
             log.info("discarding %s: it belongs to another model or input", self.path)
             shutil.rmtree(self.path)
         if not self.path.exists():
+            if not create:
+                raise PipelineError(f"{self.path}: no work store to predict into; its setup job has not run")
             root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
             volume_store.create_level(root, volume_store.IMAGE_PATH, shape, self.chunks, dtype)
             root.attrs["signature"] = signature
@@ -178,8 +204,16 @@ class WorkStore:
     def _marker(self, block) -> Path:
         return self.done / f"{block[0]}_{block[1]}_{block[3]}"
 
-    def pending(self) -> list[tuple[int, int, int, int, int]]:
-        return [block for block in self.blocks() if not self._marker(block).exists()]
+    def pending(self, shard: int = 0, shards: int = 1) -> list[tuple[int, int, int, int, int]]:
+        """The unfinished chunks of ``shard`` (of ``shards`` contiguous, disjoint runs of chunks)."""
+        return [block for block in shard_blocks(self.blocks(), shard, shards) if not self._marker(block).exists()]
+
+    def record(self, shard: int, seconds: float, chunks: int) -> None:
+        """Note what one shard job computed (summed into the provenance by ``finish_prediction``)."""
+        (self.done / f"shard-{shard}.json").write_text(json.dumps({"seconds": seconds, "chunks_computed": chunks}))
+
+    def records(self) -> list[dict]:
+        return [json.loads(path.read_text()) for path in sorted(self.done.glob("shard-*.json"))]
 
     def store(self, block, probability: np.ndarray, dtype: str) -> None:
         """Write one chunk, then its marker (a chunk without a marker is computed again)."""
@@ -234,6 +268,64 @@ def predict_blocks(predictor: TilePredictor, image, work: WorkStore, blocks, dty
             write.result()
 
 
+def _open_work(model_path, image_path, out_path, options: PredictionOptions, create: bool):
+    """Predictor, model metadata, the (z, y, x) image and the work store of a prediction."""
+    predictor, metadata = load_predictor(model_path, options)
+    image = open_image(image_path, options.image_key)
+    image3d = image if image.ndim == 3 else _AsStack(image)
+    signature = prediction_signature(model_path, image3d, metadata, options, predictor.input_size)
+    return predictor, metadata, image3d, WorkStore(out_path, image3d.shape, options.dtype, signature, create)
+
+
+def prepare_prediction(model_path, image_path, out_path, options: PredictionOptions | None = None) -> Path:
+    """Create (or keep, when it matches) the work store that shard jobs predict into; returns its path."""
+    return _open_work(model_path, image_path, out_path, options or PredictionOptions(), create=True)[3].path
+
+
+def predict_shard(model_path, image_path, out_path, shard: int = 0, shards: int = 1, options=None) -> int:
+    """Predict the unfinished chunks of one shard into the existing work store; returns how many were computed.
+
+    Shards are disjoint, chunk-aligned runs of chunks (``shard_blocks``), so shard jobs never write the
+    same chunk; a rerun after a kill computes only the shard's chunks without a marker.
+    """
+    options = options or PredictionOptions()
+    predictor, _, image3d, work = _open_work(model_path, image_path, out_path, options, create=shards == 1)
+    blocks = work.pending(shard, shards)
+    tiles = f"tiles {predictor.input_size} -> {predictor.geometry.output_size(predictor.input_size)}"
+    where = f"{Path(model_path).name} on {predictor.device}, {tiles}{', TTA' if options.tta else ''}"
+    log.info("shard %d of %d: predicting %d chunks of %s with %s", shard + 1, shards, len(blocks), image3d.shape, where)
+    started = time.perf_counter()
+    predict_blocks(predictor, image3d, work, blocks, options.dtype)
+    work.record(shard, time.perf_counter() - started, len(blocks))
+    return len(blocks)
+
+
+def finish_prediction(model_path, image_path, out_path, options: PredictionOptions | None = None) -> dict:
+    """Check that every chunk is predicted, write pyramid and provenance, and rename the work store into place.
+
+    Returns:
+        The output's provenance attributes.
+    """
+    options = options or PredictionOptions()
+    predictor, metadata, image3d, work = _open_work(model_path, image_path, out_path, options, create=False)
+    missing = work.pending()
+    if missing:
+        raise PipelineError(f"{work.path}: {len(missing)} chunks are not predicted yet (first: {missing[0]}); rerun")
+    records = work.records()
+    info = {"model": str(model_path), "model_metadata": metadata, "input": str(image_path)}
+    info |= {"input_shape": list(image3d.shape), "probability_of": "foreground (cell interior)", "dtype": options.dtype}
+    info["encoding"] = "probability * 255, rounded" if options.dtype == "uint8" else "probability"
+    info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
+    info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "shards": len(records)}
+    info |= {
+        "seconds": sum(r["seconds"] for r in records),
+        "chunks_computed": sum(r["chunks_computed"] for r in records),
+    }
+    work.finish(output_attrs(info, image_path, work.levels))
+    log.info("wrote %s: %.1f megavoxels in %.1f s", out_path, np.prod(image3d.shape) / 1e6, info["seconds"])
+    return info
+
+
 def predict_volume(model_path, image_path, out_path, options: PredictionOptions | None = None, **overrides) -> dict:
     """Predict every chunk of a (z, y, x) or (y, x) uint8 Zarr image into an OME-Zarr probability map.
 
@@ -245,30 +337,12 @@ def predict_volume(model_path, image_path, out_path, options: PredictionOptions 
         options: ``PredictionOptions``; keyword ``overrides`` replace single fields.
 
     Returns:
-        The output's provenance attributes.
+        The output's provenance attributes. (One shard: ``predict_shard`` then ``finish_prediction``, which
+        the workflow runs as separate jobs for ``prediction.shards`` > 1.)
     """
     options = replace(options or PredictionOptions(), **overrides)
-    predictor, metadata = load_predictor(model_path, options)
-    image = open_image(image_path, options.image_key)
-    image3d = image if image.ndim == 3 else _AsStack(image)
-    signature = prediction_signature(model_path, image3d, metadata, options, predictor.input_size)
-    work = WorkStore(out_path, image3d.shape, options.dtype, signature)
-    blocks = work.pending()
-    tiles = f"tiles {predictor.input_size} -> {predictor.geometry.output_size(predictor.input_size)}"
-    where = f"{Path(model_path).name} on {predictor.device}, {tiles}{', TTA' if options.tta else ''}"
-    log.info("predicting %d of %d chunks of %s with %s", len(blocks), len(work.blocks()), image3d.shape, where)
-    started = time.perf_counter()
-    predict_blocks(predictor, image3d, work, blocks, options.dtype)
-    elapsed = time.perf_counter() - started
-    info = {"model": str(model_path), "model_metadata": metadata, "input": str(image_path)}
-    info |= {"input_shape": list(image3d.shape), "probability_of": "foreground (cell interior)", "dtype": options.dtype}
-    info["encoding"] = "probability * 255, rounded" if options.dtype == "uint8" else "probability"
-    info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
-    info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "seconds": elapsed}
-    info["chunks_computed"] = len(blocks)
-    work.finish(output_attrs(info, image_path, work.levels))
-    log.info("wrote %s: %.1f megavoxels in %.1f s", out_path, np.prod(image3d.shape) / 1e6, elapsed)
-    return info
+    predict_shard(model_path, image_path, out_path, 0, 1, options)
+    return finish_prediction(model_path, image_path, out_path, options)
 
 
 def output_attrs(info: dict, image_path, levels: int = 1) -> dict:
