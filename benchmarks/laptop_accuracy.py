@@ -18,11 +18,10 @@ full run).
 import argparse
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-from shipped_workflow import REPO, run_shipped
+from shipped_workflow import REPO, cpu_model, run_shipped
 from unet_pipeline.evaluate import describe
 
 
@@ -58,13 +57,6 @@ def main():
             f"({args.cores} cores, {cpu_model()})"
         )
     print(describe(summary))
-
-
-def cpu_model() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

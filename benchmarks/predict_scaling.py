@@ -25,6 +25,7 @@ import numpy as np
 import tifffile
 import torch
 import yaml
+from shipped_workflow import cpu_model
 from unet_pipeline import volume_store
 from unet_pipeline.unet import UNet, UNetConfig, save_model
 
@@ -131,13 +132,6 @@ def main():
     print(f"identical outputs: {np.array_equal(outputs[1], outputs[2])}")
     print(f"peak memory per prediction job (MiB): 1 shard {memory[1]}, 2 shards {memory[2]}")
     print(f"start-up per prediction job (s): 1 shard {startup[1]}, 2 shards {startup[2]}")
-
-
-def cpu_model() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

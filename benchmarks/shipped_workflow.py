@@ -32,3 +32,11 @@ def run_shipped(overlay: dict, name: str, cores: int, targets=(), options=()) ->
     ]
     command += ["--", *map(str, targets)] if targets else []
     return subprocess.run(command, check=False, capture_output=True, text=True)
+
+
+def cpu_model() -> str:
+    """The `lscpu` model name, printed with every timing."""
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"

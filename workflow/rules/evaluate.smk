@@ -52,6 +52,8 @@ rule headline_scores:
         ),
     log:
         f"{RESULTS}/logs/headline_scores/{{preset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/headline_scores/{{preset}}.tsv"
     conda:
         "../../envs/evaluate.yaml"
     threads: 1

@@ -37,6 +37,8 @@ else:
             temp(directory(PATHS["prediction_work"])),
         log:
             f"{RESULTS}/logs/predict_setup/{{dataset}}.{{preset}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/predict_setup/{{dataset}}.{{preset}}.tsv"
         conda:
             "../../envs/predict.yaml"
         threads: 1
@@ -85,6 +87,8 @@ else:
             directory(PATHS["prediction"]),
         log:
             f"{RESULTS}/logs/predict/{{dataset}}.{{preset}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/predict/{{dataset}}.{{preset}}.tsv"
         conda:
             "../../envs/predict.yaml"
         threads: 1

@@ -268,18 +268,67 @@ def predict_blocks(predictor: TilePredictor, image, work: WorkStore, blocks, dty
             write.result()
 
 
-def _open_work(model_path, image_path, out_path, options: PredictionOptions, create: bool):
-    """Predictor, model metadata, the (z, y, x) image and the work store of a prediction."""
+@dataclass(frozen=True)
+class _Run:
+    """What one prediction job opens once: the predictor, model metadata, (z, y, x) image and work store."""
+
+    model_path: Path
+    image_path: Path
+    options: PredictionOptions
+    predictor: TilePredictor
+    metadata: dict
+    image: object
+    work: WorkStore
+
+
+def _open_work(model_path, image_path, out_path, options: PredictionOptions, create: bool) -> _Run:
     predictor, metadata = load_predictor(model_path, options)
     image = open_image(image_path, options.image_key)
     image3d = image if image.ndim == 3 else _AsStack(image)
     signature = prediction_signature(model_path, image3d, metadata, options, predictor.input_size)
-    return predictor, metadata, image3d, WorkStore(out_path, image3d.shape, options.dtype, signature, create)
+    work = WorkStore(out_path, image3d.shape, options.dtype, signature, create)
+    return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work)
 
 
 def prepare_prediction(model_path, image_path, out_path, options: PredictionOptions | None = None) -> Path:
     """Create (or keep, when it matches) the work store that shard jobs predict into; returns its path."""
-    return _open_work(model_path, image_path, out_path, options or PredictionOptions(), create=True)[3].path
+    return _open_work(model_path, image_path, out_path, options or PredictionOptions(), create=True).work.path
+
+
+def _predict(run: _Run, shard: int, shards: int) -> int:
+    predictor, work = run.predictor, run.work
+    blocks = work.pending(shard, shards)
+    tiles = f"tiles {predictor.input_size} -> {predictor.geometry.output_size(predictor.input_size)}"
+    where = f"{run.model_path.name} on {predictor.device}, {tiles}{', TTA' if run.options.tta else ''}"
+    log.info(
+        "shard %d of %d: predicting %d chunks of %s with %s", shard + 1, shards, len(blocks), run.image.shape, where
+    )
+    started = time.perf_counter()
+    predict_blocks(predictor, run.image, work, blocks, run.options.dtype)
+    work.record(shard, time.perf_counter() - started, len(blocks))
+    return len(blocks)
+
+
+def _finish(run: _Run) -> dict:
+    predictor, work, options = run.predictor, run.work, run.options
+    missing = work.pending()
+    if missing:
+        raise PipelineError(f"{work.path}: {len(missing)} chunks are not predicted yet (first: {missing[0]}); rerun")
+    records = work.records()
+    info = {"model": str(run.model_path), "model_metadata": run.metadata, "input": str(run.image_path)}
+    info |= {
+        "input_shape": list(run.image.shape),
+        "probability_of": "foreground (cell interior)",
+        "dtype": options.dtype,
+    }
+    info["encoding"] = "probability * 255, rounded" if options.dtype == "uint8" else "probability"
+    info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
+    info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "shards": len(records)}
+    info["seconds"] = sum(r["seconds"] for r in records)
+    info["chunks_computed"] = sum(r["chunks_computed"] for r in records)
+    work.finish(output_attrs(info, run.image_path, work.levels))
+    log.info("wrote %s: %.1f megavoxels in %.1f s", work.out_path, np.prod(run.image.shape) / 1e6, info["seconds"])
+    return info
 
 
 def predict_shard(model_path, image_path, out_path, shard: int = 0, shards: int = 1, options=None) -> int:
@@ -289,15 +338,7 @@ def predict_shard(model_path, image_path, out_path, shard: int = 0, shards: int 
     same chunk; a rerun after a kill computes only the shard's chunks without a marker.
     """
     options = options or PredictionOptions()
-    predictor, _, image3d, work = _open_work(model_path, image_path, out_path, options, create=shards == 1)
-    blocks = work.pending(shard, shards)
-    tiles = f"tiles {predictor.input_size} -> {predictor.geometry.output_size(predictor.input_size)}"
-    where = f"{Path(model_path).name} on {predictor.device}, {tiles}{', TTA' if options.tta else ''}"
-    log.info("shard %d of %d: predicting %d chunks of %s with %s", shard + 1, shards, len(blocks), image3d.shape, where)
-    started = time.perf_counter()
-    predict_blocks(predictor, image3d, work, blocks, options.dtype)
-    work.record(shard, time.perf_counter() - started, len(blocks))
-    return len(blocks)
+    return _predict(_open_work(model_path, image_path, out_path, options, create=shards == 1), shard, shards)
 
 
 def finish_prediction(model_path, image_path, out_path, options: PredictionOptions | None = None) -> dict:
@@ -306,24 +347,7 @@ def finish_prediction(model_path, image_path, out_path, options: PredictionOptio
     Returns:
         The output's provenance attributes.
     """
-    options = options or PredictionOptions()
-    predictor, metadata, image3d, work = _open_work(model_path, image_path, out_path, options, create=False)
-    missing = work.pending()
-    if missing:
-        raise PipelineError(f"{work.path}: {len(missing)} chunks are not predicted yet (first: {missing[0]}); rerun")
-    records = work.records()
-    info = {"model": str(model_path), "model_metadata": metadata, "input": str(image_path)}
-    info |= {"input_shape": list(image3d.shape), "probability_of": "foreground (cell interior)", "dtype": options.dtype}
-    info["encoding"] = "probability * 255, rounded" if options.dtype == "uint8" else "probability"
-    info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
-    info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "shards": len(records)}
-    info |= {
-        "seconds": sum(r["seconds"] for r in records),
-        "chunks_computed": sum(r["chunks_computed"] for r in records),
-    }
-    work.finish(output_attrs(info, image_path, work.levels))
-    log.info("wrote %s: %.1f megavoxels in %.1f s", out_path, np.prod(image3d.shape) / 1e6, info["seconds"])
-    return info
+    return _finish(_open_work(model_path, image_path, out_path, options or PredictionOptions(), create=False))
 
 
 def predict_volume(model_path, image_path, out_path, options: PredictionOptions | None = None, **overrides) -> dict:
@@ -337,12 +361,12 @@ def predict_volume(model_path, image_path, out_path, options: PredictionOptions 
         options: ``PredictionOptions``; keyword ``overrides`` replace single fields.
 
     Returns:
-        The output's provenance attributes. (One shard: ``predict_shard`` then ``finish_prediction``, which
-        the workflow runs as separate jobs for ``prediction.shards`` > 1.)
+        The output's provenance attributes. (The one-shard case of ``predict_shard`` and ``finish_prediction``,
+        which the workflow runs as separate jobs for ``prediction.shards`` > 1; here model and store open once.)
     """
-    options = replace(options or PredictionOptions(), **overrides)
-    predict_shard(model_path, image_path, out_path, 0, 1, options)
-    return finish_prediction(model_path, image_path, out_path, options)
+    run = _open_work(model_path, image_path, out_path, replace(options or PredictionOptions(), **overrides), True)
+    _predict(run, 0, 1)
+    return _finish(run)
 
 
 def output_attrs(info: dict, image_path, levels: int = 1) -> dict:

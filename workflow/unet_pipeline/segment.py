@@ -120,6 +120,8 @@ def segment_volume(prediction_path, out_path, table_path, options: SegmentationO
     import pandas as pd
     import zarr
 
+    if not Path(prediction_path).exists():
+        raise InputDataError(f"{prediction_path}: no such prediction store")
     prediction = volume_store.open_store(prediction_path)
     if volume_store.IMAGE_PATH not in prediction:
         raise InputDataError(f"{prediction_path}: not a prediction store (no array {volume_store.IMAGE_PATH!r})")

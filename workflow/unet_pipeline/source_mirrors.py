@@ -20,6 +20,7 @@ import hashlib
 import logging
 import shutil
 import tempfile
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,17 +84,31 @@ def _fetch(candidate: Candidate, folder: Path, options: dict) -> Path:
     return sections
 
 
-def _stack_with_checksum(reader, dest: Path) -> str:
-    """Write every section of ``reader`` into the TIFF stack ``dest``; return the sha256 of its pixels."""
+def _pixel_checksum(reader, tiff_path: Path | None = None) -> str:
+    """The sha256 of the reader's pixels (section after section); the sections also go to ``tiff_path`` if given."""
     import tifffile
 
     digest = hashlib.sha256()
-    with tifffile.TiffWriter(dest) as tiff:
+    with tifffile.TiffWriter(tiff_path) if tiff_path else nullcontext() as tiff:
         for z in range(reader.shape[0]):
             section = np.ascontiguousarray(reader.section(z))
             digest.update(section.tobytes())
-            tiff.write(section, photometric="minisblack", contiguous=True)
+            if tiff is not None:
+                tiff.write(section, photometric="minisblack", contiguous=True)
     return digest.hexdigest()
+
+
+def _accept(candidate: Candidate, fetched: Path, keep: bool, dest: Path, pixel_sha256: str | None) -> None:
+    """Check the fetched pixels and put them at ``dest``: the file itself (``keep``), else as a TIFF stack."""
+    with closing(open_volume(fetched, candidate.key)) as reader, atomic_file(dest) as tmp:
+        actual = _pixel_checksum(reader, None if keep else tmp)
+        if pixel_sha256 and actual != pixel_sha256.lower():
+            raise DownloadError(
+                f"{candidate}: its pixels differ from the expected ones (pixel sha256 {actual}, "
+                f"expected {pixel_sha256.lower()}): another polarity, crop or dataset; rejected"
+            )
+        if keep:
+            shutil.move(fetched, tmp)
 
 
 def fetch_verified(found: list[Candidate], dest, pixel_sha256: str | None, options: dict) -> Candidate:
@@ -101,8 +116,8 @@ def fetch_verified(found: list[Candidate], dest, pixel_sha256: str | None, optio
 
     Args:
         found: ``candidates`` of a source.
-        dest: the download path; written atomically, as downloaded for a single-file source that needs
-            no conversion, else as a TIFF stack.
+        dest: the download path; written atomically, as downloaded for the source itself when it has the
+            download path's format, else (mirrors) as a TIFF stack.
         pixel_sha256: expected sha256 of the pixel array (C order, section after section).
         options: retries, backoff_s, timeout_s of the download config.
 
@@ -116,19 +131,8 @@ def fetch_verified(found: list[Candidate], dest, pixel_sha256: str | None, optio
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as folder:
             try:
                 fetched = _fetch(candidate, Path(folder), options)
-                reader = open_volume(fetched, candidate.key)
-                try:
-                    with atomic_file(dest) as tmp:
-                        actual = _stack_with_checksum(reader, tmp)
-                        if pixel_sha256 and actual != pixel_sha256.lower():
-                            raise DownloadError(
-                                f"{candidate}: its pixels differ from the expected ones (pixel sha256 {actual}, "
-                                f"expected {pixel_sha256.lower()}): another polarity, crop or dataset; rejected"
-                            )
-                        if candidate is found[0] and fetched.is_file() and fetched.suffix == dest.suffix:
-                            shutil.copyfile(fetched, tmp)  # the source itself: keep its file as published
-                finally:
-                    reader.close()
+                keep = candidate is found[0] and fetched.is_file() and fetched.suffix == dest.suffix
+                _accept(candidate, fetched, keep, dest, pixel_sha256)
             except (DownloadError, InputDataError) as error:
                 log.warning("%s", error)
                 failures.append(str(error))
