@@ -88,3 +88,20 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
             state = torch.load(weights_file, weights_only=True)
             difference = (model.encoder[1][0].weight - state["features.3.weight"]).abs().max().item()
             assert difference <= 2.5 * training["learning_rate"], difference
+
+
+def test_a_preset_with_two_gpus_trains_data_parallel_through_the_workflow(workdir, tiny_isbi):
+    """gpus: 2 starts two ranks with torchrun inside the train rule (gloo on this CPU-only machine)."""
+    config = tiny_config(tiny_isbi.as_uri())
+    preset = shrunk(SHIPPED["presets"]["laptop"]) | {"gpus": 2}
+    preset["training"].update(batch_size=2, iterations=4, validate_every=2)
+    config["preset"], config["presets"] = "laptop_2gpus", {"laptop_2gpus": preset}
+    write_config(workdir / "two_gpus.yaml", config)
+    target = "results/models/laptop_2gpus/model.json"
+    run_snakemake(workdir, target, "--configfile", "two_gpus.yaml")
+    metadata = json.loads((workdir / target).read_text())
+    assert metadata["training"]["processes"] == 2 and metadata["training"]["iterations"] == 4
+    log = (workdir / "results" / "logs" / "train" / "laptop_2gpus.log").read_text()
+    assert "starting 2 training processes" in log and "rank 0: INFO" in log, log
+    checkpoint = torch.load(workdir / "results/models/laptop_2gpus/checkpoints/last.pt", weights_only=False)
+    assert len(checkpoint["rng"]) == 2, "rank 0 wrote the random states of both ranks"

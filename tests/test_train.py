@@ -17,7 +17,7 @@ from unet_pipeline.augment import write_augmented_set
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.ingest import ingest
 from unet_pipeline.ternausnet import VGG11_CONVOLUTIONS
-from unet_pipeline.train import TrainingOptions, learning_rate, train
+from unet_pipeline.train import TrainingJob, TrainingOptions, learning_rate, train
 from unet_pipeline.unet import UNetConfig, load_model
 from unet_pipeline.weight_maps import write_weight_maps
 
@@ -80,7 +80,8 @@ def outputs(folder):
     return {key: folder / name for key, name in names.items()}
 
 
-def run(synthetic, folder, **options):
+def job(synthetic, folder, model=CONFIG, augmented="augmented.zarr", processes=1, **options) -> TrainingJob:
+    """A training run on the synthetic set (``augmented``: a name in it or a path of its own)."""
     settings = {
         "batch_size": 2,
         "optimizer": "adam",
@@ -89,16 +90,21 @@ def run(synthetic, folder, **options):
         "log_every": 5,
         **options,
     }
-    return train(
-        synthetic / "augmented.zarr",
-        synthetic / "volume.zarr",
-        outputs(folder),
-        folder / "checkpoints",
-        CONFIG,
-        TrainingOptions(**settings),
-        threads=2,
+    return TrainingJob(
+        augmented=synthetic / augmented,
+        volume=synthetic / "volume.zarr",
+        outputs=outputs(folder),
+        checkpoints=folder / "checkpoints",
+        model=model,
+        options=TrainingOptions(**settings),
         preset="test",
+        threads=2,
+        processes=processes,
     )
+
+
+def run(synthetic, folder, **options):
+    return train(job(synthetic, folder, **options))
 
 
 def test_training_drives_the_loss_down_and_writes_the_model(synthetic, tmp_path):
@@ -186,14 +192,7 @@ def test_a_missing_best_checkpoint_is_an_error(synthetic, tmp_path):
 
 def test_tiles_that_do_not_fit_the_network_are_refused(synthetic, tmp_path):
     with pytest.raises(InputDataError, match=r"tiles of 92 -> 52 px do not fit the network \(92 -> 4 px\)"):
-        train(
-            synthetic / "augmented.zarr",
-            synthetic / "volume.zarr",
-            outputs(tmp_path),
-            tmp_path / "c",
-            UNetConfig(levels=4, base_channels=4),
-            TrainingOptions(iterations=1),
-        )
+        run(synthetic, tmp_path, model=UNetConfig(levels=4, base_channels=4), iterations=1)
 
 
 def test_learning_rate_schedules():
@@ -234,15 +233,15 @@ def test_ternausnet_trains_from_vgg11_weights_and_predicts(synthetic, tmp_path):
         progress=False,
     )
     learning_rate = 1e-4
-    metadata = train(
-        tmp_path / "aug.zarr",
-        synthetic / "volume.zarr",
-        outputs(tmp_path / "model"),
-        tmp_path / "ck",
-        config,
-        TrainingOptions(
-            iterations=30, batch_size=2, optimizer="adam", learning_rate=learning_rate, validate_every=30, log_every=10
-        ),
+    metadata = run(
+        synthetic,
+        tmp_path / "model",
+        model=config,
+        augmented=tmp_path / "aug.zarr",
+        iterations=30,
+        learning_rate=learning_rate,
+        validate_every=30,
+        log_every=10,
     )
     assert metadata["model"]["architecture"] == "ternausnet" and metadata["output_size"] == 64
     losses = [
@@ -261,3 +260,41 @@ def test_ternausnet_trains_from_vgg11_weights_and_predicts(synthetic, tmp_path):
     probability = volume_store.open_store(tmp_path / "p.zarr")[volume_store.IMAGE_PATH][:]
     assert probability.shape == (4, 96, 96) and info["tile_step"] == 64
     assert np.isfinite(probability.astype(np.float32)).all()
+
+
+def test_data_parallel_training_follows_the_single_process_curve(synthetic, tmp_path):
+    """2 gloo processes with 2 tiles each take the steps of one process with batches of 4 (no dropout)."""
+    model = UNetConfig(levels=3, base_channels=8, dropout=0.0)
+    settings = {"model": model, "iterations": 8, "batch_size": 4, "validate_every": 4, "log_every": 1}
+    single = run(synthetic, tmp_path / "single", **settings)
+    parallel = run(synthetic, tmp_path / "parallel", processes=2, **settings)
+    assert single["training"]["processes"] == 1 and parallel["training"]["processes"] == 2
+    curves = [list(csv.DictReader((tmp_path / name / "curve.csv").open())) for name in ("single", "parallel")]
+    for split, fields in (("train", ["loss"]), ("validation", ["misclassified", "v_rand", "iou"])):
+        rows = [[row for row in curve if row["split"] == split] for curve in curves]
+        assert len(rows[0]) == len(rows[1]) == (8 if split == "train" else 2)
+        for one, two in zip(*rows):
+            for name in fields:
+                assert float(two[name]) == pytest.approx(float(one[name]), rel=1e-5, abs=1e-7), (split, one, two)
+    losses = [float(row["loss"]) for row in curves[1] if row["split"] == "train"]
+    assert len(set(losses)) == len(losses), "the steps differ, so a matching curve is not a constant"
+    weights = [torch.load(tmp_path / name / "model.pt", weights_only=False) for name in ("single", "parallel")]
+    state = [w["state_dict"] for w in weights]
+    for key, value in state[0].items():
+        torch.testing.assert_close(state[1][key], value, rtol=1e-3, atol=1e-5)
+
+
+def test_data_parallel_training_resumes_and_refuses_an_uneven_batch(synthetic, tmp_path):
+    settings = {"processes": 2, "batch_size": 4, "log_every": 1, "validate_every": 2}
+    run(synthetic, tmp_path / "straight", iterations=4, **settings)
+    run(synthetic, tmp_path / "resumed", iterations=2, **settings)
+    run(synthetic, tmp_path / "resumed", iterations=4, **settings)  # resumes from step 2, dropout states per rank
+    straight, resumed = (
+        torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=False) for name in ("straight", "resumed")
+    )
+    assert resumed["step"] == 4 and len(resumed["rng"]) == 2
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    with pytest.raises(PipelineError, match="batch_size 3 does not divide among 2 GPUs"):
+        run(synthetic, tmp_path / "uneven", iterations=2, processes=2, batch_size=3)
+    assert not (tmp_path / "uneven" / "model.pt").exists()

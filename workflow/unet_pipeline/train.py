@@ -13,6 +13,13 @@ still make two runs differ slightly).
 Checkpoints live in a folder that is not a Snakemake output (Snakemake deletes
 the outputs of a failed job); each carries a signature of the model, the
 optimisation settings and the data, and is used only when the signature matches.
+
+With ``processes > 1`` (a preset's ``gpus``) the run is data-parallel
+(DistributedDataParallel, launched by ``distributed.launch``): every rank draws the
+same batch of ``step`` and computes on its own contiguous part of it, gradients are
+averaged, so the update is that of one process with the whole batch; rank 0
+validates and writes checkpoints and outputs. Without dropout the loss curve equals
+the single-process one to float rounding; with dropout each rank draws its own masks.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,18 +38,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import volume_store
+from . import distributed, volume_store
 from .atomic import atomic_file
 from .cells import cells_of
 from .checksums import sha256_of_file
 from .devices import amp_dtype, autocast, pick_device
+from .distributed import World
 from .errors import InputDataError, PipelineError
 from .figures import pyplot
 from .metrics import validation_scores
 from .overlap_tile import TilePredictor, normalise
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("unet_pipeline.train")  # also when torchrun runs this module as __main__
 
 IN_MEMORY_BYTES = 1 << 30  # augmented sets up to this size are read into memory once
 
@@ -78,6 +87,35 @@ class TrainingOptions:
         "online_augmentation",
         "seed",
     )
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One run of the train rule: where it reads and writes, the network, the optimisation, the processes.
+
+    ``outputs`` holds the paths of ``model``, ``metadata``, ``curve_csv`` and ``curve_png``;
+    ``checkpoints`` is where ``last.pt`` and ``best.pt`` live (not a Snakemake output: they survive
+    a kill); ``processes`` > 1 trains data-parallel, one process per GPU.
+    """
+
+    augmented: str
+    volume: str
+    outputs: dict
+    checkpoints: str
+    model: UNetConfig
+    options: TrainingOptions
+    preset: str = ""
+    threads: int = 1
+    processes: int = 1
+    RANK_SPEC = "job.json"  # in ``checkpoints``: what each rank of a data-parallel run reads
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=str)  # default: paths as text
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingJob:
+        values = json.loads(text)
+        return cls(**values | {"model": UNetConfig(**values["model"]), "options": TrainingOptions(**values["options"])})
 
 
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -122,16 +160,30 @@ class AugmentedSet:
         return [np.stack([np.asarray(array[int(i)]) for i in indices]) for array in self.arrays]
 
 
-def draw_batch(data: AugmentedSet, options: TrainingOptions, step: int):
-    """The batch of ``step``: samples and on-the-fly flips/quarter turns drawn from (seed, step)."""
+def draw_batch(data: AugmentedSet, options: TrainingOptions, step: int, world: World = distributed.SINGLE):
+    """This rank's part of the batch of ``step``: samples and on-the-fly flips/quarter turns from (seed, step).
+
+    Every rank draws the whole batch and keeps rows ``rank * b`` to ``(rank + 1) * b``, b = batch / ranks.
+    """
     rng = np.random.default_rng([options.seed, step])
     indices = rng.integers(data.count, size=options.batch_size)
-    inputs, labels, weights = data.batch(indices)
+    turns, flips = rng.integers(4, size=len(indices)), rng.random(len(indices)) < 0.5
+    part = slice(world.rank * len(indices) // world.size, (world.rank + 1) * len(indices) // world.size)
+    inputs, labels, weights = data.batch(indices[part])
     if options.online_augmentation:
-        for row, (turns, flip) in enumerate(zip(rng.integers(4, size=len(indices)), rng.random(len(indices)) < 0.5)):
+        for row, (turn, flip) in enumerate(zip(turns[part], flips[part])):
             for array in (inputs, labels, weights):
-                array[row] = np.rot90(array[row][:, ::-1] if flip else array[row], turns)
+                array[row] = np.rot90(array[row][:, ::-1] if flip else array[row], turn)
     return inputs, labels, weights
+
+
+def check_batch_split(options: TrainingOptions, processes: int) -> None:
+    """Data-parallel ranks take equal parts of each batch, so the batch must divide by their number."""
+    if processes > 1 and options.batch_size % processes:
+        raise PipelineError(
+            f"training.batch_size {options.batch_size} does not divide among {processes} GPUs (processes); "
+            f"use a multiple of {processes}"
+        )
 
 
 def normalisation_of(volume, sections) -> dict:
@@ -209,26 +261,37 @@ class Trainer:
     whenever validation improves (V_rand at threshold 0.5, then the misclassified fraction).
     """
 
-    def __init__(
-        self, data: AugmentedSet, volume_path, model_config: UNetConfig, options: TrainingOptions, checkpoint_dir
-    ):
+    def __init__(self, data: AugmentedSet, job: TrainingJob, world: World = distributed.SINGLE):
+        options, model_config = job.options, job.model
         self.data, self.options, self.model_config = data, options, model_config
-        self.device = pick_device(options.device)
+        self.device = distributed.rank_device(pick_device(options.device), world)
+        self.world = distributed.join(world, self.device)
         self.precision = amp_dtype(options.amp, self.device)
         self.input_size = data.attrs["input_size"]
-        self.volume = volume_store.open_store(volume_path)
+        self.volume = volume_store.open_store(job.volume)
         self.volume_info = volume_store.provenance(self.volume)
         self.normalisation = normalisation_of(self.volume, self.volume_info["sections"]["train"])
-        torch.manual_seed(options.seed)
+        torch.manual_seed(options.seed)  # the same initial weights on every rank
         self.model = build_model(model_config).to(self.device)
         if self.device.type == "cuda" and options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if options.compile else self.model
+        self.forward = self._parallel_forward()
         self.optimizer = make_optimizer(self.model, options)
         self.signature = run_signature(model_config, options, self.input_size, data.attrs)
-        self.checkpoints = Path(checkpoint_dir)
+        self.checkpoints = Path(job.checkpoints)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.step, self.rows, self.best = 0, [], None
+
+    def _parallel_forward(self):
+        """The module the training steps call: the model, wrapped for data parallelism and compiled as asked."""
+        forward = self.model
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            forward = DistributedDataParallel(self.model, device_ids=device_ids)
+            torch.manual_seed(int(np.random.default_rng([self.options.seed, self.world.rank]).integers(2**62)))
+        return torch.compile(forward) if self.options.compile else forward
 
     @property
     def last_path(self) -> Path:
@@ -248,29 +311,44 @@ class Trainer:
             return
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng"])
-        if self.device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], self.device)
+        self._restore_rng(saved["rng"])
         self.step, self.rows, self.best = saved["step"], saved["rows"], saved["best"]
         log.info("resuming from %s at step %d", self.last_path, self.step)
 
+    def _restore_rng(self, states: list) -> None:
+        """This rank's (CPU, CUDA) RNG states of the checkpoint; those of another number of ranks do not apply."""
+        if len(states) != self.world.size:
+            log.warning(
+                "%s holds the random states of %d processes, this run has %d: dropout draws differ from an "
+                "uninterrupted run",
+                self.last_path,
+                len(states),
+                self.world.size,
+            )
+            return
+        cpu, cuda = states[self.world.rank]
+        torch.set_rng_state(cpu)
+        if self.device.type == "cuda" and cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
+
     def save_checkpoint(self) -> None:
-        """Everything a resumed run needs to end bit-identical to an uninterrupted one, written atomically."""
+        """Everything a resumed run needs to end bit-identical to an uninterrupted one, written atomically.
+
+        Every rank calls it (the RNG states of all ranks are gathered); rank 0 writes.
+        """
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        payload = {
-            "signature": self.signature,
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "cuda_rng": cuda_rng,
-        }
-        payload |= {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
-        _atomic_torch_save(payload | {"rows": self.rows, "best": self.best}, self.last_path)
+        rng = distributed.gather_objects((torch.get_rng_state(), cuda_rng), self.world)
+        if not self.world.main:
+            return
+        payload = {"signature": self.signature, "step": self.step, "model": self.model.state_dict(), "rng": rng}
+        payload |= {"optimizer": self.optimizer.state_dict(), "rows": self.rows, "best": self.best}
+        _atomic_torch_save(payload, self.last_path)
 
     def train_step(self) -> float:
         """One optimiser step on the batch of ``self.step``; returns its loss."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.options, self.step)
-        inputs, labels, weights = draw_batch(self.data, self.options, self.step)
+        inputs, labels, weights = draw_batch(self.data, self.options, self.step, self.world)
         x = torch.from_numpy(normalise(inputs, self.normalisation)[:, None]).to(self.device)
         if self.device.type == "cuda" and self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -325,12 +403,12 @@ class Trainer:
             if self.step % options.log_every == 0 or last:
                 rate = (self.step - first) * options.batch_size / (time.perf_counter() - started)
                 lr = learning_rate(options, self.step - 1)
-                loss = float(np.mean(running))
+                loss = distributed.mean_over_ranks(float(np.mean(running)), self.world)  # of the whole batches
                 self.rows.append(curve_row("train", self.step, loss=loss, lr=lr, tiles_per_s=rate))
                 log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", self.step, loss, lr, rate)
                 running = []
             if self.step % options.validate_every == 0 or last:
-                if self.volume_info["sections"]["validation"]:
+                if self.volume_info["sections"]["validation"] and self.world.main:
                     self.validation_step()
                 self.save_checkpoint()
 
@@ -352,6 +430,7 @@ class Trainer:
         encoder = self.model_config.encoder_weights
         training = {"preset": preset, "dataset": info["dataset"], "iterations": self.options.iterations}
         training |= {"options": asdict(self.options), "best": self.best, "device": str(self.device)}
+        training |= {"processes": self.world.size}
         return {
             "format": MODEL_FORMAT,
             "model": asdict(self.model_config),
@@ -401,45 +480,72 @@ def write_outputs(trainer: Trainer, outputs: dict, metadata: dict) -> None:
     plot_curve(trainer.rows, outputs["curve_png"])
 
 
-def train(
-    augmented_path,
-    volume_path,
-    outputs: dict,
-    checkpoint_dir,
-    model_config: UNetConfig,
-    options: TrainingOptions,
-    threads: int = 1,
-    preset: str = "",
-) -> dict:
+def train(job: TrainingJob) -> dict:
     """Train, validate, checkpoint and write the model, its JSON and the training curve.
 
     Args:
-        augmented_path: the augment stage's Zarr set (tiles of the network's geometry).
-        volume_path: the training dataset's volume store (normalisation from its training sections,
-            validation on its validation sections).
-        outputs: paths of ``model``, ``metadata``, ``curve_csv`` and ``curve_png``.
-        checkpoint_dir: where ``last.pt`` and ``best.pt`` live (not a Snakemake output: they survive a kill).
-        model_config: the network; options: the optimisation; threads: CPU threads; preset: its name.
+        job: inputs (the augment stage's Zarr set; the training dataset's volume store, whose training
+            sections give the normalisation and whose validation sections select the checkpoint),
+            outputs, checkpoint folder, network, optimisation, CPU threads and processes.
 
     Returns:
         The model's metadata.
     """
-    torch.set_num_threads(max(threads, 1))
-    data = open_training_data(augmented_path, volume_path, model_config.geometry)
-    trainer = Trainer(data, volume_path, model_config, options, checkpoint_dir)
-    trainer.load_checkpoint()
-    log.info(
-        "training %s (%d parameters) on %s for %d iterations, %d tiles of %d -> %d px per batch",
-        model_config.architecture,
-        count_parameters(trainer.model),
-        trainer.device,
-        options.iterations,
-        options.batch_size,
-        trainer.input_size,
-        data.attrs["output_size"],
+    check_batch_split(job.options, job.processes)
+    if job.processes == 1:
+        return train_in_process(job, distributed.SINGLE)
+    spec = Path(job.checkpoints) / TrainingJob.RANK_SPEC
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(spec) as tmp:
+        tmp.write_text(job.to_json())
+    distributed.launch("unet_pipeline.train", spec, job.processes, max(job.threads // job.processes, 1))
+    return json.loads(Path(job.outputs["metadata"]).read_text())
+
+
+def train_in_process(job: TrainingJob, world: World) -> dict:
+    """This process's share of ``train``: all of it in a single process, one rank of a data-parallel run."""
+    torch.set_num_threads(max(job.threads // world.size, 1))
+    data = open_training_data(job.augmented, job.volume, job.model.geometry)
+    trainer = Trainer(data, job, world)
+    try:
+        trainer.load_checkpoint()
+        log.info(
+            "training %s (%d parameters) on %s (%d processes) for %d iterations, %d tiles of %d -> %d px per batch",
+            job.model.architecture,
+            count_parameters(trainer.model),
+            trainer.device,
+            trainer.world.size,
+            job.options.iterations,
+            job.options.batch_size,
+            trainer.input_size,
+            data.attrs["output_size"],
+        )
+        trainer.run()
+        if not trainer.world.main:
+            return {}
+        trainer.load_best()
+        metadata = trainer.metadata(job.preset)
+        write_outputs(trainer, job.outputs, metadata)
+        return metadata
+    finally:
+        distributed.leave(trainer.world)
+
+
+def _rank_main(spec: str) -> None:
+    """One rank of a data-parallel run, as torchrun starts it: ``python -m unet_pipeline.train JOB_JSON``."""
+    world = distributed.current_world()
+    # rank 0 reports; the others only warn. The train rule's process copies these lines into its log.
+    logging.basicConfig(
+        level=logging.INFO if world.main else logging.WARNING,
+        format=f"rank {world.rank}: %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
-    trainer.run()
-    trainer.load_best()
-    metadata = trainer.metadata(preset)
-    write_outputs(trainer, outputs, metadata)
-    return metadata
+    try:
+        train_in_process(TrainingJob.from_json(Path(spec).read_text()), world)
+    except PipelineError as error:
+        log.error("%s", error)
+        raise SystemExit(1) from error
+
+
+if __name__ == "__main__":
+    _rank_main(sys.argv[1])
