@@ -1,5 +1,8 @@
 """Ingest of TIFF stacks, image folders, Zarr arrays and HDF5 datasets into the OME-Zarr volume store."""
 
+import hashlib
+import shutil
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -266,3 +269,50 @@ def test_checksums_and_section_ranges(small_pair, tmp_path):
     with pytest.raises(PipelineError, match=r"sections.train: sections \[3\] are outside"):
         ingest("k", dataset(image, labels, sections={"train": "0-3"}), image, labels, tmp_path / "v.zarr")
     only_output_or_nothing(tmp_path, ["img.tif", "lab.tif"])
+
+
+def test_a_uint8_zarr_v3_image_is_used_in_place(tmp_path):
+    """No copy of a large uint8 (z, y, x) Zarr v3 source: the store links to its chunks, a valid OME-Zarr."""
+    from helpers import valid_ome_zarr
+
+    data = np.random.default_rng(1).integers(0, 256, (4, 40, 50), dtype=np.uint8)
+    source = tmp_path / "em.zarr"
+    zarr.create_array(str(source), data=data, chunks=(1, 20, 25))
+    out = tmp_path / "volume.zarr"
+    attrs = ingest("em", dataset(source), source, None, out)
+    assert (out / "0" / "c").is_symlink() and (out / "0" / "c").resolve() == (source / "c").resolve()
+    assert attrs["image"]["linked"] == str(source.resolve()) and attrs["image"]["pixel_sha256"] is None
+    np.testing.assert_array_equal(volume_store.open_store(out)[volume_store.IMAGE_PATH][:], data)
+    valid_ome_zarr(out)
+    assert volume_store.image_id(attrs).startswith(f"linked:{source.resolve()}@")
+
+    shutil.rmtree(out)  # what Snakemake does to an output it reruns: the link goes, the source stays
+    np.testing.assert_array_equal(zarr.open_array(str(source))[:], data)
+
+    verified = {"image": {"source": str(source), "pixel_sha256": hashlib.sha256(data.tobytes()).hexdigest()}}
+    attrs = ingest("em", verified, source, None, out)
+    assert attrs["image"]["pixel_sha256"] == verified["image"]["pixel_sha256"] and (out / "0" / "c").is_symlink()
+    wrong = {"image": {"source": str(source), "pixel_sha256": "0" * 64}}
+    with pytest.raises(InputDataError, match=r"em\.zarr: pixel sha256 mismatch"):
+        ingest("em", wrong, source, None, tmp_path / "wrong.zarr")
+    assert not (tmp_path / "wrong.zarr").exists()
+
+
+def test_zarr_sources_that_need_a_conversion_are_copied(tmp_path):
+    data = np.random.default_rng(2).integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    cases = {
+        "v2.zarr": lambda path: zarr.create_array(str(path), data=data, zarr_format=2),
+        "uint16.zarr": lambda path: zarr.create_array(str(path), data=data.astype(np.uint16)),
+        "dotted.zarr": lambda path: zarr.create_array(
+            str(path), data=data, chunk_key_encoding={"name": "default", "separator": "."}
+        ),
+        "copy.zarr": lambda path: zarr.create_array(str(path), data=data),
+    }
+    for name, create in cases.items():
+        create(tmp_path / name)
+        config = dataset(tmp_path / name)
+        config["image"]["link"] = name != "copy.zarr"
+        out = tmp_path / f"out-{name}"
+        attrs = ingest("z", config, tmp_path / name, None, out)
+        assert "linked" not in attrs["image"] and not (out / "0" / "c").is_symlink(), name
+        np.testing.assert_array_equal(volume_store.open_store(out)[volume_store.IMAGE_PATH][:], data)

@@ -136,9 +136,10 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     front_page = json.JSONDecoder().raw_decode(report[start:])[0]
     assert "Headline scores (tiny)" in front_page and cell in front_page, "the front page opens with the scores"
 
-    # A user's new TIFF stack, predicted with the existing model: only that dataset's stages run
-    new_stack = tmp_path / "new-stack.tif"
-    tifffile.imwrite(new_stack, tifffile.imread(tiny_isbi / "test-volume.tif")[:2, :100, :90], photometric="minisblack")
+    # A user's new uint8 Zarr v3 stack, predicted with the existing model: only that dataset's stages run, and
+    # the stack is used in place (linked from the volume store, not copied)
+    new_stack = tmp_path / "new-stack.zarr"
+    zarr.create_array(str(new_stack), data=tifffile.imread(tiny_isbi / "test-volume.tif")[:2, :100, :90])
     with_new = copy.deepcopy(config)
     with_new["datasets"]["newstack"] = {"image": {"source": str(new_stack)}, "sections": {"test": "all"}}
     write_config(tmp_path / "new.yaml", with_new)
@@ -148,6 +149,7 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert volume_store.open_store(results / "newstack" / "predictions" / "tiny.zarr")[
         volume_store.IMAGE_PATH
     ].shape == (2, 100, 90)
+    assert (results / "newstack" / "volume.zarr" / "0" / "c").resolve() == (new_stack / "c").resolve()
 
     # Changing a stage's parameters reruns that stage and those after it, nothing before it
     changed = copy.deepcopy(config)

@@ -87,10 +87,10 @@ def _check_prediction_matches(prediction, prediction_info: dict, info: dict, pre
             f"{prediction_path}: records no input checksum (input_pixel_sha256), so it cannot be matched to "
             f"{volume_path}; predict the dataset's volume store with the predict rule"
         )
-    if recorded != info["image"]["pixel_sha256"]:
+    if recorded != volume_store.image_id(info):
         raise InputDataError(
             f"{prediction_path}: predicts another volume (input pixel sha256 {recorded}) than {volume_path} "
-            f"(pixel sha256 {info['image']['pixel_sha256']})"
+            f"({volume_store.image_id(info)})"
         )
 
 
@@ -141,7 +141,7 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
             "training_data": model.get("data"),
         },
         "checksums": {
-            "image_pixel_sha256": info["image"]["pixel_sha256"],
+            "image_pixel_sha256": volume_store.image_id(info),
             "labels_pixel_sha256": info["labels"]["pixel_sha256"],
         },
         "tta": prediction_info.get("tta"),

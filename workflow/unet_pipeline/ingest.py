@@ -5,11 +5,17 @@ The image becomes uint8 (z, y, x); binary labels become 0/1 with 1 = foreground
 Sections are validated and written one at a time, so memory does not grow with
 the volume, and the store appears only once everything passed (see
 ``atomic.atomic_store``).
+
+A local Zarr v3 image that already is uint8 (z, y, x) with the default chunk keys
+is not copied but linked (``volume_store`` docstring): only its metadata and the
+first and last section are read, and its pixels are hashed only when the config
+gives a ``pixel_sha256`` to verify. ``link: false`` on the image source copies it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -21,7 +27,7 @@ from .atomic import atomic_store
 from .checksums import verify_sha256
 from .errors import InputDataError, PipelineError
 from .progress import Progress
-from .readers import open_volume
+from .readers import ZarrVolume, open_volume
 from .sources import ROLES, parse_sections, resolve_source
 
 log = logging.getLogger(__name__)
@@ -100,13 +106,15 @@ def _check_file_checksum(path: Path, spec: dict, remote: bool) -> None:
 
 
 def _copy_sections(reader, target, convert, what: str) -> str:
-    """Convert and write every section; return the sha256 of the source pixels in C order."""
+    """Convert and write every section (only hash them when ``target`` is None); return the sha256 of the
+    source pixels in C order."""
     digest = hashlib.sha256()
     progress = Progress(reader.shape[0], f"ingest {what}: sections", log)
     for index in range(reader.shape[0]):
         section = reader.section(index)
         digest.update(np.ascontiguousarray(section).tobytes())
-        target[index] = convert(section, f"{what}, section {index}")
+        if target is not None:
+            target[index] = convert(section, f"{what}, section {index}")
         progress.update()
     return digest.hexdigest()
 
@@ -140,7 +148,11 @@ def ingest(name: str, dataset: dict, image_path, labels_path, out_path) -> dict:
         with atomic_store(out_path) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             attrs = {"dataset": name, "shape": list(image_reader.shape), **scale, "sections": sections}
-            attrs["image"] = _write_image(root, image_reader, dataset, image_path)
+            linked = _linkable_array(image_reader, dataset["image"])
+            if linked:
+                attrs["image"] = _link_image(Path(tmp), linked, image_reader, dataset, image_path)
+            else:
+                attrs["image"] = _write_image(root, image_reader, dataset, image_path)
             attrs["labels"] = _write_labels(root, labels_reader, dataset, labels_path, scale) if labels_reader else None
             root.attrs["ome"] = {
                 "version": volume_store.NGFF_VERSION,
@@ -206,6 +218,41 @@ def _write_image(root, reader, dataset: dict, path: Path) -> dict:
         "sha256": spec.get("sha256"),
         "pixel_sha256": pixel_sha,
     }
+
+
+def _linkable_array(reader, spec: dict) -> Path | None:
+    """The folder of the source array when the image can be used in place, else None (it is copied)."""
+    if not isinstance(reader, ZarrVolume) or not spec.get("link", True) or spec.get("rescale") is not None:
+        return None
+    array = reader.array
+    root = getattr(array.store_path.store, "root", None)  # a LocalStore: a folder on this file system
+    encoding = array.metadata.chunk_key_encoding if array.metadata.zarr_format == 3 else None
+    if root is None or array.ndim != 3 or array.dtype != np.uint8 or encoding is None:
+        return None
+    if encoding.name != "default" or encoding.separator != "/":
+        return None
+    return (Path(root) / array.store_path.path).resolve()
+
+
+def _link_image(tmp: Path, array_dir: Path, reader, dataset: dict, path: Path) -> dict:
+    """Level 0 as the source's own metadata (with ``dimension_names``) and a link to its chunks; returns provenance."""
+    spec = dataset["image"]
+    for index in {0, reader.shape[0] - 1}:  # a codec or file-system problem shows now, not in a later stage
+        reader.section(index)
+    pixel_sha = None
+    if spec.get("pixel_sha256"):  # the user asked for the pixels to be verified: read them once, write nothing
+        pixel_sha = _copy_sections(reader, None, None, str(path))
+        _check_pixel_checksum(pixel_sha, spec, path)
+    metadata = (array_dir / "zarr.json").read_bytes()
+    level = tmp / volume_store.IMAGE_PATH
+    level.mkdir()
+    own = json.loads(metadata) | {"dimension_names": list(volume_store.AXES), "attributes": {}}
+    (level / "zarr.json").write_text(json.dumps(own, indent=2))
+    (level / "c").symlink_to(array_dir / "c", target_is_directory=True)
+    log.info("%s: uint8 (z, y, x) Zarr v3 array used in place (linked, not copied)", array_dir)
+    provenance = {"source": resolve_source(dataset, "image").location, "file": str(path), "dtype": "uint8"}
+    provenance |= {"rescale": None, "sha256": spec.get("sha256"), "pixel_sha256": pixel_sha}
+    return provenance | {"linked": str(array_dir), "metadata_sha256": hashlib.sha256(metadata).hexdigest()}
 
 
 def _write_labels(root, reader, dataset: dict, path: Path, scale: dict) -> dict:

@@ -373,7 +373,7 @@ def output_attrs(info: dict, image_path, levels: int = 1) -> dict:
     """OME metadata (``levels`` pyramid levels) and provenance of the output; the input's checksum and voxel size."""
     source_info = _source_provenance(image_path)
     if source_info:
-        info["input_pixel_sha256"] = source_info["image"]["pixel_sha256"]
+        info["input_pixel_sha256"] = volume_store.image_id(source_info)  # pixel sha256, or the link it uses
         voxel_size, unit = source_info["voxel_size"], source_info["unit"]
     else:
         log.warning(

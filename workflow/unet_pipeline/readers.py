@@ -156,7 +156,7 @@ class ZarrVolume:
             node = self._pick_array(node, key)
         if node.ndim not in (2, 3):
             raise InputDataError(f"{self.path}: expected a 2D or 3D array (z, y, x), found shape {node.shape}")
-        self._array = node
+        self.array = node
         self.shape = (1, *node.shape) if node.ndim == 2 else tuple(node.shape)
         self.dtype = np.dtype(node.dtype)
 
@@ -179,7 +179,7 @@ class ZarrVolume:
 
     def section(self, index: int) -> np.ndarray:
         try:
-            return np.asarray(self._array[index] if self._array.ndim == 3 else self._array[:])
+            return np.asarray(self.array[index] if self.array.ndim == 3 else self.array[:])
         except Exception as error:
             raise InputDataError(f"{self.path}: section {index} cannot be read (corrupt chunk?): {error}") from error
 

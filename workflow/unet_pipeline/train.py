@@ -443,7 +443,7 @@ class Trainer:
             "classes": ["background", "foreground"],
             "training": training | {"validation_sections": info["sections"]["validation"]},
             "data": {
-                "image_pixel_sha256": info["image"]["pixel_sha256"],
+                "image_pixel_sha256": volume_store.image_id(info),
                 "labels_pixel_sha256": info["labels"]["pixel_sha256"],
                 "augmentation_seed": attrs["seed"],
                 "augmented_samples": attrs["samples"],

@@ -8,6 +8,11 @@ and other NGFF viewers open it directly::
       labels/cells/0        labels: uint8 0/1 (1 = foreground, i.e. cell interior)
                             or uint32 instance ids (0 = background)
 
+A Zarr v3 source that already is uint8 (z, y, x) is not copied: ``0`` then holds
+only its own ``zarr.json`` (the source's, with ``dimension_names``) and a link
+``0/c`` to the source's chunk folder, so a TB volume is used in place (``ingest``).
+Deleting the store removes the link, never the source.
+
 Stores are written into a temporary sibling and renamed into place only when
 complete (``atomic``), so an interrupted stage never leaves an output that looks
 finished.
@@ -92,3 +97,15 @@ def open_store(path: str | os.PathLike, mode: str = "r"):
 def provenance(group) -> dict:
     """The pipeline's provenance attributes of a volume store."""
     return dict(group.attrs[PROVENANCE_KEY])
+
+
+def image_id(info: dict) -> str:
+    """What identifies a volume's image for the stages that must match it (prediction input, evaluation).
+
+    The sha256 of its pixels; for an image linked in place whose pixels were not hashed (no
+    ``pixel_sha256`` configured: that would read the whole volume), its location and array metadata.
+    """
+    image = info["image"]
+    if image["pixel_sha256"]:
+        return image["pixel_sha256"]
+    return f"linked:{image['linked']}@{image['metadata_sha256']}"
