@@ -9,8 +9,9 @@ does not depend on the weights) is placed where the train rule would write it, a
 every prediction job limited to one thread (`--set-threads`), only the ingest and
 prediction rules allowed. Printed: wall time of each run (the whole snakemake
 run: setup and finishing jobs included), throughput, their ratio, each
-prediction job's peak memory and start-up (``startup_seconds``) from Snakemake's
-benchmark files and the logs, the CPU, and whether the outputs are identical.
+prediction job's peak memory, start-up (``startup_seconds``) and cores used (CPU time
+over wall time) from Snakemake's benchmark files and the logs, the CPU, and whether
+the outputs are identical.
 """
 
 import argparse
@@ -94,12 +95,22 @@ def startup_seconds(results: Path, rule: str) -> list[float]:
     return found
 
 
-def peak_memory_mib(results: Path, rule: str) -> list[float]:
+def job_benchmarks(results: Path, rule: str) -> list[dict]:
+    """Snakemake's benchmark row of every job of ``rule``."""
     rows = []
     for bench in sorted((results / "benchmarks" / rule).glob("*.tsv")):
         with open(bench) as handle:
-            rows.append(float(next(csv.DictReader(handle, delimiter="\t"))["max_rss"]))
+            rows.append(next(csv.DictReader(handle, delimiter="\t")))
     return rows
+
+
+def peak_memory_mib(results: Path, rule: str) -> list[float]:
+    return [float(row["max_rss"]) for row in job_benchmarks(results, rule)]
+
+
+def cores_used(results: Path, rule: str) -> list[float]:
+    """CPU seconds per wall second of each job: above 1 when a one-thread job also keeps another core busy."""
+    return [round(float(row["cpu_time"]) / float(row["s"]), 2) for row in job_benchmarks(results, rule)]
 
 
 def main():
@@ -118,13 +129,14 @@ def main():
     laptop_model(laptop_model_path)
     voxels = float(np.prod(shape))
     print(f"ingest of {shape}: {run(results, 1, args.cores, 'big/volume.zarr'):.0f} s", flush=True)
-    outputs, times, startup, memory = {}, {}, {}, {}
+    outputs, times, startup, memory, cores = {}, {}, {}, {}, {}
     for shards in (1, 2):
         prediction = results / "big" / "predictions" / "laptop.zarr"
         shutil.rmtree(prediction, ignore_errors=True)
         times[shards] = run(results, shards, args.cores, "big/predictions/laptop.zarr")
         rule = "predict" if shards == 1 else "predict_shard"  # read now: the 2-shard run rewrites predict's log
         startup[shards], memory[shards] = startup_seconds(results, rule), peak_memory_mib(results, rule)
+        cores[shards] = cores_used(results, rule)
         outputs[shards] = volume_store.open_store(prediction)["0"][:]
         print(f"shards {shards}: {times[shards]:.0f} s, {voxels / times[shards] / 1e6:.3f} Mvoxel/s", flush=True)
     print(f"volume {shape} ({voxels / 2**30:.2f} GiB uint8), {args.cores} cores, {cpu_model()}")
@@ -132,6 +144,7 @@ def main():
     print(f"identical outputs: {np.array_equal(outputs[1], outputs[2])}")
     print(f"peak memory per prediction job (MiB): 1 shard {memory[1]}, 2 shards {memory[2]}")
     print(f"start-up per prediction job (s): 1 shard {startup[1]}, 2 shards {startup[2]}")
+    print(f"cores used per prediction job (CPU s / wall s): 1 shard {cores[1]}, 2 shards {cores[2]}")
 
 
 if __name__ == "__main__":
