@@ -47,7 +47,9 @@ def main():
     if finished.returncode != 0:
         raise SystemExit(f"the workflow failed:\n{finished.stdout[-3000:]}{finished.stderr[-3000:]}")
     wall = time.perf_counter() - start
-    train_seconds = float((results / "benchmarks" / "train" / "laptop.tsv").read_text().splitlines()[1].split("\t")[0])
+    train_seconds = float(
+        (results / "benchmarks" / "train" / "isbi2012.laptop.tsv").read_text().splitlines()[1].split("\t")[0]
+    )
     summary = json.loads((results / "isbi2012" / "evaluation" / "laptop" / "summary.json").read_text())
     if args.rescore:  # the train rule only found its finished checkpoint: its time says nothing
         print(f"rescoring run wall time {wall / 60:.1f} min ({args.cores} cores, {cpu_model()})")

@@ -2,7 +2,7 @@
 
     pip install monai==1.6.1      # for the comparison only
     python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508]
-                                       [--model results/models/laptop/model.pt] [--device auto] [--amp bf16]
+                                       [--model results/isbi2012/models/laptop/model.pt] [--device auto] [--amp bf16]
 
 A synthetic uint8 volume of --shape (random gray values, written chunk by chunk
 to Zarr) is predicted three ways, each in its own subprocess so that peak RSS is

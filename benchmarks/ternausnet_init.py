@@ -55,7 +55,7 @@ def run_variant(name: str, args, results: Path) -> tuple[list[dict], float] | No
         "presets": {preset: preset_variant(config["presets"]["ternausnet"], weights, args)},
         "datasets": {"isbi2012": {"base": data}, "isbi2012_test": {"base": data}},
     }
-    model = results / "models" / preset / "model.pt"
+    model = results / "isbi2012" / "models" / preset / "model.pt"
     finished = run_shipped(overlay, preset, args.cores, targets=[model])
     if finished.returncode != 0:
         log = results / f"{preset}.snakemake.log"
@@ -63,9 +63,11 @@ def run_variant(name: str, args, results: Path) -> tuple[list[dict], float] | No
         errors = [line for line in log.read_text().splitlines() if " ERROR " in line]
         print(f"{name}: not trained (the workflow failed; see {log}):", *errors[-1:])
         return None
-    with open(results / "models" / preset / "training_curve.csv") as handle:
+    with open(results / "isbi2012" / "models" / preset / "training_curve.csv") as handle:
         rows = [row for row in csv.DictReader(handle) if row["split"] == "validation"]
-    seconds = float((results / "benchmarks" / "train" / f"{preset}.tsv").read_text().splitlines()[1].split("\t")[0])
+    seconds = float(
+        (results / "benchmarks" / "train" / f"isbi2012.{preset}.tsv").read_text().splitlines()[1].split("\t")[0]
+    )
     return rows, seconds
 
 

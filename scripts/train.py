@@ -18,5 +18,6 @@ with rule_logging(snakemake):
             preset=snakemake.wildcards.preset,
             threads=snakemake.threads,
             processes=max(preset["gpus"], 1),
+            init_from=snakemake.input.get("init_from"),
         )
     )

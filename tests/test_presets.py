@@ -64,7 +64,7 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
     run_snakemake(workdir, "--configfile", f"{name}.yaml")
 
     results = workdir / "results"
-    model, metadata = load_model(results / "models" / name / "model.pt")
+    model, metadata = load_model(results / "tiny" / "models" / name / "model.pt")
     shipped_model = SHIPPED["presets"][name]["model"]
     assert metadata["model"]["architecture"] == shipped_model["architecture"]
     assert metadata["input_size"] == config["presets"][name]["input_size"]
@@ -97,11 +97,33 @@ def test_a_preset_with_two_gpus_trains_data_parallel_through_the_workflow(workdi
     preset["training"].update(batch_size=2, iterations=4, validate_every=2)
     config["preset"], config["presets"] = "laptop_2gpus", {"laptop_2gpus": preset}
     write_config(workdir / "two_gpus.yaml", config)
-    target = "results/models/laptop_2gpus/model.json"
+    target = "results/tiny/models/laptop_2gpus/model.json"
     run_snakemake(workdir, target, "--configfile", "two_gpus.yaml")
     metadata = json.loads((workdir / target).read_text())
     assert metadata["training"]["processes"] == 2 and metadata["training"]["iterations"] == 4
-    log = (workdir / "results" / "logs" / "train" / "laptop_2gpus.log").read_text()
+    log = (workdir / "results" / "logs" / "train" / "tiny.laptop_2gpus.log").read_text()
     assert "starting 2 training processes" in log and "rank 0: INFO" in log, log
-    checkpoint = torch.load(workdir / "results/models/laptop_2gpus/checkpoints/last.pt", weights_only=False)
+    checkpoint = torch.load(workdir / "results/tiny/models/laptop_2gpus/checkpoints/last.pt", weights_only=False)
     assert len(checkpoint["rng"]) == 2, "rank 0 wrote the random states of both ranks"
+
+
+def test_a_fine_tuning_preset_starts_from_the_model_of_another(workdir, tiny_isbi):
+    """init_from names another preset's model: snakemake trains that first, then fine-tunes from it."""
+    config = tiny_config(tiny_isbi.as_uri())
+    base = shrunk(SHIPPED["presets"]["laptop"])
+    tuned = copy.deepcopy(base) | {"train_dataset": "tiny", "init_from": "results/tiny/models/base/model.pt"}
+    tuned["training"].update(learning_rate=1e-4, iterations=3)
+    config["preset"], config["presets"] = "base", {"base": base, "tuned": tuned}
+    write_config(workdir / "tuned.yaml", config)
+    result = run_snakemake(workdir, "results/tiny/models/tuned/model.json", "--configfile", "tuned.yaml")
+    assert "rule train:" in result.stdout + result.stderr
+    metadata = json.loads((workdir / "results/tiny/models/tuned/model.json").read_text())
+    start = metadata["training"]["init_from"]
+    assert start["sha256"] == sha256_of_file(workdir / "results/tiny/models/base/model.pt")
+    assert start["preset"] == "base" and metadata["training"]["iterations"] == 3
+
+    wrong = copy.deepcopy(config)
+    wrong["presets"]["tuned"]["model"]["base_channels"] = 8
+    write_config(workdir / "wrong.yaml", wrong)
+    failed = run_snakemake(workdir, "results/tiny/models/tuned/model.json", "--configfile", "wrong.yaml", check=False)
+    assert failed.returncode != 0 and "is not the one trained here" in failed.stdout + failed.stderr

@@ -14,10 +14,20 @@ import torch
 from helpers import REPO
 from unet_pipeline import volume_store
 from unet_pipeline.augment import write_augmented_set
+from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.ingest import ingest
+from unet_pipeline.overlap_tile import normalise
 from unet_pipeline.ternausnet import VGG11_CONVOLUTIONS
-from unet_pipeline.train import TrainingJob, TrainingOptions, learning_rate, train
+from unet_pipeline.train import (
+    AugmentedSet,
+    TrainingJob,
+    TrainingOptions,
+    draw_batch,
+    learning_rate,
+    train,
+    weighted_cross_entropy,
+)
 from unet_pipeline.unet import UNetConfig, load_model
 from unet_pipeline.weight_maps import write_weight_maps
 
@@ -80,7 +90,9 @@ def outputs(folder):
     return {key: folder / name for key, name in names.items()}
 
 
-def job(synthetic, folder, model=CONFIG, augmented="augmented.zarr", processes=1, **options) -> TrainingJob:
+def job(
+    synthetic, folder, model=CONFIG, augmented="augmented.zarr", processes=1, init_from=None, **options
+) -> TrainingJob:
     """A training run on the synthetic set (``augmented``: a name in it or a path of its own)."""
     settings = {
         "batch_size": 2,
@@ -100,6 +112,7 @@ def job(synthetic, folder, model=CONFIG, augmented="augmented.zarr", processes=1
         preset="test",
         threads=2,
         processes=processes,
+        init_from=init_from,
     )
 
 
@@ -298,3 +311,33 @@ def test_data_parallel_training_resumes_and_refuses_an_uneven_batch(synthetic, t
     with pytest.raises(PipelineError, match="batch_size 3 does not divide among 2 GPUs"):
         run(synthetic, tmp_path / "uneven", iterations=2, processes=2, batch_size=3)
     assert not (tmp_path / "uneven" / "model.pt").exists()
+
+
+def test_fine_tuning_starts_from_the_given_weights(synthetic, tmp_path):
+    """The first step's loss is the loaded model's loss on that batch; a different network is refused."""
+    model = UNetConfig(levels=3, base_channels=8, dropout=0.0)
+    base = run(synthetic, tmp_path / "base", model=model, iterations=6)
+    start = tmp_path / "base" / "model.pt"
+    tuned = run(synthetic, tmp_path / "tuned", model=model, init_from=start, iterations=3, log_every=1)
+    loaded, _ = load_model(start)
+    options = TrainingOptions(iterations=3, batch_size=2)
+    inputs, labels, weights = draw_batch(AugmentedSet(synthetic / "augmented.zarr"), options, 0)
+    with torch.no_grad():
+        logits = loaded.train()(torch.from_numpy(normalise(inputs, base["normalisation"])[:, None]))
+        expected = weighted_cross_entropy(logits, torch.from_numpy(labels), torch.from_numpy(weights)).item()
+    first = next(row for row in csv.DictReader((tmp_path / "tuned" / "curve.csv").open()) if row["split"] == "train")
+    assert float(first["loss"]) == pytest.approx(expected, rel=1e-5)
+    fresh = run(synthetic, tmp_path / "fresh", model=model, iterations=1, log_every=1)
+    fresh_first = next(row for row in csv.DictReader((tmp_path / "fresh" / "curve.csv").open()))
+    assert float(fresh_first["loss"]) != pytest.approx(expected, rel=1e-2), "a fresh start has another loss"
+    record = tuned["training"]["init_from"]
+    assert record["sha256"] == sha256_of_file(start) and record["dataset"] == "synthetic"
+    assert tuned["normalisation"] == base["normalisation"] and fresh["training"]["init_from"] is None
+
+    wider = UNetConfig(levels=3, base_channels=16, dropout=0.0)
+    message = r"init_from .*model\.pt: its network \(.*base_channels 8, .*tiles 92\) is not the one trained here \("
+    with pytest.raises(PipelineError, match=message + r".*base_channels 16"):
+        run(synthetic, tmp_path / "wider", model=wider, init_from=start, iterations=1)
+    with pytest.raises(PipelineError, match=r"missing\.pt: model file not found"):
+        run(synthetic, tmp_path / "missing", model=model, init_from=tmp_path / "missing.pt", iterations=1)
+    assert not (tmp_path / "wider" / "model.pt").exists()

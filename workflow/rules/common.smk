@@ -14,7 +14,7 @@ from unet_pipeline.sources import Source, resolve_source
 from unet_pipeline.tile_geometry import geometry_of
 
 RESULTS = config["results"]
-MODELS = f"{RESULTS}/models/{{preset}}"  # one folder per trained model
+MODELS = f"{RESULTS}/{{trainset}}/models/{{preset}}"  # one folder per preset and training dataset
 # Every result's path pattern, once: rules use them as inputs and outputs, all_targets() fills them in.
 PATHS = {
     "download": f"{RESULTS}/downloads/{{dataset}}/{{role}}/{{filename}}",
@@ -50,8 +50,10 @@ PREDICTION_OPTIONS = {
 PREDICTION_SHARDS = config["prediction"]["shards"]
 SHARD_GIB = 4  # prediction.shards: auto = one shard per this many GiB of (uint8) input
 
-if TRAIN_DATASET is not None and not DATASETS.get(TRAIN_DATASET, {}).get("labels"):
-    raise ValueError(f"train_dataset {TRAIN_DATASET!r} must be a dataset of the config with labels")
+for _name, _preset in PRESETS.items():
+    _dataset = _preset.get("train_dataset") or TRAIN_DATASET
+    if _dataset is not None and not DATASETS.get(_dataset, {}).get("labels"):
+        raise ValueError(f"preset {_name!r}: train_dataset {_dataset!r} must be a dataset of the config with labels")
 for name in config["prediction"]["submission_tiff"]:
     if name not in DATASETS:
         raise ValueError(f"prediction.submission_tiff names {name!r}, which is not a dataset of the config")
@@ -61,6 +63,7 @@ if TRAIN_DATASET is not None and PRESET not in PRESETS:
 
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    trainset="[A-Za-z0-9][A-Za-z0-9_.-]*",
     preset="[A-Za-z0-9][A-Za-z0-9_-]*",
     role="image|labels",
     shard="[0-9]+-of-[0-9]+",
@@ -133,15 +136,30 @@ def pretrained_source(wildcards):
     raise ValueError(f"no URL of pretrained_weights has the file name {wildcards.filename}")
 
 
+def trained_on(preset):
+    """The dataset whose model of ``preset`` the other stages use: the preset's train_dataset, else the config's."""
+    return PRESETS[preset].get("train_dataset") or TRAIN_DATASET
+
+
+def model_file(wildcards):
+    """The model a prediction or segmentation of ``wildcards.preset`` uses."""
+    return PATHS["model"].format(trainset=trained_on(wildcards.preset), preset=wildcards.preset)
+
+
 def train_inputs(wildcards):
-    """The augmented set and volume of the training dataset, and the encoder's starting weights if any."""
+    """The augmented set and volume of the training dataset, the encoder's starting weights and the model
+    fine-tuning starts from (init_from), if any."""
+    if not DATASETS.get(wildcards.trainset, {}).get("labels"):
+        raise ValueError(f"{wildcards.trainset!r} has no labels to train on")
     inputs = {
-        "augmented": PATHS["augmented"].format(dataset=TRAIN_DATASET, preset=wildcards.preset),
-        "volume": PATHS["volume"].format(dataset=TRAIN_DATASET),
+        "augmented": PATHS["augmented"].format(dataset=wildcards.trainset, preset=wildcards.preset),
+        "volume": PATHS["volume"].format(dataset=wildcards.trainset),
     }
     weights = encoder_weights_file(wildcards.preset)
     if weights:
         inputs["encoder_weights"] = weights
+    if PRESETS[wildcards.preset].get("init_from"):
+        inputs["init_from"] = PRESETS[wildcards.preset]["init_from"]
     return inputs
 
 
@@ -158,9 +176,10 @@ def segment_inputs(wildcards):
     """The prediction, and the evaluation whose V_rand threshold is used unless segmentation.threshold is set."""
     inputs = {"prediction": PATHS["prediction"].format(**wildcards)}
     if config["segmentation"]["threshold"] is None:
-        if TRAIN_DATASET is None:
+        trainset = trained_on(wildcards.preset)
+        if trainset is None:
             raise ValueError("segmentation.threshold is null and no train_dataset is evaluated to choose it; set it")
-        inputs["summary"] = PATHS["summary"].format(dataset=TRAIN_DATASET, preset=wildcards.preset)
+        inputs["summary"] = PATHS["summary"].format(dataset=trainset, preset=wildcards.preset)
     return inputs
 
 
@@ -184,11 +203,12 @@ def shard_outputs(wildcards):
 
 def all_targets():
     """Everything `snakemake` builds by default: every stage for every dataset."""
-    path = lambda key, **names: PATHS[key].format(preset=PRESET, **names)
+    trainset = trained_on(PRESET) if PRESET in PRESETS else TRAIN_DATASET
+    path = lambda key, **names: PATHS[key].format(preset=PRESET, trainset=trainset, **names)
     targets = [path("volume", dataset=name) for name in DATASETS]
     targets += [path("weight_map_figure", dataset=name) for name in DATASETS if labelled(name)]
-    if TRAIN_DATASET is not None:
-        targets += [path("augmented_figure", dataset=TRAIN_DATASET), path("model"), path("bioimageio")]
+    if trainset is not None:
+        targets += [path("augmented_figure", dataset=trainset), path("model"), path("bioimageio")]
         targets += [path("prediction_figure", dataset=name) for name in DATASETS]
         targets += [path("segmentation", dataset=name) for name in DATASETS]
         targets += [path("summary", dataset=name) for name in DATASETS if labelled(name)]

@@ -4,14 +4,14 @@
 rule export:
     input:
         model=PATHS["model"],
-        volume=PATHS["volume"].format(dataset=TRAIN_DATASET),
+        volume=lambda wildcards: PATHS["volume"].format(dataset=wildcards.trainset),
     output:
         onnx=PATHS["onnx"],
         package=PATHS["bioimageio"],
     log:
-        f"{RESULTS}/logs/export/{{preset}}.log",
+        f"{RESULTS}/logs/export/{{trainset}}.{{preset}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/export/{{preset}}.tsv"
+        f"{RESULTS}/benchmarks/export/{{trainset}}.{{preset}}.tsv"
     conda:
         "../../envs/export.yaml"
     threads: 2
@@ -19,6 +19,6 @@ rule export:
         mem_mb=4096,
         runtime=30,
     params:
-        name=lambda wildcards: f"U-Net {wildcards.preset} ({TRAIN_DATASET})",
+        name=lambda wildcards: f"U-Net {wildcards.preset} ({wildcards.trainset})",
     script:
         "../../scripts/export.py"

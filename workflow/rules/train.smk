@@ -1,4 +1,5 @@
-# Stage 4: train the preset's U-Net on the augmented set of the training dataset.
+# Stage 4: train the preset's U-Net on the augmented set of a labelled dataset (trainset), optionally starting
+# from a trained model (init_from).
 
 
 rule train:
@@ -20,9 +21,9 @@ rule train:
             subcategory="{preset}",
         ),
     log:
-        f"{RESULTS}/logs/train/{{preset}}.log",
+        f"{RESULTS}/logs/train/{{trainset}}.{{preset}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{preset}}.tsv"
+        f"{RESULTS}/benchmarks/train/{{trainset}}.{{preset}}.tsv"
     conda:
         "../../envs/train.yaml"
     threads: 8

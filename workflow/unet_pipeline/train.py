@@ -14,6 +14,11 @@ Checkpoints live in a folder that is not a Snakemake output (Snakemake deletes
 the outputs of a failed job); each carries a signature of the model, the
 optimisation settings and the data, and is used only when the signature matches.
 
+Fine-tuning (``init_from``): the weights of a trained model file replace the random
+ones before the first step; its network and tile size must be this run's. The
+starting model's input normalisation is kept (the weights were trained for it), its
+file's sha256 joins the checkpoint signature and the model metadata.
+
 With ``processes > 1`` (a preset's ``gpus``) the run is data-parallel
 (DistributedDataParallel, launched by ``distributed.launch``): every rank draws the
 same batch of ``step`` and computes on its own contiguous part of it, gradients are
@@ -38,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import distributed, volume_store
+from . import distributed, normalisation, volume_store
 from .atomic import atomic_file
 from .cells import cells_of
 from .checksums import sha256_of_file
@@ -48,7 +53,7 @@ from .errors import InputDataError, PipelineError
 from .figures import pyplot
 from .metrics import validation_scores
 from .overlap_tile import TilePredictor, normalise
-from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, save_model
+from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, load_model, save_model
 
 log = logging.getLogger("unet_pipeline.train")  # also when torchrun runs this module as __main__
 
@@ -95,7 +100,8 @@ class TrainingJob:
 
     ``outputs`` holds the paths of ``model``, ``metadata``, ``curve_csv`` and ``curve_png``;
     ``checkpoints`` is where ``last.pt`` and ``best.pt`` live (not a Snakemake output: they survive
-    a kill); ``processes`` > 1 trains data-parallel, one process per GPU.
+    a kill); ``processes`` > 1 trains data-parallel, one process per GPU; ``init_from`` is a
+    trained model file to start from (fine-tuning).
     """
 
     augmented: str
@@ -107,6 +113,7 @@ class TrainingJob:
     preset: str = ""
     threads: int = 1
     processes: int = 1
+    init_from: str | None = None
     RANK_SPEC = "job.json"  # in ``checkpoints``: what each rank of a data-parallel run reads
 
     def to_json(self) -> str:
@@ -187,12 +194,15 @@ def check_batch_split(options: TrainingOptions, processes: int) -> None:
 
 
 def normalisation_of(volume, sections) -> dict:
-    """Mean and standard deviation of the training sections' gray values (scaled to [0, 1])."""
+    """Mean and standard deviation of the training sections' gray values (scaled to [0, 1]), and their robust
+    range (``normalisation.PERCENTILES``, gray values) that per-volume normalisation maps new volumes onto."""
     import dask.array as da
 
-    stack = da.from_zarr(volume[volume_store.IMAGE_PATH])[sections].astype(np.float64) / 255.0
+    image = volume[volume_store.IMAGE_PATH]
+    stack = da.from_zarr(image)[sections].astype(np.float64) / 255.0
     mean, std = da.compute(stack.mean(), stack.std())
-    return {"mean": float(mean), "std": float(max(std, 1e-3))}
+    robust = normalisation.percentiles(normalisation.histogram(image[z] for z in sections))
+    return {"mean": float(mean), "std": float(max(std, 1e-3)), "percentiles": robust}
 
 
 def validate(predictor: TilePredictor, volume, sections) -> dict:
@@ -215,15 +225,42 @@ def _atomic_torch_save(payload, path: Path) -> None:
         torch.save(payload, tmp)
 
 
-def run_signature(model_config: UNetConfig, options: TrainingOptions, input_size: int, data_attrs: dict) -> str:
-    """What a checkpoint must match to be resumed: model, result-relevant options, tile size, data."""
+def run_signature(model_config: UNetConfig, options: TrainingOptions, data_attrs: dict, start: dict | None) -> str:
+    """What a checkpoint must match to be resumed: model, result-relevant options, tile size, data, start."""
     described = {
         "model": asdict(model_config),
         "options": {field: getattr(options, field) for field in TrainingOptions.RESULT_FIELDS},
-        "input_size": input_size,
+        "input_size": data_attrs["input_size"],
         "data": {key: data_attrs[key] for key in ("seed", "samples", "source", "augmentation")},
     }
+    if start is not None:  # fine-tuning: which weights it started from (absent otherwise: old signatures hold)
+        described["init_from"] = start["sha256"]
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+NETWORK_FIELDS = ("architecture", "in_channels", "classes", "levels", "base_channels", "padded")
+
+
+def initial_weights(path, model_config: UNetConfig, input_size: int) -> tuple[dict, dict]:
+    """Fine-tuning: the state dict of a trained model file and what to record of it.
+
+    Raises:
+        PipelineError: the file is missing or not a model, or its network or tile size is not this run's.
+    """
+    start, metadata = load_model(path)
+    theirs = asdict(UNetConfig(**metadata["model"]))
+    ours = asdict(model_config)
+    if [theirs[key] for key in NETWORK_FIELDS] != [ours[key] for key in NETWORK_FIELDS] or (
+        metadata["input_size"] != input_size
+    ):
+        describe = lambda config, size: ", ".join(f"{key} {config[key]}" for key in NETWORK_FIELDS) + f", tiles {size}"
+        raise PipelineError(
+            f"init_from {path}: its network ({describe(theirs, metadata['input_size'])}) is not the one trained "
+            f"here ({describe(ours, input_size)}); fine-tuning needs the same network and tile size"
+        )
+    record = {"path": str(path), "sha256": sha256_of_file(path), "normalisation": metadata["normalisation"]}
+    record |= {key: metadata.get("training", {}).get(key) for key in ("preset", "dataset")}
+    return start.state_dict(), record
 
 
 def plot_curve(rows: list[dict], path) -> None:
@@ -270,14 +307,21 @@ class Trainer:
         self.input_size = data.attrs["input_size"]
         self.volume = volume_store.open_store(job.volume)
         self.volume_info = volume_store.provenance(self.volume)
-        self.normalisation = normalisation_of(self.volume, self.volume_info["sections"]["train"])
         torch.manual_seed(options.seed)  # the same initial weights on every rank
-        self.model = build_model(model_config).to(self.device)
+        self.model = build_model(model_config)
+        self.start = None
+        if job.init_from:
+            state, self.start = initial_weights(job.init_from, model_config, self.input_size)
+            self.model.load_state_dict(state)
+            self.normalisation = self.start["normalisation"]
+        else:
+            self.normalisation = normalisation_of(self.volume, self.volume_info["sections"]["train"])
+        self.model = self.model.to(self.device)
         if self.device.type == "cuda" and options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = self._parallel_forward()
         self.optimizer = make_optimizer(self.model, options)
-        self.signature = run_signature(model_config, options, self.input_size, data.attrs)
+        self.signature = run_signature(model_config, options, data.attrs, self.start)
         self.checkpoints = Path(job.checkpoints)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.step, self.rows, self.best = 0, [], None
@@ -430,7 +474,7 @@ class Trainer:
         encoder = self.model_config.encoder_weights
         training = {"preset": preset, "dataset": info["dataset"], "iterations": self.options.iterations}
         training |= {"options": asdict(self.options), "best": self.best, "device": str(self.device)}
-        training |= {"processes": self.world.size}
+        training |= {"processes": self.world.size, "init_from": self.start}
         return {
             "format": MODEL_FORMAT,
             "model": asdict(self.model_config),
