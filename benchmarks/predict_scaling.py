@@ -1,13 +1,15 @@
 """Sharded prediction: throughput of 1 shard against 2 shards of one thread each, through the workflow.
 
     python benchmarks/predict_scaling.py [--data ../shared/data/isbi2012] [--tiles 8] [--results results_scaling]
+                                         [--input-size 348]
 
 The volume is the ISBI test volume tiled tiles x tiles in y and x (8: 30 x 4096 x 4096,
 0.5 GB of uint8), ingested once. A laptop-preset network with random weights (speed
 does not depend on the weights) is placed where the train rule would write it, and
 `snakemake --cores 2` predicts the volume with `prediction.shards: 1` and then 2,
 every prediction job limited to one thread (`--set-threads`), only the ingest and
-prediction rules allowed. Printed: wall time of each run (the whole snakemake
+prediction rules allowed, and both with the same tile (``--input-size``; left to the
+measured choice, the two runs could pick different tiles and compare those instead). Printed: wall time of each run (the whole snakemake
 run: setup and finishing jobs included), throughput, their ratio, each
 prediction job's peak memory, start-up (``startup_seconds``) and cores used (CPU time
 over wall time) from Snakemake's benchmark files and the logs, the CPU, and whether
@@ -55,12 +57,12 @@ def laptop_model(path: Path) -> None:
     save_model(model, path, metadata)
 
 
-def run(results: Path, shards: int, cores: int, target: str) -> float:
+def run(results: Path, shards: int, cores: int, target: str, input_size: int) -> float:
     config = {
         "results": str(results),
         "preset": "laptop",
         "datasets": {"big": {"image": {"source": str(results / "big.tif")}, "sections": {"test": "all"}}},
-        "prediction": {"shards": shards, "submission_tiff": []},
+        "prediction": {"shards": shards, "submission_tiff": [], "input_size": input_size},
     }
     overlay = results / f"shards{shards}.yaml"
     overlay.write_text(yaml.safe_dump(config))
@@ -119,27 +121,30 @@ def main():
     parser.add_argument("--tiles", type=int, default=8)
     parser.add_argument("--results", type=Path, default=REPO / "results_scaling")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--input-size", type=int, default=348, help="tile size of both runs (laptop network)")
     args = parser.parse_args()
     results = args.results.resolve()
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
     shape = tiled_volume(args.data, args.tiles, results / "big.tif")
-    laptop_model_path = results / "models" / "laptop" / "model.pt"
+    laptop_model_path = results / "isbi2012" / "models" / "laptop" / "model.pt"  # the config's train_dataset
     laptop_model_path.parent.mkdir(parents=True)
     laptop_model(laptop_model_path)
     voxels = float(np.prod(shape))
-    print(f"ingest of {shape}: {run(results, 1, args.cores, 'big/volume.zarr'):.0f} s", flush=True)
+    print(f"ingest of {shape}: {run(results, 1, args.cores, 'big/volume.zarr', args.input_size):.0f} s", flush=True)
     outputs, times, startup, memory, cores = {}, {}, {}, {}, {}
     for shards in (1, 2):
         prediction = results / "big" / "predictions" / "laptop.zarr"
         shutil.rmtree(prediction, ignore_errors=True)
-        times[shards] = run(results, shards, args.cores, "big/predictions/laptop.zarr")
+        times[shards] = run(results, shards, args.cores, "big/predictions/laptop.zarr", args.input_size)
         rule = "predict" if shards == 1 else "predict_shard"  # read now: the 2-shard run rewrites predict's log
         startup[shards], memory[shards] = startup_seconds(results, rule), peak_memory_mib(results, rule)
         cores[shards] = cores_used(results, rule)
         outputs[shards] = volume_store.open_store(prediction)["0"][:]
         print(f"shards {shards}: {times[shards]:.0f} s, {voxels / times[shards] / 1e6:.3f} Mvoxel/s", flush=True)
-    print(f"volume {shape} ({voxels / 2**30:.2f} GiB uint8), {args.cores} cores, {cpu_model()}")
+    print(
+        f"volume {shape} ({voxels / 2**30:.2f} GiB uint8), {args.cores} cores, {cpu_model()}, tiles {args.input_size}"
+    )
     print(f"throughput ratio 2 shards / 1 shard: {times[1] / times[2]:.2f}x")
     print(f"identical outputs: {np.array_equal(outputs[1], outputs[2])}")
     print(f"peak memory per prediction job (MiB): 1 shard {memory[1]}, 2 shards {memory[2]}")

@@ -2,12 +2,18 @@
 
     python benchmarks/train_speed.py [--presets laptop paper] [--steps 20] [--amp none bf16]
                                      [--peak-tflops 989]   # dense bf16 of an H100 SXM, for the fraction
+                                     [--variants plain channels_last compile]
 
 Runs the training step of unet_pipeline.train (forward, weighted cross-entropy,
 backward, optimiser step) on random tiles of each preset's size and batch, after
 a few warm-up steps, on CUDA when present (else the CPU with all its cores).
 FLOPs per step come from torch's FlopCounterMode on the network (forward and
 backward), so the fraction of peak is model FLOPs / time / peak.
+
+Every preset runs with each --amp (bf16 also on a CPU: autocast there uses the
+CPU's bf16 instructions where it has them, avx512_bf16 or AMX, see ``lscpu``) and
+each variant: plain, channels_last memory format, torch.compile (the first steps,
+which compile, are warm-up).
 """
 
 import argparse
@@ -19,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 import torch
 import yaml
+from shipped_workflow import cpu_model
 from torch.utils.flop_counter import FlopCounterMode
 from unet_pipeline.devices import AMP_DTYPES, amp_dtype
 from unet_pipeline.train import TrainingOptions, make_optimizer, weighted_cross_entropy
@@ -33,20 +40,22 @@ def step_flops(model, batch, size) -> int:
     return counter.get_total_flops()
 
 
-def measure(preset: dict, amp: str, steps: int, device: torch.device) -> dict:
+def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: str = "plain") -> dict:
     config = UNetConfig(**preset["model"])
     size, batch = preset["input_size"], preset["training"].get("batch_size", 1)
     out = config.geometry.output_size(size)
     model = build_model(config).to(device)
-    if device.type == "cuda":
+    channels_last = variant == "channels_last" or (device.type == "cuda" and variant != "plain")
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     options = TrainingOptions(
         **{k: v for k, v in preset["training"].items() if k in TrainingOptions.__dataclass_fields__}
     )
     optimizer = make_optimizer(model, options)
     flops = step_flops(model, batch, size)
+    forward = torch.compile(model) if variant == "compile" else model
     x = torch.randn(batch, 1, size, size, device=device)
-    if device.type == "cuda":
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 2, (batch, out, out), device=device)
     w = torch.rand(batch, out, out, device=device) + 0.5
@@ -55,9 +64,9 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device) -> dict:
     def one_step():
         if dtype is not None:
             with torch.autocast(device.type, dtype=dtype):
-                logits = model(x)
+                logits = forward(x)
         else:
-            logits = model(x)
+            logits = forward(x)
         loss = weighted_cross_entropy(logits, y, w)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -97,25 +106,30 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=sorted(AMP_DTYPES))
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak TFLOP/s, for the fraction")
+    parser.add_argument("--variants", nargs="+", default=["plain"], choices=["plain", "channels_last", "compile"])
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(torch.get_num_threads())
     presets = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_model()}, {torch.get_num_threads()} threads"
+    )
     print(f"device: {name}")
     print(
-        f"{'preset':8s} {'amp':5s} {'tile':>10s} {'batch':>5s} {'tiles/s':>9s} {'s/step':>8s} "
+        f"{'preset':8s} {'amp':5s} {'variant':13s} {'tile':>10s} {'batch':>5s} {'tiles/s':>9s} {'s/step':>8s} "
         f"{'TFLOP/s':>8s} {'peak MiB':>9s}" + ("  of peak" if args.peak_tflops else "")
     )
     for preset in args.presets:
-        for amp in args.amp if device.type == "cuda" else ["none"]:
-            r = measure(presets[preset], amp, args.steps, device)
-            fraction = f"  {r['tflops'] / args.peak_tflops:7.1%}" if args.peak_tflops else ""
-            print(
-                f"{preset:8s} {amp:5s} {r['size']:>4d}->{r['out']:<4d} {r['batch']:5d} "
-                f"{r['tiles_per_s']:9.2f} {r['step_s']:8.3f} "
-                f"{r['tflops']:8.3f} {r['peak_mib']:9.0f}{fraction}"
-            )
+        for amp in args.amp:
+            for variant in args.variants:
+                r = measure(presets[preset], amp, args.steps, device, variant)
+                fraction = f"  {r['tflops'] / args.peak_tflops:7.1%}" if args.peak_tflops else ""
+                print(
+                    f"{preset:8s} {amp:5s} {variant:13s} {r['size']:>4d}->{r['out']:<4d} {r['batch']:5d} "
+                    f"{r['tiles_per_s']:9.2f} {r['step_s']:8.3f} "
+                    f"{r['tflops']:8.3f} {r['peak_mib']:9.0f}{fraction}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from unet_pipeline.predict import (
 from unet_pipeline.rule_logging import rule_logging
 
 with rule_logging(snakemake):
-    options = PredictionOptions(**snakemake.params.options, threads=snakemake.threads)
+    memory_mb = getattr(snakemake.resources, "mem_mb", None)  # bounds the tile size chosen when input_size is null
+    options = PredictionOptions(**snakemake.params.options, threads=snakemake.threads, memory_mb=memory_mb)
     model, volume = snakemake.input.model, snakemake.input.volume
     step = snakemake.params.get("step", "all")
     if step == "all":

@@ -25,6 +25,17 @@ CONFIG = UNetConfig(levels=3, base_channels=4)
 NORMALISATION = {"mean": 0.4, "std": 0.3}
 
 
+@pytest.fixture(autouse=True)
+def training_tiles(request, monkeypatch):
+    """Tests that compare separate predictions bit for bit predict with the training tile: a measured choice
+    could differ between two runs (timing), and another tile changes the output by float rounding. The tests
+    of the choice itself are marked ``measured_tiles``."""
+    if "measured_tiles" not in request.keywords:
+        monkeypatch.setattr(
+            predict_module.tile_choice, "choose", lambda predictor, training_size, *args: {"input_size": training_size}
+        )
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     torch.manual_seed(3)
@@ -309,3 +320,72 @@ def test_shard_jobs_need_their_setup_and_a_valid_index(model_path, tmp_path):
     predict_module.prepare_prediction(model_path, image, tmp_path / "p.zarr")
     with pytest.raises(PipelineError, match=r"shard 2 does not exist: shards are 0 to 1"):
         predict_module.predict_shard(model_path, image, tmp_path / "p.zarr", 2, 2)
+
+
+def test_per_volume_normalisation_undoes_a_contrast_change(model_path, tmp_path):
+    """A darker, flatter copy predicted with normalisation: volume gives what the original gives with training's."""
+    from unet_pipeline.normalisation import histogram, percentiles
+
+    rng = np.random.default_rng(11)
+    original = rng.normal(130, 35, (2, 90, 100)).clip(0, 255).astype(np.uint8)
+    flat = (30 + 0.5 * original.astype(np.float64)).round().astype(np.uint8)
+    saved = torch.load(model_path, weights_only=True)
+    robust = percentiles(histogram(original))
+    saved["metadata"]["normalisation"] = NORMALISATION | {"percentiles": robust}
+    model = tmp_path / "model.pt"
+    torch.save(saved, model)
+    for name, data in (("original", original), ("flat", flat)):
+        zarr.create_array(str(tmp_path / f"{name}.zarr"), data=data)
+    predict_volume(model, tmp_path / "original.zarr", tmp_path / "reference.zarr", dtype="float16")
+    results = {}
+    for mode in ("training", "volume"):
+        info = predict_volume(
+            model, tmp_path / "flat.zarr", tmp_path / f"{mode}.zarr", dtype="float16", normalisation=mode
+        )
+        assert info["normalisation"]["mode"] == mode
+        results[mode] = volume_store.open_store(tmp_path / f"{mode}.zarr")[volume_store.IMAGE_PATH][:].astype(float)
+    assert info["normalisation"]["volume_percentiles"] == percentiles(histogram(flat))
+    expected = volume_store.open_store(tmp_path / "reference.zarr")[volume_store.IMAGE_PATH][:].astype(float)
+    error = {mode: np.abs(result - expected).mean() for mode, result in results.items()}
+    assert error["volume"] < 0.01 and error["volume"] < error["training"] / 3, error
+    with pytest.raises(PipelineError, match="normalisation must be one of"):
+        predict_volume(model, tmp_path / "flat.zarr", tmp_path / "bad.zarr", normalisation="zscore")
+    with pytest.raises(PipelineError, match="records no gray-value percentiles"):
+        predict_volume(model_path, tmp_path / "flat.zarr", tmp_path / "old.zarr", normalisation="volume")
+    assert not (tmp_path / "bad.zarr").exists() and not (tmp_path / "old.zarr").exists()
+
+
+@pytest.mark.measured_tiles
+def test_the_tile_is_measured_once_per_prediction_and_changes_nothing(model_path, tmp_path, monkeypatch):
+    from unet_pipeline import tile_choice
+
+    image, _ = volume(tmp_path, shape=(2, 256, 256), seed=13)
+    chunk = (256, 256)
+    assert tile_choice.candidates(CONFIG.geometry, 92, chunk) == [92, 104, 168, 296]
+    assert tile_choice.candidates(UNetConfig(architecture="ternausnet").geometry, 64, chunk) == [64], "padded: fixed"
+    calls = []
+    real = tile_choice.choose
+    monkeypatch.setattr(tile_choice, "choose", lambda *args: calls.append(args) or real(*args))
+    out = tmp_path / "auto.zarr"
+    predict_module.prepare_prediction(model_path, image, out, predict_module.PredictionOptions(dtype="float16"))
+    for shard in (0, 1):
+        predict_module.predict_shard(
+            model_path, image, out, shard, 2, predict_module.PredictionOptions(dtype="float16")
+        )
+    info = predict_module.finish_prediction(model_path, image, out, predict_module.PredictionOptions(dtype="float16"))
+    assert len(calls) == 1, "chosen by the job that created the work store, read by the shard jobs"
+    assert info["input_size"] in tile_choice.candidates(CONFIG.geometry, 92, chunk)
+    training = predict_volume(model_path, image, tmp_path / "training.zarr", dtype="float16", input_size=92)
+    assert training["input_size"] == 92 and len(calls) == 1, "a configured tile is not measured"
+    auto = volume_store.open_store(out)[volume_store.IMAGE_PATH][:].astype(np.float32)
+    fixed = volume_store.open_store(tmp_path / "training.zarr")[volume_store.IMAGE_PATH][:].astype(np.float32)
+    assert np.abs(auto - fixed).max() <= 1e-3, "float16 storage: the same probabilities to its resolution"
+
+    model, _ = load_model(model_path)
+    predictor = TilePredictor(model, model.config.geometry, 92, NORMALISATION, torch.device("cpu"), batch_size=2)
+    section = zarr.open_array(str(image))[0]
+    for size in (104, 168, 296):  # every candidate predicts what the training tile predicts, to 1e-5
+        other = dataclasses.replace(predictor, input_size=size).section(section)
+        assert np.abs(other - predictor.section(section)).max() <= 1e-5, size
+    starved = real(predictor, 92, chunk, memory_mb=1)  # a budget below any tile: the training tile
+    assert starved["input_size"] == 92 and len(starved["measured"]) == 1

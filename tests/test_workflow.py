@@ -79,10 +79,10 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert augmented["inputs"].shape == (6, 92, 92) and augmented["labels"].shape == (6, 52, 52)
     shape, colours = png_summary(results / "tiny" / "figures" / "augmented_tiny.png")
     assert shape == (4 * 272, 800) and colours > 200, "four samples: input, labels, weights"
-    model = json.loads((results / "models" / "tiny" / "model.json").read_text())
+    model = json.loads((results / "tiny" / "models" / "tiny" / "model.json").read_text())
     assert model["training"]["iterations"] == 4 and model["output_size"] == 52
     for name in ("model.pt", "model.onnx", "tiny.bioimageio.zip", "training_curve.csv", "training_curve.png"):
-        assert (results / "models" / "tiny" / name).stat().st_size > 0
+        assert (results / "tiny" / "models" / "tiny" / name).stat().st_size > 0
     for name in ("tiny", "tiny_test"):
         probabilities = volume_store.open_store(results / name / "predictions" / "tiny.zarr")[volume_store.IMAGE_PATH]
         assert probabilities.shape == (3, 128, 128) and probabilities.dtype == np.uint8
@@ -142,6 +142,7 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     zarr.create_array(str(new_stack), data=tifffile.imread(tiny_isbi / "test-volume.tif")[:2, :100, :90])
     with_new = copy.deepcopy(config)
     with_new["datasets"]["newstack"] = {"image": {"source": str(new_stack)}, "sections": {"test": "all"}}
+    with_new["prediction"] = config.get("prediction", {}) | {"normalisation": "volume"}  # fitted to the new stack
     write_config(tmp_path / "new.yaml", with_new)
     targets = ["results/newstack/predictions/tiny.zarr", "results/newstack/figures/prediction_tiny.png"]
     result = run_snakemake(tmp_path, *targets, "--configfile", "new.yaml")
@@ -150,6 +151,10 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
         volume_store.IMAGE_PATH
     ].shape == (2, 100, 90)
     assert (results / "newstack" / "volume.zarr" / "0" / "c").resolve() == (new_stack / "c").resolve()
+    recorded = volume_store.provenance(volume_store.open_store(results / "newstack" / "predictions" / "tiny.zarr"))
+    assert recorded["normalisation"]["mode"] == "volume" and len(recorded["normalisation"]["volume_percentiles"]) == 2
+    log = (results / "logs" / "predict" / "newstack.tiny.log").read_text()  # prediction.input_size null: measured
+    assert f"tile size {recorded['input_size']} chosen on cpu" in log, log
 
     # Changing a stage's parameters reruns that stage and those after it, nothing before it
     changed = copy.deepcopy(config)
@@ -169,7 +174,7 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     logs += [
         "weight_maps/tiny.log",
         "augment/tiny.tiny.log",
-        "train/tiny.log",
+        "train/tiny.tiny.log",
         "predict/tiny_test.tiny.log",
         "evaluate/tiny.tiny.log",
     ]
@@ -180,7 +185,7 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
         "ingest/tiny.tsv",
         "weight_maps/tiny.tsv",
         "augment/tiny.tiny.tsv",
-        "train/tiny.tsv",
+        "train/tiny.tiny.tsv",
         "predict/tiny.tiny.tsv",
         "submission_tiff/tiny_test.tiny.tsv",
         "evaluate/tiny.tiny.tsv",
@@ -232,6 +237,7 @@ def test_bad_config_is_rejected_by_the_schema(tmp_path):
 def test_sharded_prediction_through_the_workflow_equals_one_job(tiny_isbi, tmp_path):
     """prediction.shards: auto (one shard per 4 GiB: here 1, after ingest, a checkpoint) and 3, against 1."""
     config = tiny_config(str(tiny_isbi))
+    config["prediction"]["input_size"] = 92  # one tile for all three: a measured one may differ by run
     predictions = {}
     for shards in ("auto", 3, 1):
         config.setdefault("prediction", {})["shards"] = shards

@@ -5,7 +5,7 @@ if PREDICTION_SHARDS == 1:
 
     rule predict:
         input:
-            model=PATHS["model"],
+            model=model_file,
             volume=PATHS["volume"],
         output:
             directory(PATHS["prediction"]),
@@ -31,7 +31,7 @@ else:
     # every chunk, writes pyramid and provenance and renames the store into place (unet_pipeline.predict).
     rule predict_setup:
         input:
-            model=PATHS["model"],
+            model=model_file,
             volume=PATHS["volume"],
         output:
             temp(directory(PATHS["prediction_work"])),
@@ -41,10 +41,12 @@ else:
             f"{RESULTS}/benchmarks/predict_setup/{{dataset}}.{{preset}}.tsv"
         conda:
             "../../envs/predict.yaml"
-        threads: 1
+        # the device and memory of a shard job: with prediction.input_size null it measures the tile they all use
+        threads: 8
         resources:
-            mem_mb=2000,
+            mem_mb=8000,
             runtime=10,
+            gpu=lambda wildcards: PRESETS[wildcards.preset]["gpus"],
         params:
             options=PREDICTION_OPTIONS,
             step="setup",
@@ -55,7 +57,7 @@ else:
     rule predict_shard:
         input:
             work=ancient(PATHS["prediction_work"]),
-            model=PATHS["model"],
+            model=model_file,
             volume=PATHS["volume"],
         output:
             temp(PATHS["prediction_shard"]),
@@ -81,7 +83,7 @@ else:
         input:
             unpack(shard_outputs),
             work=ancient(PATHS["prediction_work"]),
-            model=PATHS["model"],
+            model=model_file,
             volume=PATHS["volume"],
         output:
             directory(PATHS["prediction"]),

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import volume_store
+from . import normalisation, tile_choice, volume_store
 from .atomic import atomic_file
 from .checksums import sha256_of_file
 from .devices import amp_dtype, pick_device
@@ -86,13 +86,17 @@ def _window_reader(image, z: int, region, predictor: TilePredictor):
     return read
 
 
+NORMALISATIONS = ("training", "volume")
+
+
 @dataclass(frozen=True)
 class PredictionOptions:
     """How a volume is predicted (the ``prediction:`` section of the config, less ``submission_tiff``).
 
-    ``input_size`` None: the model's training tile size; any legal size works, larger tiles waste less
-    context. ``dtype``: the stored probability, uint8 (x255) or float16. ``image_key``: the array inside
-    a Zarr group (default, the volume store's image).
+    ``input_size`` None: measured on the device when the prediction starts (``tile_choice``), the same for
+    all its shard jobs; any legal size works. ``memory_mb``: the job's memory, which bounds that choice. ``dtype``: the stored probability, uint8 (x255) or float16. ``image_key``: the array inside
+    a Zarr group (default, the volume store's image). ``normalisation``: ``training`` (the training set's
+    mean and std) or ``volume`` (fitted to this volume's gray-value range, ``normalisation.for_volume``).
     """
 
     batch_size: int = 4
@@ -103,14 +107,18 @@ class PredictionOptions:
     threads: int = 1
     input_size: int | None = None
     image_key: str | None = None
+    normalisation: str = "training"
+    memory_mb: int | None = None
 
     def __post_init__(self):
         if self.dtype not in PROBABILITY_DTYPES:
             raise PipelineError(f"output dtype must be one of {PROBABILITY_DTYPES}, not {self.dtype!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise PipelineError(f"normalisation must be one of {NORMALISATIONS}, not {self.normalisation!r}")
 
 
-def prediction_signature(model_path, image, model_metadata: dict, options: PredictionOptions, input_size: int) -> str:
-    """What a partial prediction must match to be continued."""
+def prediction_signature(model_path, image, model_metadata: dict, options: PredictionOptions, normalised: dict) -> str:
+    """What a partial prediction must match to be continued (a chosen tile size is kept in the work store)."""
     described = {
         "model": model_metadata,
         "model_sha256": sha256_of_file(model_path),
@@ -118,7 +126,8 @@ def prediction_signature(model_path, image, model_metadata: dict, options: Predi
         "chunks": list(image.chunks),
         "tta": options.tta,
         "dtype": options.dtype,
-        "input_size": input_size,
+        "input_size": options.input_size,
+        "normalisation": normalised,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -184,6 +193,15 @@ class WorkStore:
             root.attrs["signature"] = signature
             self.done.mkdir()
         self.array = volume_store.open_store(self.path, mode="r+")[volume_store.IMAGE_PATH]
+
+    @property
+    def input_size(self) -> int | None:
+        """The tile size every job of this prediction uses (None until the job that created the store chose it)."""
+        return volume_store.open_store(self.path).attrs.get("input_size")
+
+    @input_size.setter
+    def input_size(self, size: int) -> None:
+        volume_store.open_store(self.path, mode="r+").attrs["input_size"] = int(size)
 
     def _signature(self) -> str | None:
         try:
@@ -279,15 +297,34 @@ class _Run:
     metadata: dict
     image: object
     work: WorkStore
+    normalisation: dict  # what the network's input was normalised with (recorded in the output)
+
+
+def fitted_normalisation(image, training: dict) -> tuple[dict, dict]:
+    """Per-volume normalisation of a (z, y, x) uint8 image: the predictor's mean and std, and the record."""
+    robust = normalisation.percentiles(normalisation.sample_histogram(image))
+    fitted = normalisation.for_volume(training, robust)
+    return fitted, {"mode": "volume", **fitted, "volume_percentiles": robust, "training": training}
 
 
 def _open_work(model_path, image_path, out_path, options: PredictionOptions, create: bool) -> _Run:
     predictor, metadata = load_predictor(model_path, options)
     image = open_image(image_path, options.image_key)
     image3d = image if image.ndim == 3 else _AsStack(image)
-    signature = prediction_signature(model_path, image3d, metadata, options, predictor.input_size)
+    used = {"mode": "training", **metadata["normalisation"]}
+    if options.normalisation == "volume":
+        fitted, used = fitted_normalisation(image3d, metadata["normalisation"])
+        predictor = replace(predictor, normalisation=fitted)
+        log.info("normalisation fitted to %s: gray values %s map onto the training set's", image_path, used)
+    signature = prediction_signature(model_path, image3d, metadata, options, predictor.normalisation)
     work = WorkStore(out_path, image3d.shape, options.dtype, signature, create)
-    return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work)
+    if work.input_size is None:  # a new work store: this job picks the tile for every job of the prediction
+        work.input_size = (
+            options.input_size
+            or tile_choice.choose(predictor, metadata["input_size"], work.chunks[1:], options.memory_mb)["input_size"]
+        )
+    predictor = replace(predictor, input_size=work.input_size)
+    return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work, used)
 
 
 def prepare_prediction(model_path, image_path, out_path, options: PredictionOptions | None = None) -> Path:
@@ -323,6 +360,7 @@ def _finish(run: _Run) -> dict:
     }
     info["encoding"] = "probability * 255, rounded" if options.dtype == "uint8" else "probability"
     info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
+    info["normalisation"] = run.normalisation
     info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "shards": len(records)}
     info["seconds"] = sum(r["seconds"] for r in records)
     info["chunks_computed"] = sum(r["chunks_computed"] for r in records)
