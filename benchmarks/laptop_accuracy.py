@@ -10,6 +10,10 @@ chosen on the validation sections), prediction and the evaluation of the test
 sections at the thresholds chosen on validation. Prints the training time from
 the train rule's benchmark file, the whole run's wall time, the CPU, and the
 evaluation summary: held-out values, and the best over thresholds beside them.
+Beside the training loop's own rate (its log's last tiles/s) it prints what
+``train_speed.py`` measures for the bare network step with the preset's settings
+in the same run (bf16 autocast where the CPU has bf16 instructions,
+channels_last), so the loop's overhead shows.
 ``--rescore`` keeps a finished results folder and reruns only the evaluation (after
 a change of the metrics; training is deterministic, so the scores are those of a
 full run).
@@ -21,7 +25,10 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+import yaml
 from shipped_workflow import REPO, cpu_model, run_shipped
+from train_speed import measure
 from unet_pipeline.evaluate import describe
 
 
@@ -58,6 +65,11 @@ def main():
             f"pipeline wall time {wall / 60:.1f} min; train rule {train_seconds / 60:.1f} min "
             f"({args.cores} cores, {cpu_model()})"
         )
+        loop = [line for line in (results / "logs" / "train" / "isbi2012.laptop.log").read_text().splitlines()]
+        rate = float(next(line for line in reversed(loop) if "tiles/s" in line).split(", ")[-1].split()[0])
+        preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
+        bare = measure(preset, preset["training"].get("amp", "bf16"), 50, torch.device("cpu"), "channels_last")
+        print(f"training loop {rate:.1f} tiles/s; bare network step (train_speed.py) {bare['tiles_per_s']:.1f} tiles/s")
     print(describe(summary))
 
 

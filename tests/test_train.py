@@ -121,7 +121,9 @@ def run(synthetic, folder, **options):
 
 
 def test_training_drives_the_loss_down_and_writes_the_model(synthetic, tmp_path):
-    metadata = run(synthetic, tmp_path, iterations=60, validate_every=30, log_every=10)
+    # float32: the thresholds below are tuned to it; on this tiny set one merge in bf16 moves V_rand by 0.2
+    # (bf16 training is measured at full size by benchmarks/laptop_accuracy.py)
+    metadata = run(synthetic, tmp_path, iterations=60, validate_every=30, log_every=10, amp="none")
     curve = [line.split(",") for line in (tmp_path / "curve.csv").read_text().splitlines()[1:]]
     losses = [float(row[2]) for row in curve if row[0] == "train"]
     assert losses[-1] < 0.6 * losses[0], losses
@@ -278,7 +280,7 @@ def test_ternausnet_trains_from_vgg11_weights_and_predicts(synthetic, tmp_path):
 def test_data_parallel_training_follows_the_single_process_curve(synthetic, tmp_path):
     """2 gloo processes with 2 tiles each take the steps of one process with batches of 4 (no dropout)."""
     model = UNetConfig(levels=3, base_channels=8, dropout=0.0)
-    settings = {"model": model, "iterations": 8, "batch_size": 4, "validate_every": 4, "log_every": 1}
+    settings = {"model": model, "iterations": 8, "batch_size": 4, "validate_every": 4, "log_every": 1, "amp": "none"}
     single = run(synthetic, tmp_path / "single", **settings)
     parallel = run(synthetic, tmp_path / "parallel", processes=2, **settings)
     assert single["training"]["processes"] == 1 and parallel["training"]["processes"] == 2
@@ -318,7 +320,8 @@ def test_fine_tuning_starts_from_the_given_weights(synthetic, tmp_path):
     model = UNetConfig(levels=3, base_channels=8, dropout=0.0)
     base = run(synthetic, tmp_path / "base", model=model, iterations=6)
     start = tmp_path / "base" / "model.pt"
-    tuned = run(synthetic, tmp_path / "tuned", model=model, init_from=start, iterations=3, log_every=1)
+    # float32 (amp none), as the reference below: bf16 autocast on this CPU would round the loss differently
+    tuned = run(synthetic, tmp_path / "tuned", model=model, init_from=start, iterations=3, log_every=1, amp="none")
     loaded, _ = load_model(start)
     options = TrainingOptions(iterations=3, batch_size=2)
     inputs, labels, weights = draw_batch(AugmentedSet(synthetic / "augmented.zarr"), options, 0)

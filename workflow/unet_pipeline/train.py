@@ -303,7 +303,7 @@ class Trainer:
         self.data, self.options, self.model_config = data, options, model_config
         self.device = distributed.rank_device(pick_device(options.device), world)
         self.world = distributed.join(world, self.device)
-        self.precision = amp_dtype(options.amp, self.device)
+        self.precision = amp_dtype(options.amp, self.device, cpu=True)
         self.input_size = data.attrs["input_size"]
         self.volume = volume_store.open_store(job.volume)
         self.volume_info = volume_store.provenance(self.volume)
@@ -317,7 +317,7 @@ class Trainer:
         else:
             self.normalisation = normalisation_of(self.volume, self.volume_info["sections"]["train"])
         self.model = self.model.to(self.device)
-        if self.device.type == "cuda" and options.channels_last:
+        if options.channels_last:  # faster on GPUs and on the CPU too (benchmarks/train_speed.py)
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = self._parallel_forward()
         self.optimizer = make_optimizer(self.model, options)
@@ -394,7 +394,7 @@ class Trainer:
             group["lr"] = learning_rate(self.options, self.step)
         inputs, labels, weights = draw_batch(self.data, self.options, self.step, self.world)
         x = torch.from_numpy(normalise(inputs, self.normalisation)[:, None]).to(self.device)
-        if self.device.type == "cuda" and self.options.channels_last:
+        if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
             logits = self.forward(x)
@@ -410,14 +410,14 @@ class Trainer:
         return loss.item()
 
     def predictor(self) -> TilePredictor:
-        geometry = self.model_config.geometry
+        """The network as the predict stage runs it (on the CPU in float32), so validation scores what it will."""
         return TilePredictor(
             self.model,
-            geometry,
+            self.model_config.geometry,
             self.input_size,
             self.normalisation,
             self.device,
-            self.precision,
+            amp_dtype(self.options.amp, self.device),
             self.options.validation_batch_size,
         )
 

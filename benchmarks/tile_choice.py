@@ -1,0 +1,79 @@
+"""The measured tile choice on this device: every candidate's throughput, and the stage with it.
+
+    python benchmarks/tile_choice.py [--shape 2 2048 2048] [--model results/isbi2012/models/laptop/model.pt]
+
+What ``prediction.input_size: null`` does (``unet_pipeline.tile_choice``): the laptop
+network's candidates for 1024-px output chunks are measured on the device (the same
+batch size, threads and precision as the predict rule's defaults), and the chosen one
+is printed. Then the predict stage (``predict_volume``) predicts a synthetic volume of
+--shape with the training tile and with the chosen tile, each in its own process so
+that its peak RSS is its own; printed: time, Mvoxel/s, peak memory, and the largest
+difference between the two outputs (stored as float16) with the CPU or GPU name.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from predict_speed import laptop_model, make_volume
+from shipped_workflow import cpu_model
+from unet_pipeline import tile_choice, volume_store
+from unet_pipeline.predict import PredictionOptions, load_predictor, predict_volume
+
+
+def child(model: str, volume: str, out: str, input_size: int) -> None:
+    start = time.perf_counter()
+    predict_volume(model, volume, out, dtype="float16", input_size=input_size, threads=torch.get_num_threads())
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", nargs=3, type=int, default=[2, 2048, 2048])
+    parser.add_argument("--model", type=Path, help="a trained model.pt (default: random laptop network)")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child[:3], int(args.child[3]))
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        model = str(args.model or laptop_model(folder / "model.pt"))
+        options = PredictionOptions(threads=torch.get_num_threads())
+        predictor, metadata = load_predictor(model, options)
+        device = torch.cuda.get_device_name() if predictor.device.type == "cuda" else cpu_model()
+        print(f"{device}, {torch.get_num_threads()} threads, batch {predictor.batch_size}, chunks 1024 x 1024")
+        choice = tile_choice.choose(predictor, metadata["input_size"], (1024, 1024), 8000)
+        for row in choice["measured"]:
+            print(
+                f"  tile {row['input_size']:4d}: {row['pixels_per_second'] / 1e6:6.3f} Mpixel/s of chunk, "
+                f"{row['seconds_per_tile']:.3f} s per tile, process peak {row['peak_bytes'] / 2**20:6.0f} MiB"
+            )
+        print(f"chosen: {choice['input_size']} (training tile {metadata['input_size']})")
+        make_volume(folder / "volume.zarr", args.shape)
+        stored = {}
+        for size in dict.fromkeys([metadata["input_size"], choice["input_size"]]):
+            out = folder / f"out{size}.zarr"
+            command = [sys.executable, __file__, "--child", model, str(folder / "volume.zarr"), str(out), str(size)]
+            result = json.loads(
+                subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+            )
+            rate = np.prod(args.shape) / result["seconds"] / 1e6
+            print(
+                f"stage, tile {size}: {result['seconds']:.1f} s, {rate:.3f} Mvoxel/s, peak {result['peak_mib']:.0f} MiB"
+            )
+            stored[size] = volume_store.open_store(out)[volume_store.IMAGE_PATH][:].astype(np.float32)
+        values = list(stored.values())
+        print(f"largest difference between the outputs: {np.abs(values[0] - values[-1]).max():.2e} (float16 storage)")
+
+
+if __name__ == "__main__":
+    main()
