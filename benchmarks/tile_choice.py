@@ -7,7 +7,8 @@ network's candidates for 1024-px output chunks are measured on the device (the s
 batch size, threads and precision as the predict rule's defaults), and the chosen one
 is printed. Then the predict stage (``predict_volume``) predicts a synthetic volume of
 --shape with the training tile and with the chosen tile, each in its own process so
-that its peak RSS is its own; printed: time, Mvoxel/s, peak memory, and the largest
+that its peak RSS is its own (the measuring runs in a process of its own too: Linux
+keeps a parent's peak RSS in the children it starts); printed: time, Mvoxel/s, peak memory, and the largest
 difference between the two outputs (stored as float16) with the CPU or GPU name.
 """
 
@@ -28,7 +29,20 @@ from unet_pipeline import tile_choice, volume_store
 from unet_pipeline.predict import PredictionOptions, load_predictor, predict_volume
 
 
+def measure_choice(model: str) -> dict:
+    """The tile choice as the predict stage makes it, with the time it took and the device's name."""
+    options = PredictionOptions(threads=torch.get_num_threads())
+    predictor, metadata = load_predictor(model, options)
+    started = time.perf_counter()
+    choice = tile_choice.choose(predictor, metadata["input_size"], (1024, 1024), 8000)
+    device = torch.cuda.get_device_name() if predictor.device.type == "cuda" else cpu_model()
+    return choice | {"seconds": time.perf_counter() - started, "device": device, "training": metadata["input_size"]}
+
+
 def child(model: str, volume: str, out: str, input_size: int) -> None:
+    if input_size == 0:
+        print(json.dumps(measure_choice(model)))
+        return
     start = time.perf_counter()
     predict_volume(model, volume, out, dtype="float16", input_size=input_size, threads=torch.get_num_threads())
     seconds = time.perf_counter() - start
@@ -47,25 +61,27 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         model = str(args.model or laptop_model(folder / "model.pt"))
-        options = PredictionOptions(threads=torch.get_num_threads())
-        predictor, metadata = load_predictor(model, options)
-        device = torch.cuda.get_device_name() if predictor.device.type == "cuda" else cpu_model()
-        print(f"{device}, {torch.get_num_threads()} threads, batch {predictor.batch_size}, chunks 1024 x 1024")
-        choice = tile_choice.choose(predictor, metadata["input_size"], (1024, 1024), 8000)
+
+        def run(*rest):
+            command = [sys.executable, __file__, "--child", model, *rest]
+            return json.loads(
+                subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+            )
+
+        choice = run("-", "-", "0")
+        print(f"{choice['device']}, {torch.get_num_threads()} threads, batch 4, chunks 1024 x 1024")
+        print(f"measuring took {choice['seconds']:.1f} s (what a prediction's first job adds)")
         for row in choice["measured"]:
             print(
                 f"  tile {row['input_size']:4d}: {row['pixels_per_second'] / 1e6:6.3f} Mpixel/s of chunk, "
                 f"{row['seconds_per_tile']:.3f} s per tile, process peak {row['peak_bytes'] / 2**20:6.0f} MiB"
             )
-        print(f"chosen: {choice['input_size']} (training tile {metadata['input_size']})")
+        print(f"chosen: {choice['input_size']} (training tile {choice['training']})")
         make_volume(folder / "volume.zarr", args.shape)
         stored = {}
-        for size in dict.fromkeys([metadata["input_size"], choice["input_size"]]):
+        for size in dict.fromkeys([choice["training"], choice["input_size"]]):
             out = folder / f"out{size}.zarr"
-            command = [sys.executable, __file__, "--child", model, str(folder / "volume.zarr"), str(out), str(size)]
-            result = json.loads(
-                subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
-            )
+            result = run(str(folder / "volume.zarr"), str(out), str(size))
             rate = np.prod(args.shape) / result["seconds"] / 1e6
             print(
                 f"stage, tile {size}: {result['seconds']:.1f} s, {rate:.3f} Mvoxel/s, peak {result['peak_mib']:.0f} MiB"
