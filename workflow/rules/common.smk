@@ -48,6 +48,7 @@ PREDICTION_OPTIONS = {
     key: value for key, value in config["prediction"].items() if key not in ("submission_tiff", "shards")
 }
 PREDICTION_SHARDS = config["prediction"]["shards"]
+MEASURED_TILE = config["prediction"]["input_size"] is None  # the first job of a prediction measures the tile
 SHARD_GIB = 4  # prediction.shards: auto = one shard per this many GiB of (uint8) input
 
 for _name, _preset in PRESETS.items():

@@ -41,12 +41,12 @@ else:
             f"{RESULTS}/benchmarks/predict_setup/{{dataset}}.{{preset}}.tsv"
         conda:
             "../../envs/predict.yaml"
-        # the device and memory of a shard job: with prediction.input_size null it measures the tile they all use
-        threads: 8
+        # with prediction.input_size null it measures the tile all shard jobs use: on their device, threads, memory
+        threads: 8 if MEASURED_TILE else 1
         resources:
-            mem_mb=8000,
+            mem_mb=8000 if MEASURED_TILE else 2000,
             runtime=10,
-            gpu=lambda wildcards: PRESETS[wildcards.preset]["gpus"],
+            gpu=lambda wildcards: PRESETS[wildcards.preset]["gpus"] if MEASURED_TILE else 0,
         params:
             options=PREDICTION_OPTIONS,
             step="setup",

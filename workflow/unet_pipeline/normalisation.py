@@ -35,6 +35,15 @@ def percentiles(counts: np.ndarray, q=PERCENTILES) -> list[float]:
     return [float(np.searchsorted(cumulative, p / 100.0)) for p in q]
 
 
+def statistics(counts: np.ndarray) -> dict:
+    """Mean and standard deviation of the counted gray values scaled to [0, 1], and their ``percentiles``."""
+    values = np.arange(256) / 255.0
+    total = max(counts.sum(), 1)
+    mean = float(counts @ values / total)
+    std = float(np.sqrt(counts @ (values - mean) ** 2 / total))
+    return {"mean": mean, "std": max(std, 1e-3), "percentiles": percentiles(counts)}
+
+
 def sample_histogram(image, sections: int = SAMPLE_SECTIONS, window: int = WINDOW) -> np.ndarray:
     """Gray-value counts of a sample of a (z, y, x) uint8 image, read one window at a time.
 

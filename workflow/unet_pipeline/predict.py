@@ -117,8 +117,8 @@ class PredictionOptions:
             raise PipelineError(f"normalisation must be one of {NORMALISATIONS}, not {self.normalisation!r}")
 
 
-def prediction_signature(model_path, image, model_metadata: dict, options: PredictionOptions, normalised: dict) -> str:
-    """What a partial prediction must match to be continued (a chosen tile size is kept in the work store)."""
+def prediction_signature(model_path, image, model_metadata: dict, options: PredictionOptions) -> str:
+    """What a partial prediction must match to be continued (what its first job chose is kept in the work store)."""
     described = {
         "model": model_metadata,
         "model_sha256": sha256_of_file(model_path),
@@ -127,7 +127,7 @@ def prediction_signature(model_path, image, model_metadata: dict, options: Predi
         "tta": options.tta,
         "dtype": options.dtype,
         "input_size": options.input_size,
-        "normalisation": normalised,
+        "normalisation": options.normalisation,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -195,13 +195,14 @@ class WorkStore:
         self.array = volume_store.open_store(self.path, mode="r+")[volume_store.IMAGE_PATH]
 
     @property
-    def input_size(self) -> int | None:
-        """The tile size every job of this prediction uses (None until the job that created the store chose it)."""
-        return volume_store.open_store(self.path).attrs.get("input_size")
+    def settings(self) -> dict | None:
+        """The tile size and normalisation every job of this prediction uses (``choose_settings``; None until the
+        job that created the store chose them)."""
+        return volume_store.open_store(self.path).attrs.get("settings")
 
-    @input_size.setter
-    def input_size(self, size: int) -> None:
-        volume_store.open_store(self.path, mode="r+").attrs["input_size"] = int(size)
+    @settings.setter
+    def settings(self, chosen: dict) -> None:
+        volume_store.open_store(self.path, mode="r+").attrs["settings"] = chosen
 
     def _signature(self) -> str | None:
         try:
@@ -297,34 +298,42 @@ class _Run:
     metadata: dict
     image: object
     work: WorkStore
-    normalisation: dict  # what the network's input was normalised with (recorded in the output)
 
 
-def fitted_normalisation(image, training: dict) -> tuple[dict, dict]:
-    """Per-volume normalisation of a (z, y, x) uint8 image: the predictor's mean and std, and the record."""
-    robust = normalisation.percentiles(normalisation.sample_histogram(image))
-    fitted = normalisation.for_volume(training, robust)
-    return fitted, {"mode": "volume", **fitted, "volume_percentiles": robust, "training": training}
+def choose_settings(predictor: TilePredictor, metadata: dict, image, work: WorkStore, options) -> dict:
+    """What the first job of a prediction decides for all of them: the normalisation (the training set's, or
+    fitted to a sample of the volume) and the tile size (configured, or measured on this job's device)."""
+    used = {"mode": "training", **metadata["normalisation"]}
+    if options.normalisation == "volume":
+        robust = normalisation.percentiles(normalisation.sample_histogram(image))
+        fitted = normalisation.for_volume(metadata["normalisation"], robust)
+        used = {"mode": "volume", **fitted, "volume_percentiles": robust, "training": metadata["normalisation"]}
+        log.info("normalisation fitted to the volume: %s", used)
+    size = (
+        options.input_size
+        or tile_choice.choose(predictor, metadata["input_size"], work.chunks[1:], options.memory_mb)["input_size"]
+    )
+    return {"input_size": int(size), "normalisation": used}
 
 
 def _open_work(model_path, image_path, out_path, options: PredictionOptions, create: bool) -> _Run:
     predictor, metadata = load_predictor(model_path, options)
     image = open_image(image_path, options.image_key)
     image3d = image if image.ndim == 3 else _AsStack(image)
-    used = {"mode": "training", **metadata["normalisation"]}
-    if options.normalisation == "volume":
-        fitted, used = fitted_normalisation(image3d, metadata["normalisation"])
-        predictor = replace(predictor, normalisation=fitted)
-        log.info("normalisation fitted to %s: gray values %s map onto the training set's", image_path, used)
-    signature = prediction_signature(model_path, image3d, metadata, options, predictor.normalisation)
+    signature = prediction_signature(model_path, image3d, metadata, options)
     work = WorkStore(out_path, image3d.shape, options.dtype, signature, create)
-    if work.input_size is None:  # a new work store: this job picks the tile for every job of the prediction
-        work.input_size = (
-            options.input_size
-            or tile_choice.choose(predictor, metadata["input_size"], work.chunks[1:], options.memory_mb)["input_size"]
-        )
-    predictor = replace(predictor, input_size=work.input_size)
-    return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work, used)
+    if work.settings is None:  # a new work store: this job decides for every job of the prediction
+        if not create:  # a shard job: its setup job was stopped before it decided
+            raise PipelineError(f"{work.path}: its setup job did not finish; rerun it")
+        try:
+            work.settings = choose_settings(predictor, metadata, image3d, work, options)
+        except BaseException:
+            shutil.rmtree(work.path)  # nothing is predicted into it yet: leave no work store behind
+            raise
+    settings = work.settings
+    used = {key: settings["normalisation"][key] for key in ("mean", "std")}
+    predictor = replace(predictor, input_size=settings["input_size"], normalisation=used)
+    return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work)
 
 
 def prepare_prediction(model_path, image_path, out_path, options: PredictionOptions | None = None) -> Path:
@@ -360,7 +369,7 @@ def _finish(run: _Run) -> dict:
     }
     info["encoding"] = "probability * 255, rounded" if options.dtype == "uint8" else "probability"
     info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
-    info["normalisation"] = run.normalisation
+    info["normalisation"] = work.settings["normalisation"]
     info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "shards": len(records)}
     info["seconds"] = sum(r["seconds"] for r in records)
     info["chunks_computed"] = sum(r["chunks_computed"] for r in records)

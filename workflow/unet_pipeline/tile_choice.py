@@ -97,16 +97,14 @@ def choose(predictor, training_size: int, chunk: tuple[int, int], memory_mb: int
     """
     sizes = candidates(predictor.geometry, training_size, chunk)
     budget = memory_budget(predictor.device, memory_mb)
+    if len(sizes) == 1:  # nothing to compare: no measurement
+        return {"input_size": sizes[0], "measured": [], "budget_bytes": budget}
     measured = []
     for size in sizes:
-        if len(sizes) == 1:  # nothing to compare: no measurement
-            break
         result = measure(predictor, size, chunk)
         if measured and result["peak_bytes"] > budget:
             break
         measured.append(result)
-    if not measured:
-        return {"input_size": sizes[0], "measured": [], "budget_bytes": budget}
     best = max(result["pixels_per_second"] for result in measured)
     chosen = next(r for r in measured if r["pixels_per_second"] >= (1 - TOLERANCE) * best)
     log.info(

@@ -196,13 +196,8 @@ def check_batch_split(options: TrainingOptions, processes: int) -> None:
 def normalisation_of(volume, sections) -> dict:
     """Mean and standard deviation of the training sections' gray values (scaled to [0, 1]), and their robust
     range (``normalisation.PERCENTILES``, gray values) that per-volume normalisation maps new volumes onto."""
-    import dask.array as da
-
     image = volume[volume_store.IMAGE_PATH]
-    stack = da.from_zarr(image)[sections].astype(np.float64) / 255.0
-    mean, std = da.compute(stack.mean(), stack.std())
-    robust = normalisation.percentiles(normalisation.histogram(image[z] for z in sections))
-    return {"mean": float(mean), "std": float(max(std, 1e-3)), "percentiles": robust}
+    return normalisation.statistics(normalisation.histogram(image[z] for z in sections))
 
 
 def validate(predictor: TilePredictor, volume, sections) -> dict:

@@ -31,8 +31,10 @@ _NEIGHBOURS = np.array([[-1, 0], [0, -1], [1, 0], [0, 1]], np.int64)
 
 
 @njit(cache=True)
-def _inside(u, v, width, height):
-    return 0 <= u < width and 0 <= v < height
+def _neighbour(p, d, height, width):
+    """The index of neighbour ``d`` (Fiji's order) of pixel ``p`` (column-major), or -1 outside the image."""
+    u, v = p // height + _NEIGHBOURS[d, 0], p % height + _NEIGHBOURS[d, 1]
+    return u * height + v if 0 <= u < width and 0 <= v < height else -1
 
 
 @njit(cache=True)
@@ -42,10 +44,9 @@ def _start_queue(labels, order, first, last, queue, height, width):
     for k in range(first, last):
         p = order[k]
         labels[p] = _MASK
-        x, y = p // height, p % height
         for d in range(4):
-            u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
-            if _inside(u, v, width, height) and labels[u * height + v] >= _WATERSHED:
+            q = _neighbour(p, d, height, width)
+            if q >= 0 and labels[q] >= _WATERSHED:
                 queue[tail] = p
                 tail += 1
                 labels[p] = _IN_QUEUE
@@ -60,12 +61,10 @@ def _extend_basins(labels, queue, tail, flag, height, width):
     while head < tail:
         p = queue[head]
         head += 1
-        x, y = p // height, p % height
         for d in range(4):
-            u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
-            if not _inside(u, v, width, height):
+            q = _neighbour(p, d, height, width)
+            if q < 0:
                 continue
-            q = u * height + v
             if labels[q] > 0:
                 if labels[p] == _IN_QUEUE or (labels[p] == _WATERSHED and flag):
                     labels[p] = labels[q]
@@ -97,12 +96,11 @@ def _new_basins(labels, order, first, last, queue, current, height, width):
         while head < tail:
             r = queue[head]
             head += 1
-            x, y = r // height, r % height
             for d in range(4):
-                u, v = x + _NEIGHBOURS[d, 0], y + _NEIGHBOURS[d, 1]
-                if _inside(u, v, width, height) and labels[u * height + v] == _MASK:
-                    labels[u * height + v] = current
-                    queue[tail] = u * height + v
+                q = _neighbour(r, d, height, width)
+                if q >= 0 and labels[q] == _MASK:
+                    labels[q] = current
+                    queue[tail] = q
                     tail += 1
     return current
 
