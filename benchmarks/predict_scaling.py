@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-import torch
 import yaml
+from predict_speed import preset_model
 from shipped_workflow import cpu_model
 from unet_pipeline import volume_store
-from unet_pipeline.unet import UNet, UNetConfig, save_model
 
 REPO = Path(__file__).resolve().parents[1]
 ALLOWED = ["ingest", "predict", "predict_setup", "predict_shard"]
@@ -43,18 +42,6 @@ def tiled_volume(data: Path, tiles: int, path: Path) -> tuple[int, ...]:
         for section in stack:
             tiff.write(np.tile(section, (tiles, tiles)), photometric="minisblack", contiguous=True)
     return (stack.shape[0], stack.shape[1] * tiles, stack.shape[2] * tiles)
-
-
-def laptop_model(path: Path) -> None:
-    preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
-    torch.manual_seed(0)
-    model = UNet(UNetConfig(**preset["model"]))
-    metadata = {
-        "model": preset["model"],
-        "input_size": preset["input_size"],
-        "normalisation": {"mean": 0.5, "std": 0.2},
-    }
-    save_model(model, path, metadata)
 
 
 def run(results: Path, shards: int, cores: int, target: str, input_size: int) -> float:
@@ -129,7 +116,7 @@ def main():
     shape = tiled_volume(args.data, args.tiles, results / "big.tif")
     laptop_model_path = results / "isbi2012" / "models" / "laptop" / "model.pt"  # the config's train_dataset
     laptop_model_path.parent.mkdir(parents=True)
-    laptop_model(laptop_model_path)
+    preset_model(laptop_model_path, "laptop")
     voxels = float(np.prod(shape))
     print(f"ingest of {shape}: {run(results, 1, args.cores, 'big/volume.zarr', args.input_size):.0f} s", flush=True)
     outputs, times, startup, memory, cores = {}, {}, {}, {}, {}

@@ -1,8 +1,9 @@
 """Prediction throughput and peak memory: the predict stage vs MONAI's sliding_window_inference.
 
     pip install monai==1.6.1      # for the comparison only
-    python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508]
+    python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508] [--preset laptop]
                                        [--model results/isbi2012/models/laptop/model.pt] [--device auto] [--amp bf16]
+                                       [--compile]
 
 A synthetic uint8 volume of --shape (random gray values, written chunk by chunk
 to Zarr) is predicted three ways, each in its own subprocess so that peak RSS is
@@ -15,14 +16,21 @@ its own:
   = the stage's (out - step) / out, mirror padding at the borders; each
   section's probability is written to Zarr;
 - compute: the network alone on as many random tiles as the stage predicts, no
-  I/O, no tiling (the stage's tiling overhead is stage time / compute time).
+  I/O, no tiling (the stage's tiling overhead is stage time / compute time);
+- compiled (with --compile): the compute side with ``torch.compile(model)``; the
+  first batch, which compiles, is not timed (its time is printed).
+
+The stage and MONAI are timed as a user meets them, first batch (allocations, cuDNN's
+kernel choice) included; the compute sides predict one batch before their clock
+starts. Time per section is the time over the number of sections (--shape 30 512 512
+is ISBI's test volume); a large volume gives the steady throughput.
 
 All three run on the same device (--device, default: CUDA when present) with
 the same precision (--amp: bf16 autocast on CUDA, as the stage does; float32 on
 the CPU), and the output says which.
 
-Without --model a randomly initialised network of the laptop preset is used
-(throughput does not depend on the weights). The default shape is 2 GiB; a
+Without --model a randomly initialised network of --preset (default laptop) is
+used (throughput does not depend on the weights). The default shape is 2 GiB; a
 smaller one (for example --shape 1 8192 8192) gives the same per-voxel rates on
 the CPU in far less time.
 """
@@ -42,19 +50,21 @@ REPO = Path(__file__).resolve().parents[1]
 import numpy as np
 import torch
 import yaml
+from shipped_workflow import cpu_model
 
 
-def laptop_model(path: Path) -> Path:
+def preset_model(path: Path, preset: str = "laptop") -> Path:
+    """A randomly initialised network of a shipped preset saved as a model file (speed does not depend on weights)."""
     from unet_pipeline.unet import UNetConfig, build_model, save_model
 
-    preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
-    config = UNetConfig(**preset["model"])
+    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"][preset]
+    torch.manual_seed(0)
     metadata = {
-        "model": {**preset["model"], "in_channels": 1, "classes": 2},
-        "input_size": preset["input_size"],
+        "model": {**settings["model"], "in_channels": 1, "classes": 2},
+        "input_size": settings["input_size"],
         "normalisation": {"mean": 0.5, "std": 0.2},
     }
-    save_model(build_model(config), path, metadata)
+    save_model(build_model(UNetConfig(**settings["model"])), path, metadata)
     return path
 
 
@@ -129,7 +139,9 @@ def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: 
     return {"seconds": time.perf_counter() - start}
 
 
-def run_compute(model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
+def run_compute(
+    model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str, compiled=False
+) -> dict:
     import zarr
     from unet_pipeline.devices import autocast
     from unet_pipeline.unet import load_model
@@ -143,15 +155,24 @@ def run_compute(model_path: str, volume: str, out: str, input_size: int, threads
     per_chunk = math.ceil(chunk[0] / step) * math.ceil(chunk[1] / step)
     tiles = shape[0] * math.ceil(shape[1] / chunk[0]) * math.ceil(shape[2] / chunk[1]) * per_chunk
     batch = torch.randn(4, 1, input_size, input_size, device=torch_device)
-    start = time.perf_counter()
+    forward = torch.compile(model) if compiled else model
     with torch.no_grad(), autocast(torch_device, dtype):
+        start = time.perf_counter()
+        torch.softmax(forward(batch), dim=1).float().cpu()  # warm-up (and compilation)
+        warm_up = time.perf_counter() - start
+        start = time.perf_counter()
         for _ in range(math.ceil(tiles / 4)):
-            torch.softmax(model(batch), dim=1).float().cpu()  # to the host, as the stage's probabilities go
-    return {"seconds": time.perf_counter() - start, "tiles": tiles}
+            torch.softmax(forward(batch), dim=1).float().cpu()  # to the host, as the stage's probabilities go
+    return {"seconds": time.perf_counter() - start, "tiles": tiles, "warm_up_s": warm_up}
+
+
+def run_compiled(*args) -> dict:
+    return run_compute(*args, compiled=True)
 
 
 def child(method, *args):
-    result = {"stage": run_stage, "monai": run_monai, "compute": run_compute}[method](*args)
+    sides = {"stage": run_stage, "monai": run_monai, "compute": run_compute, "compiled": run_compiled}
+    result = sides[method](*args)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -160,7 +181,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", nargs=3, type=int, default=[8, 16384, 16384])
     parser.add_argument("--input-size", type=int, default=508, help="tile size for both (legal for the model)")
-    parser.add_argument("--model", type=Path, help="a trained model.pt (default: random laptop network)")
+    parser.add_argument("--model", type=Path, help="a trained model.pt (default: a random network of --preset)")
+    parser.add_argument("--preset", default="laptop", help="the shipped preset whose network is used without --model")
+    parser.add_argument("--compile", action="store_true", help="also time the compute side with torch.compile")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (the same for every side)")
     parser.add_argument("--amp", default="bf16", choices=["none", "bf16", "fp16"], help="autocast on CUDA (every side)")
@@ -172,17 +195,19 @@ def main():
         return
     with tempfile.TemporaryDirectory(dir=REPO / "results" if (REPO / "results").exists() else None) as folder:
         folder = Path(folder)
-        model = args.model or laptop_model(folder / "model.pt")
+        model = args.model or preset_model(folder / "model.pt", args.preset)
         make_volume(folder / "volume.zarr", args.shape)
         voxels = int(np.prod(args.shape))
         device, dtype = precision(args.device, args.amp)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+        print(f"{name}; network: {args.model or 'random ' + args.preset}")
         print(
             f"volume {tuple(args.shape)} uint8 = {voxels / 2**30:.2f} GiB, tiles {args.input_size} px, "
             f"{args.threads} threads, "
             f"every side on {device} in {dtype or torch.float32}"
         )
         results = {}
-        for method in ("stage", "monai", "compute"):
+        for method in ("stage", "monai", "compute") + (("compiled",) if args.compile else ()):
             command = [
                 sys.executable,
                 __file__,
@@ -202,6 +227,7 @@ def main():
             print(
                 f"{method:8s} {results[method]['seconds']:9.1f} s  "
                 f"{voxels / results[method]['seconds'] / 1e6:8.2f} Mvoxel/s  "
+                f"{1e3 * results[method]['seconds'] / args.shape[0]:9.1f} ms/section  "
                 f"peak RSS {results[method]['peak_rss_mib']:8.0f} MiB"
             )
         stage, monai, compute = (results[m] for m in ("stage", "monai", "compute"))
@@ -213,6 +239,12 @@ def main():
             f"tiling overhead of the stage: {stage['seconds'] / compute['seconds']:.2f}x "
             f"the pure compute time ({compute['tiles']} tiles)"
         )
+        if args.compile:
+            compiled = results["compiled"]
+            print(
+                f"torch.compile: {compute['seconds'] / compiled['seconds']:.2f}x the compute speed, "
+                f"compiling took {compiled['warm_up_s']:.1f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The measured tile choice on this device: every candidate's throughput, and the stage with it.
 
-    python benchmarks/tile_choice.py [--shape 2 2048 2048] [--model results/isbi2012/models/laptop/model.pt]
+    python benchmarks/tile_choice.py [--shape 2 2048 2048] [--preset laptop] [--amp bf16]
+                                     [--model results/isbi2012/models/laptop/model.pt]
 
-What ``prediction.input_size: null`` does (``unet_pipeline.tile_choice``): the laptop
-network's candidates for 1024-px output chunks are measured on the device (the same
+What ``prediction.input_size: null`` does (``unet_pipeline.tile_choice``): the network's
+(default: a random one of the laptop preset) candidates for 1024-px output chunks are measured on the device (the same
 batch size, threads and precision as the predict rule's defaults), and the chosen one
 is printed. Then the predict stage (``predict_volume``) predicts a synthetic volume of
 --shape with the training tile and with the chosen tile, each in its own process so
@@ -23,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from predict_speed import laptop_model, make_volume
+from predict_speed import make_volume, preset_model
 from shipped_workflow import cpu_model
 from unet_pipeline import tile_choice, volume_store
 from unet_pipeline.predict import PredictionOptions, load_predictor, predict_volume
 
 
-def measure_choice(model: str) -> dict:
+def measure_choice(model: str, amp: str) -> dict:
     """The tile choice as the predict stage makes it, with the time it took and the device's name."""
-    options = PredictionOptions(threads=torch.get_num_threads())
+    options = PredictionOptions(threads=torch.get_num_threads(), amp=amp)
     predictor, metadata = load_predictor(model, options)
     started = time.perf_counter()
     choice = tile_choice.choose(predictor, metadata["input_size"], (1024, 1024), 8000)
@@ -39,12 +40,13 @@ def measure_choice(model: str) -> dict:
     return choice | {"seconds": time.perf_counter() - started, "device": device, "training": metadata["input_size"]}
 
 
-def child(model: str, volume: str, out: str, input_size: int) -> None:
+def child(model: str, volume: str, out: str, input_size: int, amp: str) -> None:
     if input_size == 0:
-        print(json.dumps(measure_choice(model)))
+        print(json.dumps(measure_choice(model, amp)))
         return
     start = time.perf_counter()
-    predict_volume(model, volume, out, dtype="float16", input_size=input_size, threads=torch.get_num_threads())
+    threads = torch.get_num_threads()
+    predict_volume(model, volume, out, dtype="float16", input_size=input_size, threads=threads, amp=amp)
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -52,24 +54,26 @@ def child(model: str, volume: str, out: str, input_size: int) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", nargs=3, type=int, default=[2, 2048, 2048])
-    parser.add_argument("--model", type=Path, help="a trained model.pt (default: random laptop network)")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help="a trained model.pt (default: a random network of --preset)")
+    parser.add_argument("--preset", default="laptop", help="the shipped preset whose network is used without --model")
+    parser.add_argument("--amp", default="bf16", choices=["none", "bf16"], help="autocast on CUDA (the CPU: float32)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child[:3], int(args.child[3]))
+        child(*args.child[:3], int(args.child[3]), args.child[4])
         return
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        model = str(args.model or laptop_model(folder / "model.pt"))
+        model = str(args.model or preset_model(folder / "model.pt", args.preset))
 
         def run(*rest):
-            command = [sys.executable, __file__, "--child", model, *rest]
+            command = [sys.executable, __file__, "--child", model, *rest, args.amp]
             return json.loads(
                 subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
             )
 
         choice = run("-", "-", "0")
-        print(f"{choice['device']}, {torch.get_num_threads()} threads, batch 4, chunks 1024 x 1024")
+        print(f"{choice['device']}, {torch.get_num_threads()} threads, batch 4, chunks 1024 x 1024, amp {args.amp}")
         print(f"measuring took {choice['seconds']:.1f} s (what a prediction's first job adds)")
         for row in choice["measured"]:
             print(

@@ -1,14 +1,17 @@
 """Training throughput of the presets: tiles per second, peak memory, fraction of peak FLOP/s.
 
     python benchmarks/train_speed.py [--presets laptop paper] [--steps 20] [--amp none bf16]
-                                     [--peak-tflops 989]   # dense bf16 of an H100 SXM, for the fraction
+                                     [--peak-tflops none=494.7 bf16=989.4]   # H100 SXM: dense TF32, dense bf16
                                      [--variants plain channels_last compile]
 
 Runs the training step of unet_pipeline.train (forward, weighted cross-entropy,
 backward, optimiser step) on random tiles of each preset's size and batch, after
 a few warm-up steps, on CUDA when present (else the CPU with all its cores).
 FLOPs per step come from torch's FlopCounterMode on the network (forward and
-backward), so the fraction of peak is model FLOPs / time / peak.
+backward), so the fraction of peak is model FLOPs / time / peak. --peak-tflops takes
+one number for every --amp, or one per amp as amp=TFLOPS: on CUDA, float32 ("none")
+convolutions run on the tensor cores in TF32 (PyTorch's default for cuDNN), so their
+peak is the card's dense TF32 figure, bf16's its dense bf16 figure.
 
 Every preset runs with each --amp (bf16 also on a CPU: autocast there uses the
 CPU's bf16 instructions where it has them, avx512_bf16 or AMX, see ``lscpu``) and
@@ -100,14 +103,25 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: s
     }
 
 
+def peaks(values: list[str], amps: list[str]) -> dict:
+    """--peak-tflops as {amp: TFLOP/s}: one bare number for every amp, or amp=number pairs."""
+    if len(values) == 1 and "=" not in values[0]:
+        return dict.fromkeys(amps, float(values[0]))
+    pairs = dict(value.split("=", 1) for value in values)
+    return {amp: float(pairs[amp]) for amp in amps if amp in pairs}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["laptop", "paper"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=sorted(AMP_DTYPES))
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak TFLOP/s, for the fraction")
+    parser.add_argument(
+        "--peak-tflops", nargs="+", default=[], help="the device's peak TFLOP/s (N, or amp=N per amp), for the fraction"
+    )
     parser.add_argument("--variants", nargs="+", default=["plain"], choices=["plain", "channels_last", "compile"])
     args = parser.parse_args()
+    peak = peaks(args.peak_tflops, args.amp) if args.peak_tflops else {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(torch.get_num_threads())
     presets = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]
@@ -117,13 +131,13 @@ def main():
     print(f"device: {name}")
     print(
         f"{'preset':8s} {'amp':5s} {'variant':13s} {'tile':>10s} {'batch':>5s} {'tiles/s':>9s} {'s/step':>8s} "
-        f"{'TFLOP/s':>8s} {'peak MiB':>9s}" + ("  of peak" if args.peak_tflops else "")
+        f"{'TFLOP/s':>8s} {'peak MiB':>9s}" + ("  of peak" if peak else "")
     )
     for preset in args.presets:
         for amp in args.amp:
             for variant in args.variants:
                 r = measure(presets[preset], amp, args.steps, device, variant)
-                fraction = f"  {r['tflops'] / args.peak_tflops:7.1%}" if args.peak_tflops else ""
+                fraction = f"  {r['tflops'] / peak[amp]:7.1%}" if amp in peak else ""
                 print(
                     f"{preset:8s} {amp:5s} {variant:13s} {r['size']:>4d}->{r['out']:<4d} {r['batch']:5d} "
                     f"{r['tiles_per_s']:9.2f} {r['step_s']:8.3f} "
