@@ -1,5 +1,6 @@
 """The network of the paper: size, geometry, initialisation, saving and loading."""
 
+import copy
 import dataclasses
 import math
 
@@ -151,6 +152,19 @@ def test_overlap_tile_equals_a_single_pass(levels, input_size, shape):
     whole = whole_pass.tiles(mirrored_reader(section)(offsets, offsets)[None])[0]
     assert tiled.shape == shape
     assert np.abs(tiled - whole[: shape[0], : shape[1]]).max() <= 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine; CI has none)")
+def test_a_gpu_predicts_what_the_cpu_predicts():
+    # on CUDA the uint8 tiles are normalised on the device; float32 there means TF32 convolutions
+    torch.manual_seed(3)
+    net = UNet(UNetConfig(levels=3, base_channels=4)).eval()
+    tiles = np.random.default_rng(2).integers(0, 256, (4, 92, 92), dtype=np.uint8)
+    normalisation = {"mean": 0.5, "std": 0.25}
+    on_cpu = TilePredictor(net, net.config.geometry, 92, normalisation, torch.device("cpu")).tiles(tiles)
+    gpu_net = copy.deepcopy(net).to("cuda").to(memory_format=torch.channels_last)
+    on_gpu = TilePredictor(gpu_net, net.config.geometry, 92, normalisation, torch.device("cuda")).tiles(tiles)
+    assert on_gpu.shape == on_cpu.shape and np.abs(on_gpu - on_cpu).max() < 1e-2
 
 
 def test_test_time_augmentation_averages_the_eight_dihedral_views():

@@ -117,9 +117,7 @@ class TilePredictor:
     @torch.no_grad()
     def tiles(self, tiles: np.ndarray) -> np.ndarray:
         """Foreground probabilities (n, out, out) of uint8 input tiles (n, in, in)."""
-        inputs = torch.from_numpy(normalise(tiles, self.normalisation)[:, None]).to(self.device)
-        if self.device.type == "cuda":
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        inputs = self._inputs(tiles)
         transforms = range(8) if self.tta else range(1)
         total = None
         with autocast(self.device, self.amp_dtype):
@@ -128,6 +126,19 @@ class TilePredictor:
                 probability = _dihedral(torch.softmax(logits, dim=1)[:, 1], index, inverse=True)
                 total = probability if total is None else total + probability
         return (total / len(transforms)).cpu().numpy()
+
+    def _inputs(self, tiles: np.ndarray) -> torch.Tensor:
+        """The network's input batch (n, 1, in, in) of uint8 tiles, normalised on the device.
+
+        A GPU receives the uint8 tiles (a quarter of float32's bytes) and normalises them itself, so the host
+        does not compute while the GPU waits (``benchmarks/profile_stage.py``); on the CPU, ``normalise`` as
+        in training.
+        """
+        if self.device.type != "cuda":
+            return torch.from_numpy(normalise(tiles, self.normalisation)[:, None])
+        raw = torch.from_numpy(tiles[:, None]).to(self.device)
+        inputs = (raw.float() / 255.0 - self.normalisation["mean"]) / self.normalisation["std"]
+        return inputs.contiguous(memory_format=torch.channels_last)
 
     def origins(self, region: Region) -> tuple[list[int], list[int]]:
         """First input row and column of every tile that ``region`` needs."""

@@ -13,7 +13,8 @@ wins: nearly as fast, less memory, and no flip-flopping on timing noise.
 Candidates: the training tile and, for unpadded networks, the smallest legal tiles
 whose step is the output chunk's size divided by 1, 2, 4 or 8 (no wasted tiles). An
 unpadded network's output does not depend on the tile (``overlap_tile``), so the choice
-changes speed and memory, not the result (to float rounding). A padded network
+changes speed and memory, not the result: to float32 rounding on the CPU, to bf16's or TF32's on a
+GPU (``benchmarks/README.md``, "GPU"). A padded network
 (TernausNet) sees its zero padding at every tile border, so its output would change
 with the tile: it keeps its training tile.
 """
