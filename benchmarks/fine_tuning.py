@@ -48,6 +48,7 @@ TRANSFORMS = {
     "blurred": lambda image: ndimage.gaussian_filter(image**0.5, 1.5),
     "inverted": lambda image: 1 - image**0.5,
 }
+SHIPPED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 FINE_TUNING = {"optimizer": "adam", "learning_rate": 3e-4, "batch_size": 4, "schedule": "cosine"}
 
 
@@ -68,7 +69,7 @@ def write_new_stack(data: Path, path: Path, transform: str) -> None:
 
 def presets(results: Path, dataset: str, iterations: list[int], learning_rate: float) -> dict:
     """The from-scratch preset and one fine-tuning preset per iteration count, all laptop networks."""
-    laptop = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
+    laptop = SHIPPED["presets"]["laptop"]
     scratch = copy.deepcopy(laptop) | {"train_dataset": dataset}
     chosen = {"scratch": scratch}
     for count in iterations:
@@ -83,7 +84,7 @@ def presets(results: Path, dataset: str, iterations: list[int], learning_rate: f
 
 
 def overlay(results: Path, data: Path, dataset: str, iterations: list[int], learning_rate: float) -> dict:
-    isbi = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["datasets"]["isbi2012"]
+    isbi = SHIPPED["datasets"]["isbi2012"]
     new = {
         "image": {"source": str(results / f"{dataset}.tif")},
         "labels": {key: isbi["labels"][key] for key in ("type", "foreground", "background")}

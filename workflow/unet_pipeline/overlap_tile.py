@@ -38,9 +38,28 @@ def mirrored_reader(section: np.ndarray) -> Reader:
     return read
 
 
+def _scaled(values, normalisation: dict):
+    """The network's input scale of float32 gray values (numpy or torch): (x / 255 - mean) / std."""
+    return (values / 255.0 - normalisation["mean"]) / normalisation["std"]
+
+
 def normalise(tiles: np.ndarray, normalisation: dict) -> np.ndarray:
-    """uint8 gray values to the network's input scale: (x / 255 - mean) / std, float32."""
-    return ((tiles.astype(np.float32) / 255.0 - normalisation["mean"]) / normalisation["std"]).astype(np.float32)
+    """uint8 gray values to the network's input scale, float32."""
+    return _scaled(tiles.astype(np.float32), normalisation).astype(np.float32)
+
+
+def network_input(tiles: np.ndarray, normalisation: dict, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """The network's input batch (n, 1, in, in) of uint8 tiles (n, in, in), on ``device``.
+
+    A GPU receives the uint8 tiles (a quarter of float32's bytes) and normalises them itself, so the host does
+    not compute while the GPU waits (``benchmarks/profile_stage.py``); on the CPU, ``normalise`` (bit for bit
+    what it always was). Training and prediction both build their batches here.
+    """
+    if device.type == "cuda":
+        inputs = _scaled(torch.from_numpy(tiles[:, None]).to(device).float(), normalisation)
+    else:
+        inputs = torch.from_numpy(normalise(tiles, normalisation)[:, None])
+    return inputs.contiguous(memory_format=torch.channels_last) if channels_last else inputs
 
 
 def _dihedral(batch: torch.Tensor, index: int, inverse: bool = False) -> torch.Tensor:
@@ -117,7 +136,7 @@ class TilePredictor:
     @torch.no_grad()
     def tiles(self, tiles: np.ndarray) -> np.ndarray:
         """Foreground probabilities (n, out, out) of uint8 input tiles (n, in, in)."""
-        inputs = self._inputs(tiles)
+        inputs = network_input(tiles, self.normalisation, self.device, channels_last=self.device.type == "cuda")
         transforms = range(8) if self.tta else range(1)
         total = None
         with autocast(self.device, self.amp_dtype):
@@ -126,19 +145,6 @@ class TilePredictor:
                 probability = _dihedral(torch.softmax(logits, dim=1)[:, 1], index, inverse=True)
                 total = probability if total is None else total + probability
         return (total / len(transforms)).cpu().numpy()
-
-    def _inputs(self, tiles: np.ndarray) -> torch.Tensor:
-        """The network's input batch (n, 1, in, in) of uint8 tiles, normalised on the device.
-
-        A GPU receives the uint8 tiles (a quarter of float32's bytes) and normalises them itself, so the host
-        does not compute while the GPU waits (``benchmarks/profile_stage.py``); on the CPU, ``normalise`` as
-        in training.
-        """
-        if self.device.type != "cuda":
-            return torch.from_numpy(normalise(tiles, self.normalisation)[:, None])
-        raw = torch.from_numpy(tiles[:, None]).to(self.device)
-        inputs = (raw.float() / 255.0 - self.normalisation["mean"]) / self.normalisation["std"]
-        return inputs.contiguous(memory_format=torch.channels_last)
 
     def origins(self, region: Region) -> tuple[list[int], list[int]]:
         """First input row and column of every tile that ``region`` needs."""

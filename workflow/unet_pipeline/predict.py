@@ -322,15 +322,16 @@ def _open_work(model_path, image_path, out_path, options: PredictionOptions, cre
     image3d = image if image.ndim == 3 else _AsStack(image)
     signature = prediction_signature(model_path, image3d, metadata, options)
     work = WorkStore(out_path, image3d.shape, options.dtype, signature, create)
-    if work.settings is None:  # a new work store: this job decides for every job of the prediction
+    settings = work.settings
+    if settings is None:  # a new work store: this job decides for every job of the prediction
         if not create:  # a shard job: its setup job was stopped before it decided
             raise PipelineError(f"{work.path}: its setup job did not finish; rerun it")
         try:
-            work.settings = choose_settings(predictor, metadata, image3d, work, options)
+            settings = choose_settings(predictor, metadata, image3d, work, options)
+            work.settings = settings
         except BaseException:
             shutil.rmtree(work.path)  # nothing is predicted into it yet: leave no work store behind
             raise
-    settings = work.settings
     used = {key: settings["normalisation"][key] for key in ("mean", "std")}
     predictor = replace(predictor, input_size=settings["input_size"], normalisation=used)
     return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work)

@@ -52,7 +52,7 @@ from .distributed import World
 from .errors import InputDataError, PipelineError
 from .figures import pyplot
 from .metrics import validation_scores
-from .overlap_tile import TilePredictor, normalise
+from .overlap_tile import TilePredictor, network_input
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, load_model, save_model
 
 log = logging.getLogger("unet_pipeline.train")  # also when torchrun runs this module as __main__
@@ -388,9 +388,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.options, self.step)
         inputs, labels, weights = draw_batch(self.data, self.options, self.step, self.world)
-        x = torch.from_numpy(normalise(inputs, self.normalisation)[:, None]).to(self.device)
-        if self.options.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = network_input(inputs, self.normalisation, self.device, self.options.channels_last)
         with autocast(self.device, self.precision):
             logits = self.forward(x)
         loss = weighted_cross_entropy(
