@@ -60,6 +60,8 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
     config["preset"] = name
     config["presets"] = {name: shrunk(SHIPPED["presets"][name])}
     config["pretrained_weights"] = {key: url for key in SHIPPED["pretrained_weights"]}
+    if name == SHIPPED["preset"]:  # the default run predicts as shipped (the tiny config switches TTA off)
+        config["prediction"]["tta"] = SHIPPED["prediction"]["tta"]
     write_config(workdir / f"{name}.yaml", config)
     run_snakemake(workdir, "--configfile", f"{name}.yaml")
 
@@ -76,6 +78,7 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
         assert prediction.shape == (3, 128, 128)
     summary = json.loads((results / "tiny" / "evaluation" / name / "summary.json").read_text())
     assert 0.0 <= summary["metrics"]["v_rand"]["value"] <= 1.0
+    assert summary["tta"] is config["prediction"]["tta"]
 
     if shipped_model.get("encoder_weights") in SHIPPED["pretrained_weights"]:
         downloaded = results / "downloads" / "weights" / weights_file.name
