@@ -1,7 +1,7 @@
 """Train and evaluate the laptop preset on ISBI 2012 through the workflow, and report time and scores.
 
     python benchmarks/laptop_accuracy.py [--data ../shared/data/isbi2012] [--results results_laptop_accuracy]
-                                         [--rescore]
+                                         [--rescore [--no-tta]]
 
 Runs the real pipeline (`snakemake --cores 2`) with the default config, its two
 ISBI datasets pointed at a local copy, into a fresh results folder: ingest,
@@ -10,13 +10,15 @@ chosen on the validation sections), prediction and the evaluation of the test
 sections at the thresholds chosen on validation. Prints the training time from
 the train rule's benchmark file, the whole run's wall time, the CPU, and the
 evaluation summary: held-out values, and the best over thresholds beside them.
-Beside the training loop's own rate (its log's last tiles/s) it prints what
-``train_speed.py`` measures for the bare network step with the preset's settings
-in the same run (bf16 autocast where the CPU has bf16 instructions,
-channels_last), so the loop's overhead shows.
+Beside the training loop's own rate (its log's last tiles/s, validation included)
+it prints what ``train_speed.py`` measures for the bare network step with the
+preset's settings (bf16 autocast where the CPU has bf16 instructions,
+channels_last) just before and just after the workflow, so the loop's overhead
+shows apart from the machine's drift during the run.
 ``--rescore`` keeps a finished results folder and reruns only the evaluation (after
 a change of the metrics; training is deterministic, so the scores are those of a
-full run).
+full run); with ``--no-tta`` it predicts again without test-time augmentation, which
+gives the augmentation's effect on the same model.
 """
 
 import argparse
@@ -32,13 +34,30 @@ from train_speed import measure
 from unet_pipeline.evaluate import describe
 
 
+def bare_step_rate() -> float:
+    """Tiles/s of the laptop preset's bare training step on the CPU (train_speed.py's measure, 200 steps)."""
+    preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
+    return measure(preset, preset["training"].get("amp", "bf16"), 200, torch.device("cpu"), "channels_last")[
+        "tiles_per_s"
+    ]
+
+
+def loop_rate(results: Path) -> float:
+    """The training loop's rate over the whole run: the last tiles/s its log reports."""
+    lines = (results / "logs" / "train" / "isbi2012.laptop.log").read_text().splitlines()
+    return float(next(line for line in reversed(lines) if "tiles/s" in line).split(", ")[-1].split()[0])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
     parser.add_argument("--results", type=Path, default=REPO / "results_laptop_accuracy")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--rescore", action="store_true", help="keep the trained model, rerun the evaluation")
+    parser.add_argument("--no-tta", action="store_true", help="with --rescore: predict again without TTA")
     args = parser.parse_args()
+    if args.no_tta and not args.rescore:
+        parser.error("--no-tta rescores a finished run: add --rescore")
     results = args.results.resolve()
     if results.exists() and not args.rescore:
         shutil.rmtree(results)
@@ -49,28 +68,28 @@ def main():
         "preset": "laptop",
         "datasets": {"isbi2012": {"base": data}, "isbi2012_test": {"base": data}},
     }
+    options = ["--forcerun", "predict" if args.no_tta else "evaluate"] if args.rescore else []
+    if args.no_tta:
+        overlay["prediction"] = {"tta": False}
+    before = None if args.rescore else bare_step_rate()
     start = time.perf_counter()
-    finished = run_shipped(overlay, "local", args.cores, options=["--forcerun", "evaluate"] if args.rescore else [])
+    finished = run_shipped(overlay, "local", args.cores, options=options)
     if finished.returncode != 0:
         raise SystemExit(f"the workflow failed:\n{finished.stdout[-3000:]}{finished.stderr[-3000:]}")
     wall = time.perf_counter() - start
-    train_seconds = float(
-        (results / "benchmarks" / "train" / "isbi2012.laptop.tsv").read_text().splitlines()[1].split("\t")[0]
-    )
-    summary = json.loads((results / "isbi2012" / "evaluation" / "laptop" / "summary.json").read_text())
     if args.rescore:  # the train rule only found its finished checkpoint: its time says nothing
         print(f"rescoring run wall time {wall / 60:.1f} min ({args.cores} cores, {cpu_model()})")
     else:
+        train = (results / "benchmarks" / "train" / "isbi2012.laptop.tsv").read_text().splitlines()[1]
         print(
-            f"pipeline wall time {wall / 60:.1f} min; train rule {train_seconds / 60:.1f} min "
+            f"pipeline wall time {wall / 60:.1f} min; train rule {float(train.split()[0]) / 60:.1f} min "
             f"({args.cores} cores, {cpu_model()})"
         )
-        loop = [line for line in (results / "logs" / "train" / "isbi2012.laptop.log").read_text().splitlines()]
-        rate = float(next(line for line in reversed(loop) if "tiles/s" in line).split(", ")[-1].split()[0])
-        preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
-        bare = measure(preset, preset["training"].get("amp", "bf16"), 50, torch.device("cpu"), "channels_last")
-        print(f"training loop {rate:.1f} tiles/s; bare network step (train_speed.py) {bare['tiles_per_s']:.1f} tiles/s")
-    print(describe(summary))
+        print(
+            f"training loop {loop_rate(results):.1f} tiles/s; bare network step (train_speed.py) "
+            f"{before:.1f} tiles/s before the run, {bare_step_rate():.1f} after"
+        )
+    print(describe(json.loads((results / "isbi2012" / "evaluation" / "laptop" / "summary.json").read_text())))
 
 
 if __name__ == "__main__":
