@@ -40,15 +40,14 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-import yaml
 from scipy import ndimage
-from shipped_workflow import REPO, cpu_model, run_shipped
+from shipped_workflow import REPO, cpu_model, run_shipped, shipped_config
 
 TRANSFORMS = {
     "blurred": lambda image: ndimage.gaussian_filter(image**0.5, 1.5),
     "inverted": lambda image: 1 - image**0.5,
 }
-SHIPPED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+SHIPPED = shipped_config()
 FINE_TUNING = {"optimizer": "adam", "learning_rate": 3e-4, "batch_size": 4, "schedule": "cosine"}
 
 

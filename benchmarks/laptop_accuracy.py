@@ -28,18 +28,17 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
-from shipped_workflow import REPO, cpu_model, run_shipped
+from shipped_workflow import REPO, cpu_model, run_shipped, shipped_config
 from train_speed import measure
 from unet_pipeline.evaluate import describe
+from unet_pipeline.train import TrainingOptions
 
 
 def bare_step_rate() -> float:
     """Tiles/s of the laptop preset's bare training step on the CPU (train_speed.py's measure, 200 steps)."""
-    preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
-    return measure(preset, preset["training"].get("amp", "bf16"), 200, torch.device("cpu"), "channels_last")[
-        "tiles_per_s"
-    ]
+    preset = shipped_config()["presets"]["laptop"]
+    amp = TrainingOptions(**preset["training"]).amp
+    return measure(preset, amp, 200, torch.device("cpu"), "channels_last")["tiles_per_s"]
 
 
 def loop_rate(results: Path) -> float:

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
-from shipped_workflow import REPO, cpu_model
+from shipped_workflow import cpu_model, shipped_config
 from train_speed import measure
 from unet_pipeline.train import Trainer, TrainingJob, TrainingOptions, open_training_data
 from unet_pipeline.unet import UNetConfig
@@ -29,7 +28,7 @@ from unet_pipeline.unet import UNetConfig
 
 def laptop_trainer(results: Path, checkpoints: str) -> tuple[Trainer, dict]:
     """A Trainer of the shipped laptop preset on ``results``' augmented ISBI set, and the preset."""
-    preset = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"]["laptop"]
+    preset = shipped_config()["presets"]["laptop"]
     dataset = results / "isbi2012"
     job = TrainingJob(
         augmented=str(dataset / "augmented" / "laptop.zarr"),
@@ -39,8 +38,10 @@ def laptop_trainer(results: Path, checkpoints: str) -> tuple[Trainer, dict]:
         model=UNetConfig(**preset["model"]),
         options=TrainingOptions(**preset["training"]),
     )
-    data = open_training_data(job.augmented, job.volume, job.model.geometry)
-    return Trainer(data, job), preset
+    for path in (job.augmented, job.volume):
+        if not Path(path).is_dir():
+            raise SystemExit(f"{path}: not found; --results must be a finished laptop_accuracy.py folder")
+    return Trainer(open_training_data(job.augmented, job.volume, job.model.geometry), job), preset
 
 
 def main():
@@ -51,25 +52,23 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as checkpoints:
         trainer, preset = laptop_trainer(args.results.resolve(), checkpoints)
-        amp, batch = preset["training"].get("amp", "bf16"), preset["training"]["batch_size"]
+        tiles = args.steps * trainer.options.batch_size
+        print(
+            f"device: {cpu_model()}, {torch.get_num_threads()} threads; laptop preset, batch {trainer.options.batch_size}"
+        )
         trainer.train_step()  # warm-up, as measure() warms up its own model
-        loop_seconds = bare_seconds = 0.0
-        print(f"device: {cpu_model()}, {torch.get_num_threads()} threads; laptop preset, batch {batch}")
-        for round_ in range(args.rounds):
+        loop_total = bare_total = 0.0
+        for round_ in range(1, args.rounds + 1):
             start = time.perf_counter()
             for _ in range(args.steps):
                 trainer.train_step()
             loop = time.perf_counter() - start
             bare = (
-                args.steps
-                * batch
-                / measure(preset, amp, args.steps, torch.device("cpu"), "channels_last")["tiles_per_s"]
+                args.steps * measure(preset, trainer.options.amp, args.steps, trainer.device, "channels_last")["step_s"]
             )
-            loop_seconds, bare_seconds = loop_seconds + loop, bare_seconds + bare
-            print(
-                f"round {round_ + 1}: loop step {args.steps * batch / loop:.1f} tiles/s, bare {args.steps * batch / bare:.1f}"
-            )
-    print(f"loop / bare over all rounds: {bare_seconds / loop_seconds:.3f}")
+            loop_total, bare_total = loop_total + loop, bare_total + bare
+            print(f"round {round_}: loop step {tiles / loop:.1f} tiles/s, bare {tiles / bare:.1f}")
+    print(f"loop / bare over all rounds: {bare_total / loop_total:.3f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED_CONFIG = REPO / "config" / "config.yaml"
+
+
+def shipped_config() -> dict:
+    """config/config.yaml as shipped (presets, datasets, prediction settings)."""
+    return yaml.safe_load(SHIPPED_CONFIG.read_text())
 
 
 def run_shipped(overlay: dict, name: str, cores: int, targets=(), options=()) -> subprocess.CompletedProcess:
@@ -27,7 +33,7 @@ def run_shipped(overlay: dict, name: str, cores: int, targets=(), options=()) ->
         str(cores),
         *options,
         "--configfile",
-        str(REPO / "config" / "config.yaml"),
+        str(SHIPPED_CONFIG),
         str(overlay_file),
     ]
     command += ["--", *map(str, targets)] if targets else []
