@@ -13,10 +13,10 @@ wins: nearly as fast, less memory, and no flip-flopping on timing noise.
 Candidates: the training tile and, for unpadded networks, the smallest legal tiles
 whose step is the output chunk's size divided by 1, 2, 4 or 8 (no wasted tiles). An
 unpadded network's output does not depend on the tile (``overlap_tile``), so the choice
-changes speed and memory, not the result: to float32 rounding on the CPU, to bf16's or TF32's on a
-GPU (``benchmarks/README.md``, "GPU"). A padded network
-(TernausNet) sees its zero padding at every tile border, so its output would change
-with the tile: it keeps its training tile.
+changes speed and memory, not the result: to float32 rounding on the CPU, to bf16's or
+TF32's on a GPU (``benchmarks/README.md``, "GPU"). A padded network (TernausNet) sees its
+zero padding at every tile border, so its output would change with the tile: it keeps
+its training tile.
 """
 
 from __future__ import annotations
@@ -88,14 +88,21 @@ def memory_budget(device: torch.device, memory_mb: int | None) -> int:
 
 
 def choose(predictor, training_size: int, chunk: tuple[int, int], memory_mb: int | None = None) -> dict:
-    """The tile size to predict with (``input_size``), and every measurement (``measured``), budget included.
+    """The tile size to predict with: the fastest candidate on the predictor's device within the memory budget.
 
     Args:
         predictor: a ``TilePredictor`` on the device the prediction runs on.
         training_size: the model's training tile (always a candidate; the only one for padded networks).
         chunk: the output chunk (y, x).
         memory_mb: the job's memory (CPU budget: half of it); None: 4096.
+
+    Returns:
+        ``input_size``, ``measured`` (one dict per candidate tried, rates of one view of each tile) and
+        ``budget_bytes``.
     """
+    # test-time augmentation runs the same tile shapes 8 times (flips and quarter turns of square tiles): every
+    # candidate's rate drops by the same factor, so one view ranks them at an eighth of the time
+    predictor = replace(predictor, tta=False)
     sizes = candidates(predictor.geometry, training_size, chunk)
     budget = memory_budget(predictor.device, memory_mb)
     if len(sizes) == 1:  # nothing to compare: no measurement
