@@ -14,6 +14,7 @@ import torch
 from helpers import REPO
 from unet_pipeline import volume_store
 from unet_pipeline.augment import write_augmented_set
+from unet_pipeline.batches import batch_plan, host_batch
 from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.ingest import ingest
@@ -23,7 +24,6 @@ from unet_pipeline.train import (
     AugmentedSet,
     TrainingJob,
     TrainingOptions,
-    draw_batch,
     learning_rate,
     train,
     weighted_cross_entropy,
@@ -324,7 +324,8 @@ def test_fine_tuning_starts_from_the_given_weights(synthetic, tmp_path):
     tuned = run(synthetic, tmp_path / "tuned", model=model, init_from=start, iterations=3, log_every=1, amp="none")
     loaded, _ = load_model(start)
     options = TrainingOptions(iterations=3, batch_size=2)
-    inputs, labels, weights = draw_batch(AugmentedSet(synthetic / "augmented.zarr"), options, 0)
+    data = AugmentedSet(synthetic / "augmented.zarr")
+    inputs, labels, weights = host_batch(data.arrays, batch_plan(data.count, options, 0))
     with torch.no_grad():
         logits = loaded.train()(torch.from_numpy(normalise(inputs, base["normalisation"])[:, None]))
         expected = weighted_cross_entropy(logits, torch.from_numpy(labels), torch.from_numpy(weights)).item()

@@ -149,6 +149,37 @@ def make_sample(image, labels, weights, params: dict, input_size: int, output_si
     return adjust_gray_values(tile, params), label_tile.astype(np.uint8), weight_tile.astype(np.float32)
 
 
+def generate_samples(arrays: tuple, indices: range, options: dict, sections, tile: tuple[int, int]) -> dict:
+    """Samples ``indices`` of the augmented set, in memory.
+
+    Args:
+        arrays: the (z, y, x) image, labels and weights (Zarr or NumPy); only the windows samples touch are read.
+        indices: which samples; sample ``i`` draws from ``default_rng([options['seed'], i])``.
+        options: the augmentation settings (``config.yaml``, ``augmentation``), with ``seed``.
+        sections: the training sections samples are drawn from.
+        tile: (input_size, output_size) of the network.
+
+    Returns:
+        ``inputs`` (n, in, in) uint8, ``labels`` (n, out, out) uint8 0/1, ``weights`` (n, out, out) float32 and
+        ``sections`` (n,) int32.
+    """
+    image, labels, weights = arrays
+    input_size, output_size = tile
+    block = {
+        "inputs": np.empty((len(indices), input_size, input_size), np.uint8),
+        "labels": np.empty((len(indices), output_size, output_size), np.uint8),
+        "weights": np.empty((len(indices), output_size, output_size), np.float32),
+        "sections": np.empty(len(indices), np.int32),
+    }
+    for row, index in enumerate(indices):
+        rng = np.random.default_rng([options["seed"], index])
+        params = draw_sample(rng, options, sections, image.shape[1:], output_size)
+        sample = make_sample(image, labels, weights, params, input_size, output_size)
+        block["inputs"][row], block["labels"][row], block["weights"][row] = sample
+        block["sections"][row] = params["section"]
+    return block
+
+
 def _write_samples(paths: tuple[str, str, str], start: int, stop: int, options: dict, sections, tile: tuple[int, int]):
     """Generate samples [start, stop) and write them to the output store (one dask task).
 
@@ -157,23 +188,10 @@ def _write_samples(paths: tuple[str, str, str], start: int, stop: int, options: 
     """
     volume_path, weights_path, out_path = paths
     root = volume_store.open_store(volume_path)
-    image, labels = root[volume_store.IMAGE_PATH], root[volume_store.LABELS_PATH]
-    weights = volume_store.open_store(weights_path)[volume_store.IMAGE_PATH]
+    arrays = (root[volume_store.IMAGE_PATH], root[volume_store.LABELS_PATH])
+    arrays += (volume_store.open_store(weights_path)[volume_store.IMAGE_PATH],)
     out = volume_store.open_store(out_path, mode="r+")
-    input_size, output_size = tile
-    block = {
-        "inputs": np.empty((stop - start, input_size, input_size), np.uint8),
-        "labels": np.empty((stop - start, output_size, output_size), np.uint8),
-        "weights": np.empty((stop - start, output_size, output_size), np.float32),
-        "sections": np.empty(stop - start, np.int32),
-    }
-    for row, index in enumerate(range(start, stop)):
-        rng = np.random.default_rng([options["seed"], index])
-        params = draw_sample(rng, options, sections, image.shape[1:], output_size)
-        sample = make_sample(image, labels, weights, params, input_size, output_size)
-        block["inputs"][row], block["labels"][row], block["weights"][row] = sample
-        block["sections"][row] = params["section"]
-    for name, values in block.items():
+    for name, values in generate_samples(arrays, range(start, stop), options, sections, tile).items():
         out[name][start:stop] = values
 
 

@@ -48,17 +48,26 @@ def normalise(tiles: np.ndarray, normalisation: dict) -> np.ndarray:
     return _scaled(tiles.astype(np.float32), normalisation).astype(np.float32)
 
 
+def scaled_input(tiles: torch.Tensor, normalisation: dict, channels_last: bool) -> torch.Tensor:
+    """The network's input batch (n, 1, in, in) float32 of uint8 tiles (n, in, in) already on their device.
+
+    On the CPU this is ``normalise`` bit for bit (float32 division and subtraction round alike in NumPy and
+    torch; ``tests/test_batches.py``).
+    """
+    inputs = _scaled(tiles[:, None].float(), normalisation)
+    return inputs.contiguous(memory_format=torch.channels_last) if channels_last else inputs
+
+
 def network_input(tiles: np.ndarray, normalisation: dict, device: torch.device, channels_last: bool) -> torch.Tensor:
     """The network's input batch (n, 1, in, in) of uint8 tiles (n, in, in), on ``device``.
 
     A GPU receives the uint8 tiles (a quarter of float32's bytes) and normalises them itself, so the host does
     not compute while the GPU waits (``benchmarks/profile_stage.py``); on the CPU, ``normalise`` (bit for bit
-    what it always was). Training and prediction both build their batches here.
+    what it always was). Prediction builds its batches here, training in ``batches``.
     """
     if device.type == "cuda":
-        inputs = _scaled(torch.from_numpy(tiles[:, None]).to(device).float(), normalisation)
-    else:
-        inputs = torch.from_numpy(normalise(tiles, normalisation)[:, None])
+        return scaled_input(torch.from_numpy(tiles).to(device), normalisation, channels_last)
+    inputs = torch.from_numpy(normalise(tiles, normalisation)[:, None])
     return inputs.contiguous(memory_format=torch.channels_last) if channels_last else inputs
 
 

@@ -36,6 +36,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import distributed, normalisation, volume_store
+from . import batches, distributed, normalisation, volume_store
 from .atomic import atomic_file
 from .cells import cells_of
 from .checksums import sha256_of_file
@@ -52,12 +53,10 @@ from .distributed import World
 from .errors import InputDataError, PipelineError
 from .figures import pyplot
 from .metrics import validation_scores
-from .overlap_tile import TilePredictor, network_input
+from .overlap_tile import TilePredictor
 from .unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, load_model, save_model
 
 log = logging.getLogger("unet_pipeline.train")  # also when torchrun runs this module as __main__
-
-IN_MEMORY_BYTES = 1 << 30  # augmented sets up to this size are read into memory once
 
 
 @dataclass(frozen=True)
@@ -153,35 +152,13 @@ def make_optimizer(model, options: TrainingOptions) -> torch.optim.Optimizer:
 
 
 class AugmentedSet:
-    """The augmented Zarr set, read into memory when small enough, else per sample."""
+    """The augmented Zarr set: its (inputs, labels, weights) arrays, read lazily, and its provenance."""
 
     def __init__(self, path):
         self.group = volume_store.open_store(path)
         self.attrs = volume_store.provenance(self.group)
-        arrays = [self.group[name] for name in ("inputs", "labels", "weights")]
-        size = sum(array.nbytes for array in arrays)
-        self.arrays = [array[:] for array in arrays] if size <= IN_MEMORY_BYTES else arrays
-        self.count = arrays[0].shape[0]
-
-    def batch(self, indices: np.ndarray):
-        return [np.stack([np.asarray(array[int(i)]) for i in indices]) for array in self.arrays]
-
-
-def draw_batch(data: AugmentedSet, options: TrainingOptions, step: int, world: World = distributed.SINGLE):
-    """This rank's part of the batch of ``step``: samples and on-the-fly flips/quarter turns from (seed, step).
-
-    Every rank draws the whole batch and keeps rows ``rank * b`` to ``(rank + 1) * b``, b = batch / ranks.
-    """
-    rng = np.random.default_rng([options.seed, step])
-    indices = rng.integers(data.count, size=options.batch_size)
-    turns, flips = rng.integers(4, size=len(indices)), rng.random(len(indices)) < 0.5
-    part = slice(world.rank * len(indices) // world.size, (world.rank + 1) * len(indices) // world.size)
-    inputs, labels, weights = data.batch(indices[part])
-    if options.online_augmentation:
-        for row, (turn, flip) in enumerate(zip(turns[part], flips[part])):
-            for array in (inputs, labels, weights):
-                array[row] = np.rot90(array[row][:, ::-1] if flip else array[row], turn)
-    return inputs, labels, weights
+        self.arrays = tuple(self.group[name] for name in batches.ARRAYS)
+        self.count = self.arrays[0].shape[0]
 
 
 def check_batch_split(options: TrainingOptions, processes: int) -> None:
@@ -286,38 +263,38 @@ def curve_row(split: str, step: int, **values) -> dict:
     return dict.fromkeys(CURVE_FIELDS) | {"split": split, "step": step, **values}
 
 
-class Trainer:
-    """One training run: setup, ``train_step``, ``validation_step``, checkpoints, and a short ``run`` loop.
+@dataclass
+class TrainingParts:
+    """What a ``Trainer`` is given: the network, its optimiser, its batches, where it runs, how it validates.
 
-    Checkpoints: ``last.pt`` after every validation (resumed when its signature matches) and ``best.pt``
-    whenever validation improves (V_rand at threshold 0.5, then the misclassified fraction).
+    ``batches`` maps a step to that step's (network input, labels, weights) on ``device``
+    (``batches.batch_source``); ``validate`` scores the model on the validation sections, or is None
+    when there are none; ``precision`` is the autocast dtype (``devices.amp_dtype``).
     """
 
-    def __init__(self, data: AugmentedSet, job: TrainingJob, world: World = distributed.SINGLE):
-        options, model_config = job.options, job.model
-        self.data, self.options, self.model_config = data, options, model_config
-        self.device = distributed.rank_device(pick_device(options.device), world)
-        self.world = distributed.join(world, self.device)
-        self.precision = amp_dtype(options.amp, self.device, cpu=True)
-        self.input_size = data.attrs["input_size"]
-        self.volume = volume_store.open_store(job.volume)
-        self.volume_info = volume_store.provenance(self.volume)
-        torch.manual_seed(options.seed)  # the same initial weights on every rank
-        self.model = build_model(model_config)
-        self.start = None
-        if job.init_from:
-            state, self.start = initial_weights(job.init_from, model_config, self.input_size)
-            self.model.load_state_dict(state)
-            self.normalisation = self.start["normalisation"]
-        else:
-            self.normalisation = normalisation_of(self.volume, self.volume_info["sections"]["train"])
-        self.model = self.model.to(self.device)
-        if options.channels_last:  # faster on GPUs and on the CPU too (benchmarks/train_speed.py)
-            self.model = self.model.to(memory_format=torch.channels_last)
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batches: Callable[[int], tuple]
+    device: torch.device
+    precision: torch.dtype | None = None
+    world: World = distributed.SINGLE
+    validate: Callable[[torch.nn.Module], dict] | None = None
+
+
+class Trainer:
+    """One training run: ``train_step``, ``validation_step``, checkpoints, and a short ``run`` loop.
+
+    Checkpoints: ``last.pt`` after every validation (resumed when its signature matches) and ``best.pt``
+    whenever validation improves (V_rand at threshold 0.5, then the misclassified fraction). The loss
+    stays on the device between log steps: the loop waits for the GPU once per ``log_every`` steps,
+    when it checks that every loss of the window is finite.
+    """
+
+    def __init__(self, parts: TrainingParts, options: TrainingOptions, checkpoints, signature: str):
+        self.parts, self.options, self.signature = parts, options, signature
+        self.model, self.optimizer, self.device, self.world = parts.model, parts.optimizer, parts.device, parts.world
         self.forward = self._parallel_forward()
-        self.optimizer = make_optimizer(self.model, options)
-        self.signature = run_signature(model_config, options, data.attrs, self.start)
-        self.checkpoints = Path(job.checkpoints)
+        self.checkpoints = Path(checkpoints)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.step, self.rows, self.best = 0, [], None
 
@@ -344,7 +321,7 @@ class Trainer:
         """Continue from ``last.pt`` when it belongs to this configuration and not to a longer run."""
         if not self.last_path.exists():
             return
-        saved = torch.load(self.last_path, map_location="cpu", weights_only=False)  # RNG states stay on the CPU
+        saved = load_checkpoint_file(self.last_path)
         if saved["signature"] != self.signature or saved["step"] > self.options.iterations:
             log.info("ignoring %s: it belongs to another configuration or a longer run", self.last_path)
             return
@@ -383,41 +360,39 @@ class Trainer:
         payload |= {"optimizer": self.optimizer.state_dict(), "rows": self.rows, "best": self.best}
         _atomic_torch_save(payload, self.last_path)
 
-    def train_step(self) -> float:
-        """One optimiser step on the batch of ``self.step``; returns its loss."""
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step on the batch of ``self.step``; returns its loss, on the device (no wait for it)."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.options, self.step)
-        inputs, labels, weights = draw_batch(self.data, self.options, self.step, self.world)
-        x = network_input(inputs, self.normalisation, self.device, self.options.channels_last)
-        with autocast(self.device, self.precision):
-            logits = self.forward(x)
-        loss = weighted_cross_entropy(
-            logits, torch.from_numpy(labels).to(self.device), torch.from_numpy(weights).to(self.device)
-        )
-        if not torch.isfinite(loss):
-            raise PipelineError(f"training diverged at step {self.step} (loss {loss.item()}); lower the learning rate")
+        inputs, labels, weights = self.parts.batches(self.step)
+        with autocast(self.device, self.parts.precision):
+            logits = self.forward(inputs)
+        loss = weighted_cross_entropy(logits, labels, weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return loss.item()
+        return loss.detach()
 
-    def predictor(self) -> TilePredictor:
-        """The network as the predict stage runs it (on the CPU in float32), so validation scores what it will."""
-        return TilePredictor(
-            self.model,
-            self.model_config.geometry,
-            self.input_size,
-            self.normalisation,
-            self.device,
-            amp_dtype(self.options.amp, self.device),
-            self.options.validation_batch_size,
-        )
+    def checked_mean(self, losses: list[torch.Tensor]) -> float:
+        """The mean loss of the steps that ended at ``self.step``, over the ranks; the one wait for the device.
+
+        Raises:
+            PipelineError: naming the first step whose loss was not finite.
+        """
+        values = torch.stack(losses).double().cpu()
+        mean = distributed.mean_over_ranks(float(values.mean()), self.world)
+        if math.isfinite(mean):
+            return mean
+        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+        where = f"step {self.step - len(losses) + bad[0]}" if bad else f"steps before {self.step} on another rank"
+        found = f"loss {values[bad[0]].item()}" if bad else "loss not finite"
+        raise PipelineError(f"training diverged at {where} ({found}); lower the learning rate")
 
     def validation_step(self) -> None:
         """Score the validation sections, log them, and keep the weights when they are the best so far."""
         self.model.eval()
-        scores = validate(self.predictor(), self.volume, self.volume_info["sections"]["validation"])
+        scores = self.parts.validate(self.model)
         self.model.train()
         self.rows.append(curve_row("validation", self.step, **scores))
         log.info(
@@ -430,22 +405,29 @@ class Trainer:
                 {"signature": self.signature, "step": self.step, "model": self.model.state_dict()}, self.best_path
             )
 
+    def _log(self, losses: list[torch.Tensor], first: int, started: float) -> None:
+        """One training row: the mean loss of ``losses``, the learning rate, the rate since step ``first``."""
+        loss = self.checked_mean(losses)
+        rate = (self.step - first) * self.options.batch_size / (time.perf_counter() - started)
+        lr = learning_rate(self.options, self.step - 1)
+        self.rows.append(curve_row("train", self.step, loss=loss, lr=lr, tiles_per_s=rate))
+        log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", self.step, loss, lr, rate)
+
     def run(self) -> None:
         """Train from the current step to ``options.iterations``, logging, validating and checkpointing."""
-        options, running, started, first = self.options, [], time.perf_counter(), self.step
+        options, losses, started, first = self.options, [], time.perf_counter(), self.step
         self.model.train()
         while self.step < options.iterations:
-            running.append(self.train_step())
+            losses.append(self.train_step())
             last = self.step == options.iterations
+            validates = self.step % options.validate_every == 0 or last
             if self.step % options.log_every == 0 or last:
-                rate = (self.step - first) * options.batch_size / (time.perf_counter() - started)
-                lr = learning_rate(options, self.step - 1)
-                loss = distributed.mean_over_ranks(float(np.mean(running)), self.world)  # of the whole batches
-                self.rows.append(curve_row("train", self.step, loss=loss, lr=lr, tiles_per_s=rate))
-                log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", self.step, loss, lr, rate)
-                running = []
-            if self.step % options.validate_every == 0 or last:
-                if self.volume_info["sections"]["validation"] and self.world.main:
+                self._log(losses, first, started)
+                losses = []
+            elif validates:
+                self.checked_mean(losses)  # no checkpoint of diverged weights
+            if validates:
+                if self.parts.validate is not None and self.world.main:
                     self.validation_step()
                 self.save_checkpoint()
 
@@ -459,35 +441,117 @@ class Trainer:
                 f"{self.best_path}: the best checkpoint (step {self.best['step']}) is missing; "
                 f"delete {self.last_path} to train again"
             )
-        self.model.load_state_dict(torch.load(self.best_path, map_location="cpu", weights_only=False)["model"])
+        self.model.load_state_dict(load_checkpoint_file(self.best_path)["model"])
 
-    def metadata(self, preset: str) -> dict:
-        """Everything needed to rebuild, run and trace the trained network (stored in model.pt and model.json)."""
-        attrs, info, geometry = self.data.attrs, self.volume_info, self.model_config.geometry
-        encoder = self.model_config.encoder_weights
-        training = {"preset": preset, "dataset": info["dataset"], "iterations": self.options.iterations}
-        training |= {"options": asdict(self.options), "best": self.best, "device": str(self.device)}
-        training |= {"processes": self.world.size, "init_from": self.start}
-        return {
-            "format": MODEL_FORMAT,
-            "model": asdict(self.model_config),
-            "parameters": count_parameters(self.model),
-            "input_size": self.input_size,
-            "output_size": attrs["output_size"],
-            "margin": attrs["margin"],
-            "tile_step": geometry.tile_step(self.input_size),
-            "normalisation": self.normalisation,
-            "classes": ["background", "foreground"],
-            "training": training | {"validation_sections": info["sections"]["validation"]},
-            "data": {
-                "image_pixel_sha256": volume_store.image_id(info),
-                "labels_pixel_sha256": info["labels"]["pixel_sha256"],
-                "augmentation_seed": attrs["seed"],
-                "augmented_samples": attrs["samples"],
-                "encoder_weights_sha256": sha256_of_file(encoder) if encoder else None,
-            },
-            "torch_version": str(torch.__version__),
-        }
+
+def load_checkpoint_file(path: Path) -> dict:
+    """A checkpoint's payload, unpickled as weights only: a file from elsewhere cannot run code here.
+
+    Raises:
+        PipelineError: the file is not a checkpoint that loads so (truncated, or holding other objects).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # RNG states stay on the CPU
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError for such files
+        raise PipelineError(
+            f"{path}: not a training checkpoint that loads as weights only ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); delete it to train again"
+        ) from error
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What the training run was built from, for the model's metadata: data, volume, normalisation, start."""
+
+    data_attrs: dict
+    volume_info: dict
+    normalisation: dict
+    start: dict | None
+
+
+def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device, volume) -> Callable | None:
+    """The validation that the trainer runs: the network as the predict stage runs it (tiles, normalisation,
+    amp on this device), so validation scores what prediction will; None without validation sections."""
+    sections = setup.volume_info["sections"]["validation"]
+    if not sections:
+        return None
+    options, input_size = job.options, setup.data_attrs["input_size"]
+
+    def scores(model: torch.nn.Module) -> dict:
+        predictor = TilePredictor(
+            model,
+            job.model.geometry,
+            input_size,
+            setup.normalisation,
+            device,
+            amp_dtype(options.amp, device),
+            options.validation_batch_size,
+        )
+        return validate(predictor, volume, sections)
+
+    return scores
+
+
+def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distributed.SINGLE) -> tuple:
+    """The trainer of ``job`` on ``data``, assembled: device, ranks, model, optimiser, batches, validation.
+
+    Returns:
+        (trainer, setup): the ``Trainer`` and the ``TrainingSetup`` its metadata records.
+    """
+    options = job.options
+    device = distributed.rank_device(pick_device(options.device), world)
+    world = distributed.join(world, device)
+    volume = volume_store.open_store(job.volume)
+    torch.manual_seed(options.seed)  # the same initial weights on every rank
+    model, start = build_model(job.model), None
+    if job.init_from:
+        state, start = initial_weights(job.init_from, job.model, data.attrs["input_size"])
+        model.load_state_dict(state)
+    info = volume_store.provenance(volume)
+    norm = start["normalisation"] if start else normalisation_of(volume, info["sections"]["train"])
+    model = model.to(device)
+    if options.channels_last:  # faster on GPUs and on the CPU too (benchmarks/train_speed.py)
+        model = model.to(memory_format=torch.channels_last)
+    setup = TrainingSetup(data.attrs, info, norm, start)
+    parts = TrainingParts(
+        model=model,
+        optimizer=make_optimizer(model, options),
+        batches=batches.batch_source(data.arrays, options, norm, device, world, job.threads),
+        device=device,
+        precision=amp_dtype(options.amp, device, cpu=True),
+        world=world,
+        validate=validator(job, setup, device, volume),
+    )
+    return Trainer(parts, options, job.checkpoints, run_signature(job.model, options, data.attrs, start)), setup
+
+
+def model_metadata(job: TrainingJob, trainer: Trainer, setup: TrainingSetup) -> dict:
+    """Everything needed to rebuild, run and trace the trained network (stored in model.pt and model.json)."""
+    attrs, info, geometry, options = setup.data_attrs, setup.volume_info, job.model.geometry, job.options
+    encoder = job.model.encoder_weights
+    training = {"preset": job.preset, "dataset": info["dataset"], "iterations": options.iterations}
+    training |= {"options": asdict(options), "best": trainer.best, "device": str(trainer.device)}
+    training |= {"processes": trainer.world.size, "init_from": setup.start}
+    return {
+        "format": MODEL_FORMAT,
+        "model": asdict(job.model),
+        "parameters": count_parameters(trainer.model),
+        "input_size": attrs["input_size"],
+        "output_size": attrs["output_size"],
+        "margin": attrs["margin"],
+        "tile_step": geometry.tile_step(attrs["input_size"]),
+        "normalisation": setup.normalisation,
+        "classes": ["background", "foreground"],
+        "training": training | {"validation_sections": info["sections"]["validation"]},
+        "data": {
+            "image_pixel_sha256": volume_store.image_id(info),
+            "labels_pixel_sha256": info["labels"]["pixel_sha256"],
+            "augmentation_seed": attrs["seed"],
+            "augmented_samples": attrs["samples"],
+            "encoder_weights_sha256": sha256_of_file(encoder) if encoder else None,
+        },
+        "torch_version": str(torch.__version__),
+    }
 
 
 def open_training_data(augmented_path, volume_path, geometry) -> AugmentedSet:
@@ -543,7 +607,7 @@ def train_in_process(job: TrainingJob, world: World) -> dict:
     """This process's share of ``train``: all of it in a single process, one rank of a data-parallel run."""
     torch.set_num_threads(max(job.threads // world.size, 1))
     data = open_training_data(job.augmented, job.volume, job.model.geometry)
-    trainer = Trainer(data, job, world)
+    trainer, setup = build_trainer(job, data, world)
     try:
         trainer.load_checkpoint()
         log.info(
@@ -554,17 +618,18 @@ def train_in_process(job: TrainingJob, world: World) -> dict:
             trainer.world.size,
             job.options.iterations,
             job.options.batch_size,
-            trainer.input_size,
+            data.attrs["input_size"],
             data.attrs["output_size"],
         )
         trainer.run()
         if not trainer.world.main:
             return {}
         trainer.load_best()
-        metadata = trainer.metadata(job.preset)
+        metadata = model_metadata(job, trainer, setup)
         write_outputs(trainer, job.outputs, metadata)
         return metadata
     finally:
+        trainer.parts.batches.close()
         distributed.leave(trainer.world)
 
 
