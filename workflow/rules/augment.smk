@@ -19,7 +19,7 @@ rule augment:
         f"{RESULTS}/benchmarks/augment/{{dataset}}.{{preset}}.tsv"
     conda:
         "../../envs/augment.yaml"
-    threads: 2
+    threads: STAGE_THREADS
     resources:
         mem_mb=4096,
         runtime=120,

@@ -9,6 +9,7 @@ from pathlib import Path
 # rule scripts do the same in their conda envs through scripts/_library_path.py.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from snakemake.exceptions import WorkflowError
 from unet_pipeline.checksums import hash_prefix_in_name
 from unet_pipeline.sources import Source, resolve_source
 from unet_pipeline.tile_geometry import geometry_of
@@ -50,6 +51,20 @@ PREDICTION_OPTIONS = {
 PREDICTION_SHARDS = config["prediction"]["shards"]
 MEASURED_TILE = config["prediction"]["input_size"] is None  # the first job of a prediction measures the tile
 SHARD_GIB = 4  # prediction.shards: auto = one shard per this many GiB of (uint8) input
+CLUSTER_THREADS = 8  # a parallel stage's threads where Snakemake has no --cores (a cluster profile)
+
+
+def stage_threads():
+    """A parallel stage's threads (augment, weight maps, train, predict, evaluate): all of --cores, of which
+    Snakemake gives a job what is free; on a cluster, where it runs without --cores, CLUSTER_THREADS, which a
+    profile's set-threads overrides per rule."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return CLUSTER_THREADS
+
+
+STAGE_THREADS = stage_threads()
 
 for _name, _preset in PRESETS.items():
     _dataset = _preset.get("train_dataset") or TRAIN_DATASET

@@ -31,7 +31,7 @@ rule evaluate:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}.{{preset}}.tsv"
     conda:
         "../../envs/evaluate.yaml"
-    threads: 2
+    threads: STAGE_THREADS
     resources:
         mem_mb=2048,
         runtime=60,

@@ -15,7 +15,7 @@ if PREDICTION_SHARDS == 1:
             f"{RESULTS}/benchmarks/predict/{{dataset}}.{{preset}}.tsv"
         conda:
             "../../envs/predict.yaml"
-        threads: 8
+        threads: STAGE_THREADS
         resources:
             mem_mb=8000,
             runtime=240,
@@ -42,7 +42,7 @@ else:
         conda:
             "../../envs/predict.yaml"
         # with prediction.input_size null it measures the tile all shard jobs use: on their device, threads, memory
-        threads: 8 if MEASURED_TILE else 1
+        threads: STAGE_THREADS if MEASURED_TILE else 1
         resources:
             mem_mb=8000 if MEASURED_TILE else 2000,
             runtime=10,
@@ -67,7 +67,7 @@ else:
             f"{RESULTS}/benchmarks/predict_shard/{{dataset}}.{{preset}}.{{shard}}.tsv"
         conda:
             "../../envs/predict.yaml"
-        threads: 8
+        threads: STAGE_THREADS
         resources:
             mem_mb=8000,
             runtime=240,

@@ -26,7 +26,7 @@ rule train:
         f"{RESULTS}/benchmarks/train/{{trainset}}.{{preset}}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: 8
+    threads: STAGE_THREADS
     resources:
         mem_mb=16000,
         runtime=lambda wildcards: PRESETS[wildcards.preset]["runtime_minutes"],

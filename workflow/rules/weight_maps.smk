@@ -18,7 +18,7 @@ rule weight_maps:
         f"{RESULTS}/benchmarks/weight_maps/{{dataset}}.tsv"
     conda:
         "../../envs/weight_maps.yaml"
-    threads: 2
+    threads: STAGE_THREADS
     resources:
         mem_mb=2048,
         runtime=30,
