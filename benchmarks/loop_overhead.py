@@ -1,74 +1,107 @@
-"""The training loop's step against the bare network step, interleaved in one process.
+"""The training loop's step against the bare network step, in turns in one process, for any preset.
 
-    python benchmarks/loop_overhead.py --results <a laptop_accuracy.py folder> [--rounds 4] [--steps 100]
+    python benchmarks/loop_overhead.py [--preset laptop] [--rounds 4] [--steps 100] [--device auto]
+    python benchmarks/loop_overhead.py --preset paper --trivial    # the host's share alone
 
-``laptop_accuracy.py`` prints the loop's rate over a whole run beside the bare step
-measured before and after it, minutes apart, and these CPUs drift by several per
-cent within minutes. Here both run in turns in one process: ``--steps`` steps of
-``Trainer.train_step`` on the run's augmented ISBI set (batch drawing, normalisation,
-loss, the finite check: all the loop does per step) and as many steps of
-``train_speed.py``'s bare step (random tiles already in memory), ``--rounds`` times,
-both with the laptop preset's settings and the process's threads. Prints each
-round's rates and the loop's share of the bare rate over all rounds. Validation
-and checkpoints, the loop's other work, are a few seconds per 2000 steps (the
-train log's timestamps).
+The loop is ``Trainer.train_step`` as the train rule runs it, on ``--samples`` tiles augmented
+from ISBI training sections with the paper's weight maps (``optimiser_check.augmented_tiles``,
+held on the device as ``batches.DeviceBatches`` holds a set that fits), followed at the end of
+each round by the loop's one wait per log window (``Trainer.checked_mean``). The bare step is
+``train_speed.py``'s (random tiles already on the device, no batch drawing), with the precision
+the trainer uses on this device. Both run ``--rounds`` times in turns, since these CPUs drift by
+several per cent within minutes; printed: each round's rates and the loop's share of the bare rate.
+
+``--trivial`` replaces the network by a module that crops the input to the output tile and mixes
+it into two logits (the same batches, loss and optimiser calls): the loop's steps per second then
+measure what the host does per step, which must stay well above the GPU's bare step rate.
 """
 
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
+import tifffile
 import torch
-from shipped_workflow import cpu_model, shipped_config
+from shipped_workflow import REPO, cpu_model, shipped_config
 from train_speed import measure
-from unet_pipeline.train import Trainer, TrainingJob, TrainingOptions, open_training_data
-from unet_pipeline.unet import UNetConfig
+from unet_pipeline.optimiser_check import augmented_tiles, preset_trainer
+from unet_pipeline.tile_geometry import geometry_of
+
+ISBI = REPO.parent / "shared" / "data" / "isbi2012"
 
 
-def laptop_trainer(results: Path, checkpoints: str) -> tuple[Trainer, dict]:
-    """A Trainer of the shipped laptop preset on ``results``' augmented ISBI set, and the preset."""
-    preset = shipped_config()["presets"]["laptop"]
-    dataset = results / "isbi2012"
-    job = TrainingJob(
-        augmented=str(dataset / "augmented" / "laptop.zarr"),
-        volume=str(dataset / "volume.zarr"),
-        outputs={},
-        checkpoints=checkpoints,
-        model=UNetConfig(**preset["model"]),
-        options=TrainingOptions(**preset["training"]),
-    )
-    for path in (job.augmented, job.volume):
-        if not Path(path).is_dir():
-            raise SystemExit(f"{path}: not found; --results must be a finished laptop_accuracy.py folder")
-    return Trainer(open_training_data(job.augmented, job.volume, job.model.geometry), job), preset
+class Trivial(torch.nn.Module):
+    """(n, 1, in, in) -> (n, 2, out, out): the central output tile, mixed by a 1x1 convolution."""
+
+    def __init__(self, margin: int):
+        super().__init__()
+        self.margin, self.mix = margin, torch.nn.Conv2d(1, 2, 1)
+
+    def forward(self, x):
+        return self.mix(x[:, :, self.margin : -self.margin, self.margin : -self.margin])
+
+
+def make_trainer(preset: dict, samples: int, folder: str, device: str):
+    """The preset's trainer on ``samples`` augmented ISBI tiles."""
+    size = preset["input_size"]
+    tile = (size, geometry_of(preset["model"]).output_size(size))
+    sections = list(range(0, 20, 4))
+    image = tifffile.imread(ISBI / "train-volume.tif")[sections]
+    labels = tifffile.imread(ISBI / "train-labels.tif")[sections]
+    arrays, normalisation = augmented_tiles(image, labels, tile, samples, shipped_config()["augmentation"])
+    return preset_trainer(preset, arrays, normalisation, folder, device), tile
+
+
+def trivialised(trainer, tile):
+    """The trainer with its network replaced by ``Trivial`` (and its optimiser by one over that module)."""
+    module = Trivial((tile[0] - tile[1]) // 2).to(trainer.device)
+    trainer.model = trainer.forward = trainer.parts.model = module
+    trainer.optimizer = trainer.parts.optimizer = type(trainer.optimizer)(module.parameters(), lr=1e-6)
+    return trainer
+
+
+def loop_seconds(trainer, steps: int) -> float:
+    start = time.perf_counter()
+    losses = [trainer.train_step() for _ in range(steps)]
+    trainer.checked_mean(losses)  # waits for the device, as the loop does once per log window
+    return time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, required=True, help="a finished laptop_accuracy.py folder")
+    parser.add_argument("--preset", default="laptop", help="a preset of config/config.yaml")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=64, help="augmented tiles the loop draws from")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--trivial", action="store_true", help="a trivial module in place of the network")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as checkpoints:
-        trainer, preset = laptop_trainer(args.results.resolve(), checkpoints)
-        tiles = args.steps * trainer.options.batch_size
-        print(
-            f"device: {cpu_model()}, {torch.get_num_threads()} threads; laptop preset, batch {trainer.options.batch_size}"
-        )
-        trainer.train_step()  # warm-up, as measure() warms up its own model
+    preset = shipped_config()["presets"][args.preset]
+    with tempfile.TemporaryDirectory() as folder:
+        trainer, tile = make_trainer(preset, args.samples, folder, args.device)
+        if args.trivial:
+            trainer = trivialised(trainer, tile)
+        device, batch = trainer.device, trainer.options.batch_size
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+        amp = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "none"}[trainer.parts.precision]
+        print(f"device: {where}, {torch.get_num_threads()} threads; preset {args.preset}, batch {batch}, tiles {tile}")
+        print(f"precision {amp}{', trivial module' if args.trivial else ''}, {args.samples} augmented tiles")
+        trainer.model.train()
+        loop_seconds(trainer, 3)  # warm-up, as measure() warms up its own model
         loop_total = bare_total = 0.0
         for round_ in range(1, args.rounds + 1):
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                trainer.train_step()
-            loop = time.perf_counter() - start
-            bare = (
-                args.steps * measure(preset, trainer.options.amp, args.steps, trainer.device, "channels_last")["step_s"]
-            )
-            loop_total, bare_total = loop_total + loop, bare_total + bare
-            print(f"round {round_}: loop step {tiles / loop:.1f} tiles/s, bare {tiles / bare:.1f}")
-    print(f"loop / bare over all rounds: {bare_total / loop_total:.3f}")
+            loop = loop_seconds(trainer, args.steps)
+            loop_total += loop
+            line = f"round {round_}: loop {args.steps / loop:.1f} steps/s ({args.steps * batch / loop:.1f} tiles/s)"
+            if not args.trivial:
+                bare = args.steps * measure(preset, amp, args.steps, device, "channels_last")["step_s"]
+                bare_total += bare
+                line += f", bare {args.steps * batch / bare:.1f} tiles/s"
+            print(line, flush=True)
+    if args.trivial:
+        print(f"loop with a trivial module: {args.rounds * args.steps / loop_total:.1f} steps/s")
+    else:
+        print(f"loop / bare over all rounds: {bare_total / loop_total:.3f}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ class TrainingOptions:
     iterations: int
     batch_size: int = 1
     optimizer: str = "sgd"
-    learning_rate: float = 0.01
+    learning_rate: float = 0.001
     momentum: float = 0.99
     weight_decay: float = 0.0
     schedule: str = "constant"
@@ -307,7 +307,7 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             forward = DistributedDataParallel(self.model, device_ids=device_ids)
             torch.manual_seed(int(np.random.default_rng([self.options.seed, self.world.rank]).integers(2**62)))
-        return torch.compile(forward) if self.options.compile else forward
+        return torch.compile(forward) if self.options.compile and self.device.type == "cuda" else forward
 
     @property
     def last_path(self) -> Path:
