@@ -1,6 +1,7 @@
 import pytest
+from helpers import run_snakemake, tiny_config, write_config
 from unet_pipeline.errors import PipelineError
-from unet_pipeline.sources import parse_sections, resolve_source
+from unet_pipeline.sources import check_outside, parse_sections, resolve_source
 
 
 def test_remote_source_resolved_against_base_url():
@@ -38,3 +39,38 @@ def test_parse_sections(spec, expected):
 def test_parse_sections_errors(spec, message):
     with pytest.raises(PipelineError, match=message):
         parse_sections(spec, 8)
+
+
+@pytest.mark.parametrize("name", ["%24%28touch%20pwned%29.tif", "a%20b.tif", "x%3By.tif", "%60id%60.tif"])
+def test_a_url_whose_file_name_could_reach_a_shell_is_refused(name):
+    source = resolve_source({"image": {"source": f"http://host/data/{name}"}}, "image")
+    with pytest.raises(PipelineError, match=r"http://host/data/.* ends in the file name .*letters, digits"):
+        _ = source.filename
+
+
+def test_safe_file_names_pass():
+    source = resolve_source({"image": {"source": "http://host/d/train-volume_v2.1.tif"}}, "image")
+    assert source.filename == "train-volume_v2.1.tif"
+
+
+def test_a_local_source_inside_the_results_folder_is_refused(tmp_path):
+    inside = resolve_source({"image": {"source": str(tmp_path / "results" / "a" / "volume.zarr")}}, "image")
+    with pytest.raises(PipelineError, match=r"dataset 'a', image: the source .*volume\.zarr lies inside the results"):
+        check_outside(inside, str(tmp_path / "results"), "dataset 'a', image")
+    outside = resolve_source({"image": {"source": str(tmp_path / "data" / "image.tif")}}, "image")
+    check_outside(outside, str(tmp_path / "results"), "dataset 'a', image")
+    check_outside(resolve_source({"image": {"source": "http://h/results/x.tif"}}, "image"), "results", "remote")
+
+
+def test_the_workflow_refuses_such_sources_and_file_names(tmp_path, tiny_isbi):
+    config = tiny_config(tiny_isbi.as_uri())
+    config["datasets"]["tiny"]["image"]["source"] = str(tmp_path / "results" / "tiny" / "volume.zarr")
+    write_config(tmp_path / "inside.yaml", config)
+    result = run_snakemake(tmp_path, "-n", "--configfile", "inside.yaml", check=False)
+    assert result.returncode != 0 and "lies inside the results folder" in result.stdout + result.stderr
+    config = tiny_config("http://127.0.0.1:9")
+    config["datasets"]["tiny"]["image"]["source"] = "%24%28touch%20pwned%29.tif"
+    write_config(tmp_path / "shell.yaml", config)
+    result = run_snakemake(tmp_path, "-n", "--configfile", "shell.yaml", check=False)
+    assert result.returncode != 0 and "holds characters other than letters" in result.stdout + result.stderr
+    assert not (tmp_path / "pwned").exists()

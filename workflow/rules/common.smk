@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import WorkflowError
 from unet_pipeline.checksums import hash_prefix_in_name
-from unet_pipeline.sources import Source, resolve_source
+from unet_pipeline.sources import SAFE_FILENAME, Source, check_outside, resolve_source
 from unet_pipeline.tile_geometry import geometry_of
 
 RESULTS = config["results"]
@@ -70,6 +70,9 @@ for _name, _preset in PRESETS.items():
     _dataset = _preset.get("train_dataset") or TRAIN_DATASET
     if _dataset is not None and not DATASETS.get(_dataset, {}).get("labels"):
         raise ValueError(f"preset {_name!r}: train_dataset {_dataset!r} must be a dataset of the config with labels")
+for _name, _dataset in DATASETS.items():
+    for _role in ("image", "labels"):
+        check_outside(resolve_source(_dataset, _role), RESULTS, f"dataset {_name!r}, {_role}")
 for name in config["prediction"]["submission_tiff"]:
     if name not in DATASETS:
         raise ValueError(f"prediction.submission_tiff names {name!r}, which is not a dataset of the config")
@@ -83,7 +86,7 @@ wildcard_constraints:
     preset="[A-Za-z0-9][A-Za-z0-9_-]*",
     role="image|labels",
     shard="[0-9]+-of-[0-9]+",
-    filename="[^/]+",
+    filename=SAFE_FILENAME,
 
 
 def dataset_source(dataset, role):

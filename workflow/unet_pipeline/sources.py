@@ -18,6 +18,9 @@ from .errors import PipelineError
 
 REMOTE_SCHEMES = ("http", "https")
 ROLES = ("image", "labels")
+# A downloaded file's name goes into job command lines (a cluster submits them through a shell): letters,
+# digits, dot, underscore and hyphen only. workflow/rules/common.smk constrains the filename wildcard to it.
+SAFE_FILENAME = r"[A-Za-z0-9._-]+"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class Source:
         name = posixpath.basename(unquote(urlparse(self.location).path.rstrip("/")))
         if not name:
             raise PipelineError(f"cannot derive a file name from the URL {self.location}")
+        if not re.fullmatch(SAFE_FILENAME, name) or name in (".", ".."):
+            raise PipelineError(
+                f"the URL {self.location} ends in the file name {name!r}, which holds characters other than "
+                "letters, digits, '.', '_' and '-'; serve the file under such a name (it goes into job command lines)"
+            )
         return name
 
 
@@ -60,6 +68,19 @@ def resolve_source(dataset: dict, role: str) -> Source | None:
             return Source(unquote(parsed.path), remote=False)
         raise PipelineError(f"unsupported URL scheme {parsed.scheme!r} in source {text}: use http(s), file or a path")
     return Source(text, remote=False)
+
+
+def check_outside(source: Source | None, results: str, where: str) -> None:
+    """Refuse a local source inside the results folder: Snakemake deletes a directory output before it reruns
+    the job that writes it, and a source there could be such an output, or inside one."""
+    if source is None or source.remote:
+        return
+    path, folder = Path(source.location).resolve(), Path(results).resolve()
+    if path == folder or path.is_relative_to(folder):
+        raise PipelineError(
+            f"{where}: the source {source.location} lies inside the results folder {results}, whose outputs "
+            f"Snakemake deletes before rerunning the jobs that write them; move it out of {results}"
+        )
 
 
 def parse_sections(spec, n_sections: int, what: str = "sections") -> list[int]:
