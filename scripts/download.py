@@ -3,16 +3,19 @@
 See unet_pipeline.source_mirrors and unet_pipeline.download.
 """
 
+from dataclasses import asdict
+
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.download import download
+from unet_pipeline.download import DownloadOptions, download
 from unet_pipeline.rule_logging import rule_logging
 from unet_pipeline.source_mirrors import candidates, fetch_verified
 
 with rule_logging(snakemake):
-    options = {key: snakemake.config["download"][key] for key in ("retries", "backoff_s", "timeout_s")}
+    options = asdict(DownloadOptions.of(snakemake.config["download"]))
     if snakemake.rule == "download":
         spec = snakemake.params.spec
         found = candidates(snakemake.params.url, spec)
-        fetch_verified(found, snakemake.output[0], spec.get("pixel_sha256"), options)
+        memory_bytes = snakemake.resources.mem_mb * 2**20  # sections this job cannot hold are refused unread
+        fetch_verified(found, snakemake.output[0], spec.get("pixel_sha256"), options, memory_bytes)
     else:
         download(snakemake.params.url, snakemake.output[0], sha256=snakemake.params.sha256, **options)

@@ -20,6 +20,14 @@ def isbi_dir() -> Path:
     return SHARED_DATA
 
 
+class RequestLog(list):
+    """(path, Range header) of every request, in order; ``if_range``: their If-Range headers."""
+
+    def __init__(self):
+        super().__init__()
+        self.if_range = []
+
+
 class _Handler(SimpleHTTPRequestHandler):
     """Serves a folder with Range support, plus failure modes under path prefixes.
 
@@ -30,17 +38,21 @@ class _Handler(SimpleHTTPRequestHandler):
     /chunked/<file>   chunked transfer (no Content-Length); the first response breaks off mid-chunk
     /nolength/<file>  no Content-Length; the body always ends halfway, at connection close
     /error500/<file>  always answers 500
+    /wrongrange/<file> like flaky, then answers a resume with a range that starts at 0 (206, whole file)
+    Every answer carries a Last-Modified validator.
     """
 
-    requests: ClassVar[list] = []
+    requests: ClassVar[RequestLog] = RequestLog()
     seen_flaky: ClassVar[set] = set()
-    FIRST_TRUNCATED = ("flaky", "norange", "range416", "chunked")
+    FIRST_TRUNCATED = ("flaky", "norange", "range416", "chunked", "wrongrange")
+    LAST_MODIFIED = "Tue, 01 Dec 2026 12:00:00 GMT"
 
     def log_message(self, *args):  # keep pytest output clean
         pass
 
     def do_GET(self):
         type(self).requests.append((self.path, self.headers.get("Range")))
+        type(self).requests.if_range.append(self.headers.get("If-Range"))
         parts = self.path.lstrip("/").split("/", 1)
         mode, name = (parts[0], parts[1]) if len(parts) == 2 else ("plain", parts[0])
         if mode == "error500":
@@ -58,6 +70,9 @@ class _Handler(SimpleHTTPRequestHandler):
         start = 0
         if range_header and mode not in ("truncate", "norange"):
             start = int(range_header.split("=")[1].split("-")[0])
+        if range_header and mode == "wrongrange":
+            self._send_wrong_range(data)
+            return
         truncate = mode in ("truncate", "nolength") or (
             mode in self.FIRST_TRUNCATED and name not in type(self).seen_flaky
         )
@@ -72,10 +87,19 @@ class _Handler(SimpleHTTPRequestHandler):
         if mode != "nolength":
             self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Last-Modified", self.LAST_MODIFIED)
         self.end_headers()
         self.wfile.write(body[: len(body) // 2] if truncate else body)
         if truncate:
             self.close_connection = True
+
+    def _send_wrong_range(self, data: bytes):
+        """A 206 whose Content-Range does not start where the client asked: appending it would splice the file."""
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _send_chunked(self, body: bytes, truncate: bool, start: int, total: int):
         self.protocol_version = "HTTP/1.1"
@@ -103,7 +127,7 @@ def serve():
     servers = []
 
     def start(folder: Path):
-        handler = type("Handler", (_Handler,), {"requests": [], "seen_flaky": set()})
+        handler = type("Handler", (_Handler,), {"requests": RequestLog(), "seen_flaky": set()})
         server = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(folder)))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)

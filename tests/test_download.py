@@ -3,9 +3,10 @@
 import socket
 
 import pytest
+from conftest import _Handler
 from helpers import ISBI_FILE_SHA256
 from unet_pipeline.checksums import sha256_of_file
-from unet_pipeline.download import download
+from unet_pipeline.download import _NoDowngrade, download
 from unet_pipeline.errors import ChecksumError, DownloadError
 
 FAST = {"retries": 2, "backoff_s": 0.01, "timeout_s": 10}
@@ -112,3 +113,57 @@ def test_unreachable_host(tmp_path):
     with pytest.raises(DownloadError, match=rf"127.0.0.1:{port}/x.tif: host unreachable"):
         download(f"http://127.0.0.1:{port}/x.tif", tmp_path / "x.tif", **FAST)
     assert leftovers(tmp_path) == []
+
+
+def test_a_resume_sends_if_range_and_checks_the_content_range(http_server, tmp_path):
+    base, requests = http_server
+    download(f"{base}/flaky/train-labels.tif", tmp_path / "a.tif", **FAST)
+    assert requests.if_range == [None, _Handler.LAST_MODIFIED], "the resume names the version it continues"
+    dest = tmp_path / "b.tif"
+    download(f"{base}/wrongrange/train-labels.tif", dest, sha256=ISBI_FILE_SHA256["train-labels.tif"], **FAST)
+    assert sha256_of_file(dest) == ISBI_FILE_SHA256["train-labels.tif"], "a range from 0 replaces the partial file"
+
+
+def test_a_download_over_the_size_limit_or_the_deadline_stops(http_server, tmp_path):
+    base, _ = http_server
+    with pytest.raises(DownloadError, match=r"train-labels\.tif: 0\.01 GB is more than download\.max_gb \(0\.001 GB\)"):
+        download(f"{base}/train-labels.tif", tmp_path / "x.tif", **FAST, max_gb=0.001)
+    with pytest.raises(DownloadError, match=r"not finished within the deadline of 0\.05 s"):
+        download(f"{base}/error500/train-labels.tif", tmp_path / "y.tif", retries=5, backoff_s=0.1, deadline_s=0.05)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_redirect_from_https_to_http_is_refused():
+    import urllib.request
+
+    handler = _NoDowngrade()
+    request = urllib.request.Request("https://host/data.tif")
+    with pytest.raises(DownloadError, match=r"redirected from https to http://evil/data\.tif; refused"):
+        handler.redirect_request(request, None, 302, "Found", {}, "http://evil/data.tif")
+    assert handler.redirect_request(request, None, 302, "Found", {}, "https://mirror/data.tif") is not None
+
+
+def test_a_full_disk_fails_at_once(http_server, tmp_path, monkeypatch):
+    import errno
+
+    import unet_pipeline.download as download_module
+
+    base, requests = http_server
+
+    class FullDisk:
+        def __init__(self, *args):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            return False
+
+        def write(self, block):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download_module, "open", FullDisk, raising=False)
+    with pytest.raises(DownloadError, match=r"x\.tif\.part: cannot write the download: no space left on the device"):
+        download(f"{base}/train-labels.tif", tmp_path / "x.tif", **FAST)
+    assert len(requests) == 1, "not retried"

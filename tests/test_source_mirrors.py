@@ -105,3 +105,47 @@ def test_the_workflow_falls_back_to_a_mirror(published, serve, tiny_isbi, tmp_pa
     np.testing.assert_array_equal(stored, image)
     log = (tmp_path / "results" / "logs" / "download" / "tiny.image.train-volume.tif.log").read_text()
     assert "404" in log and "pixels differ" in log and "accepted" in log
+
+
+def declared_bomb(path, side=200_000):
+    """A TIFF of about 130 bytes whose header declares one side x side uint8 section (40 GB for 200000)."""
+    import struct
+
+    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 8)]
+    tags += [(277, 3, 1), (278, 4, side), (279, 4, 10)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags
+    )
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 18) + b"\x78\x9c" + b"\x00" * 8 + ifd + b"\x00" * 4)
+    return path
+
+
+def test_a_file_declaring_sections_the_job_cannot_hold_is_refused_unread(serve, tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    declared_bomb(folder / "bomb.tif")
+    base, _ = serve(folder)
+    dest = tmp_path / "out" / "bomb.tif"
+    message = r"declares 1 sections of 200000 x 200000 uint8 \(40\.00 GB each\), more than this job's memory \(268 MB\)"
+    with pytest.raises(DownloadError, match=message):
+        fetch_verified([Candidate((f"{base}/bomb.tif",))], dest, None, OPTIONS, memory_bytes=256 * 2**20)
+    assert sorted(p.name for p in dest.parent.iterdir()) == []
+
+
+def test_a_relative_mirror_path_moves_on_to_the_next_mirror(published, serve, tmp_path):
+    folder, image = published
+    base, _ = serve(folder)
+    found = [Candidate(("sections/0.tif",)), Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))]
+    accepted = fetch_verified(found, tmp_path / "out" / "image.tif", pixel_sha256(image), OPTIONS)
+    assert accepted is found[1]
+
+
+def test_a_killed_runs_download_folder_is_removed_by_the_next(published, serve, tmp_path):
+    folder, _ = published
+    base, _ = serve(folder)
+    dest = tmp_path / "out" / "image.tif"
+    stale = dest.parent / f".{dest.name}.abc123" / "sections"  # what TemporaryDirectory left at a SIGKILL
+    stale.mkdir(parents=True)
+    (stale / "000000.tif").write_bytes(b"x" * 1000)
+    fetch_verified([Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))], dest, None, OPTIONS)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["image.tif"]

@@ -14,6 +14,7 @@ source's ``channel:`` option picks one channel.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class TiffStack:
         except Exception as error:  # tifffile raises many types on damaged files
             raise InputDataError(f"{self.path}: not a readable TIFF file (corrupt or truncated?): {error}") from error
         self.samples = series.axes.endswith("S")
+        self.samples_per_pixel = shape[-1] if self.samples else 1
         if self.samples:
             shape = shape[:-1]
         if len(shape) == 2:
@@ -224,12 +226,47 @@ class Hdf5Volume:
         self._file.close()
 
 
-def open_volume(path: str | Path, key: str | None = None, channel: int | None = None):
+SECTION_COPIES = 4  # a section in memory at once: as read, as gray/uint8, its checksum bytes, a writer's copy
+
+
+def check_section_size(reader, path: Path, memory_bytes: int) -> None:
+    """Refuse a volume whose declared sections the job cannot hold, before any is read.
+
+    A tiny damaged or hostile file can declare sections of 200000 x 200000 (as Pillow's ``MAX_IMAGE_PIXELS``
+    guards against for PNG): the header is all that is read here.
+    """
+    itemsize = np.dtype(reader.dtype).itemsize * getattr(reader, "samples_per_pixel", 1)
+    needed = math.prod(reader.shape[1:]) * itemsize * SECTION_COPIES
+    if needed > memory_bytes:
+        size = " x ".join(str(n) for n in reader.shape[1:])
+        raise InputDataError(
+            f"{path}: declares {reader.shape[0]} sections of {size} {reader.dtype} ({needed / SECTION_COPIES / 1e9:.2f} "
+            f"GB each), more than this job's memory ({memory_bytes / 1e6:.0f} MB) holds; if the file is real, raise "
+            "the rule's mem_mb (snakemake --set-resources RULE:mem_mb=N)"
+        )
+
+
+def open_volume(path: str | Path, key: str | None = None, channel: int | None = None, memory_bytes: int | None = None):
     """Open a TIFF stack, image folder, Zarr array or HDF5 dataset as a section reader.
 
-    ``key``: the array in a Zarr group or HDF5 file; ``channel``: the channel of color images (``to_gray``).
+    Args:
+        path: the file or folder.
+        key: the array in a Zarr group or HDF5 file.
+        channel: the channel of color images (``to_gray``).
+        memory_bytes: the job's memory; a volume whose sections it cannot hold is refused before reading
+            (``check_section_size``).
     """
-    path = Path(path)
+    reader = _open(Path(path), key, channel)
+    if memory_bytes is not None:
+        try:
+            check_section_size(reader, Path(path), memory_bytes)
+        except InputDataError:
+            reader.close()
+            raise
+    return reader
+
+
+def _open(path: Path, key: str | None, channel: int | None):
     if not path.exists():
         raise InputDataError(f"{path}: no such file or folder")
     is_zarr = (

@@ -23,13 +23,15 @@ import tempfile
 from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
-from .atomic import atomic_file
+from .atomic import atomic_file, remove_stale
 from .download import download
 from .errors import DownloadError, InputDataError
 from .readers import open_volume
+from .sources import REMOTE_SCHEMES
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,9 @@ def _with_format_suffix(path: Path) -> Path:
 
 def _fetch(candidate: Candidate, folder: Path, options: dict) -> Path:
     """Download a candidate into ``folder``: its one file, or a subfolder of section files in order."""
+    for url in candidate.urls:
+        if urlparse(url).scheme not in REMOTE_SCHEMES:
+            raise DownloadError(f"{url}: a mirror must be an http(s) URL (a local copy goes in the dataset's source)")
     if len(candidate.urls) == 1:
         return _with_format_suffix(download(candidate.urls[0], folder / "source.bin", candidate.sha256, **options))
     sections = folder / "sections"
@@ -98,9 +103,16 @@ def _pixel_checksum(reader, tiff_path: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def _accept(candidate: Candidate, fetched: Path, keep: bool, dest: Path, pixel_sha256: str | None) -> None:
-    """Check the fetched pixels and put them at ``dest``: the file itself (``keep``), else as a TIFF stack."""
-    with closing(open_volume(fetched, candidate.key)) as reader, atomic_file(dest) as tmp:
+def _accept(candidate: Candidate, fetched: Path, keep: bool, dest: Path, check: dict) -> None:
+    """Check the fetched pixels and put them at ``dest``: the file itself (``keep``), else as a TIFF stack.
+
+    ``check``: the expected ``pixel_sha256`` (or None) and the job's ``memory_bytes`` (or None).
+    """
+    pixel_sha256 = check.get("pixel_sha256")
+    with (
+        closing(open_volume(fetched, candidate.key, memory_bytes=check.get("memory_bytes"))) as reader,
+        atomic_file(dest) as tmp,
+    ):
         actual = _pixel_checksum(reader, None if keep else tmp)
         if pixel_sha256 and actual != pixel_sha256.lower():
             raise DownloadError(
@@ -111,7 +123,9 @@ def _accept(candidate: Candidate, fetched: Path, keep: bool, dest: Path, pixel_s
             shutil.move(fetched, tmp)
 
 
-def fetch_verified(found: list[Candidate], dest, pixel_sha256: str | None, options: dict) -> Candidate:
+def fetch_verified(
+    found: list[Candidate], dest, pixel_sha256: str | None, options: dict, memory_bytes: int | None = None
+) -> Candidate:
     """Fetch the first candidate whose pixels have ``pixel_sha256`` (any that downloads, when it is None).
 
     Args:
@@ -120,19 +134,21 @@ def fetch_verified(found: list[Candidate], dest, pixel_sha256: str | None, optio
             download path's format, else (mirrors) as a TIFF stack.
         pixel_sha256: expected sha256 of the pixel array (C order, section after section).
         options: retries, backoff_s, timeout_s of the download config.
+        memory_bytes: the job's memory: a candidate whose sections it cannot hold is refused unread.
 
     Returns:
         The accepted candidate. Raises DownloadError naming every candidate and why it failed.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(dest.parent, f".{dest.name}.")  # a killed run's download folders
     failures = []
     for candidate in found:
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as folder:
             try:
                 fetched = _fetch(candidate, Path(folder), options)
                 keep = candidate is found[0] and fetched.is_file() and fetched.suffix == dest.suffix
-                _accept(candidate, fetched, keep, dest, pixel_sha256)
+                _accept(candidate, fetched, keep, dest, {"pixel_sha256": pixel_sha256, "memory_bytes": memory_bytes})
             except (DownloadError, InputDataError) as error:
                 log.warning("%s", error)
                 failures.append(str(error))
