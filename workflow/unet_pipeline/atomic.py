@@ -1,8 +1,12 @@
 """Outputs that appear whole or not at all: every stage writes a result beside its final path and renames it.
 
-An interrupted stage (a crash, a kill, a failed check) therefore never leaves an
-output that looks finished to Snakemake or to a rerun, and leaves no temporary
-file behind either.
+An interrupted stage (a crash, a failed check) therefore never leaves an output
+that looks finished to Snakemake or to a rerun, and leaves no temporary file
+behind either. A killed one (SIGKILL, a node lost) cannot clean up: the next
+write of the same output removes the temporaries such a kill left
+(``remove_stale``), so a copied TB volume does not leak. Files are flushed to
+disk before the rename, so a node crash cannot leave a truncated file under the
+final name.
 """
 
 from __future__ import annotations
@@ -12,6 +16,35 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+TMP_MARK = ".tmp-"
+
+
+def remove_stale(folder: Path, prefix: str) -> None:
+    """Remove what a killed run left in ``folder`` under names starting with ``prefix`` (files or folders)."""
+    for leftover in Path(folder).glob(f"{glob_escape(prefix)}*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{char}]" if char in "*?[" else char for char in text)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes, and the folder entry that names it, to disk."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @contextmanager
@@ -23,7 +56,8 @@ def atomic_store(final: str | os.PathLike):
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    remove_stale(final.parent, f".{final.name}{TMP_MARK}")
+    tmp = final.with_name(f".{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
         if final.exists():
@@ -41,9 +75,12 @@ def atomic_file(final: str | os.PathLike):
     On any exception the temporary file is removed and ``final`` is left untouched.
     """
     final = Path(final)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    remove_stale(final.parent, f".{final.name}{TMP_MARK}")
+    tmp = final.with_name(f".{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, final)
+        _fsync_folder(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
