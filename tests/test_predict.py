@@ -4,6 +4,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,7 +108,7 @@ def test_restart_skips_finished_chunks(model_path, tmp_path, monkeypatch):
         predict_volume(model_path, image, tmp_path / "out.zarr")
     assert not (tmp_path / "out.zarr").exists(), "an interrupted prediction is not an output"
     work = tmp_path / ".out.zarr.partial"
-    assert sorted(p.name for p in (work / ".done").iterdir()) == ["0_0_0", "1_0_0"]
+    assert sorted(p.name for p in (work / ".done").glob("*_*_*")) == ["0_0_0", "1_0_0"]
     (work / ".done" / "1_0_0").unlink()  # as if chunk 1 were half-written when the run died
     monkeypatch.setattr(TilePredictor, "region", real)
     info = predict_volume(model_path, image, tmp_path / "out.zarr")
@@ -389,3 +390,86 @@ def test_the_tile_is_measured_once_per_prediction_and_changes_nothing(model_path
         assert np.abs(other - predictor.section(section)).max() <= 1e-5, size
     starved = real(predictor, 92, chunk, memory_mb=1)  # a budget below any tile: the training tile
     assert starved["input_size"] == 92 and len(starved["measured"]) == 1
+
+
+def test_a_kill_while_markers_are_removed_leaves_a_prediction_a_rerun_finishes(model_path, tmp_path, monkeypatch):
+    image, _ = volume(tmp_path, shape=(3, 60, 60))
+    real = predict_module.shutil.rmtree
+
+    def killed_in_marker_removal(path, *args, **kwargs):
+        if ".done" in str(path):
+            next(Path(path).iterdir()).unlink()  # part of the markers are gone when the job is killed
+            raise SystemExit("killed by the scheduler")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module.shutil, "rmtree", killed_in_marker_removal)
+    with pytest.raises(SystemExit):
+        predict_volume(model_path, image, tmp_path / "out.zarr")
+    monkeypatch.setattr(predict_module.shutil, "rmtree", real)
+    real(tmp_path / "out.zarr", ignore_errors=True)  # Snakemake deletes a failed job's output
+    info = predict_volume(model_path, image, tmp_path / "out.zarr")
+    assert info["chunks_computed"] == 3
+    predict_volume(model_path, image, tmp_path / "fresh.zarr")
+    stored = volume_store.open_store(tmp_path / "out.zarr")[volume_store.IMAGE_PATH][:]
+    np.testing.assert_array_equal(stored, volume_store.open_store(tmp_path / "fresh.zarr")[volume_store.IMAGE_PATH][:])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no markers are left behind"
+
+
+def test_a_work_store_that_cannot_be_read_is_kept_not_discarded(model_path, tmp_path, monkeypatch):
+    image, _ = volume(tmp_path, shape=(3, 60, 60))
+    real = TilePredictor.region
+
+    def crash_on_third(*args, **kwargs):
+        crash_on_third.calls += 1
+        if crash_on_third.calls == 3:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    crash_on_third.calls = 0
+    monkeypatch.setattr(TilePredictor, "region", crash_on_third)
+    with pytest.raises(RuntimeError, match="killed"):
+        predict_volume(model_path, image, tmp_path / "out.zarr")
+    monkeypatch.setattr(TilePredictor, "region", real)
+    work = tmp_path / ".out.zarr.partial"
+    read_text = Path.read_text
+
+    def file_system_hiccup(path, *args, **kwargs):
+        if path == work / "zarr.json":
+            raise OSError(5, "Input/output error")
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", file_system_hiccup)
+    with pytest.raises(PipelineError, match=r"cannot read the work store's metadata .*it is kept, retry"):
+        predict_volume(model_path, image, tmp_path / "out.zarr")
+    assert sorted(p.name for p in (work / ".done").glob("*_*_*")) == ["0_0_0", "1_0_0"], "the finished chunks are kept"
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert predict_volume(model_path, image, tmp_path / "out.zarr")["chunks_computed"] == 1
+
+
+def test_a_second_writer_of_a_shard_is_refused(model_path, tmp_path, monkeypatch):
+    """An old cluster job still writing (Snakemake restarted meanwhile) holds the shard's lock: a new job stops."""
+    image, _ = volume(tmp_path, shape=(3, 60, 60))
+    real = TilePredictor.region
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(TilePredictor, "region", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        predict_volume(model_path, image, tmp_path / "out.zarr")
+    monkeypatch.setattr(TilePredictor, "region", real)
+    lock = tmp_path / ".out.zarr.partial" / ".done" / "shard-0.lock"
+    holder = (
+        "import fcntl, sys, time\n"
+        f"handle = open({str(lock)!r}, 'a+'); fcntl.lockf(handle, fcntl.LOCK_EX)\n"
+        "handle.seek(0); handle.truncate(); handle.write('SLURM job 4242'); handle.flush()\n"
+        "print('held', flush=True); time.sleep(60)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True) as other:
+        try:
+            assert other.stdout.readline().strip() == "held"
+            with pytest.raises(PipelineError, match=r"shard 0 is being written by SLURM job 4242; wait for it"):
+                predict_volume(model_path, image, tmp_path / "out.zarr")
+        finally:
+            other.kill()
+    assert predict_volume(model_path, image, tmp_path / "out.zarr")["chunks_computed"] == 3, "a dead holder's lock"

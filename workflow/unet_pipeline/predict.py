@@ -31,8 +31,11 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,7 +43,7 @@ import numpy as np
 import torch
 
 from . import normalisation, tile_choice, volume_store
-from .atomic import atomic_file
+from .atomic import atomic_file, remove_stale
 from .checksums import sha256_of_file
 from .devices import amp_dtype, pick_device
 from .errors import InputDataError, PipelineError
@@ -180,6 +183,7 @@ class WorkStore:
         self.path = work_path(out_path)
         self.done = self.path / ".done"
         self.shape, self.chunks = shape, (1, *volume_store.section_chunks(shape)[1:])
+        remove_stale(self.path.parent, self._stale_markers_prefix)
         if self.path.exists() and self._signature() != signature:
             if not create:  # a shard job must not discard what other shards write into
                 raise PipelineError(f"{self.path}: belongs to another model, input or option set; rerun its setup")
@@ -191,7 +195,7 @@ class WorkStore:
             root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
             volume_store.create_level(root, volume_store.IMAGE_PATH, shape, self.chunks, dtype)
             root.attrs["signature"] = signature
-            self.done.mkdir()
+        self.done.mkdir(exist_ok=True)  # also where a kill took it: its chunks are then computed again
         self.array = volume_store.open_store(self.path, mode="r+")[volume_store.IMAGE_PATH]
 
     @property
@@ -205,10 +209,30 @@ class WorkStore:
         volume_store.open_store(self.path, mode="r+").attrs["settings"] = chosen
 
     def _signature(self) -> str | None:
+        """The signature the work store was created with; None when it has none (a store of an older version).
+
+        Raises:
+            PipelineError: the store cannot be read (a file system error): the work is kept for a retry, since
+                throwing it away would lose what every job computed so far.
+        """
+        metadata = self.path / "zarr.json"
         try:
-            return volume_store.open_store(self.path).attrs.get("signature")
-        except (OSError, ValueError, KeyError):  # an unreadable work store (zarr's not-found errors are both)
-            return None
+            text = metadata.read_text()
+        except FileNotFoundError:
+            return None  # not a Zarr group: nothing of ours to keep
+        except OSError as error:
+            raise PipelineError(
+                f"{self.path}: cannot read the work store's metadata ({error}); it is kept, retry when the file "
+                "system answers"
+            ) from error
+        try:
+            return json.loads(text).get("attributes", {}).get("signature")
+        except (ValueError, AttributeError):
+            return None  # damaged metadata: no prediction can be continued from it
+
+    @property
+    def _stale_markers_prefix(self) -> str:
+        return f".{self.out_path.name}.done-"
 
     def blocks(self) -> list[tuple[int, int, int, int, int]]:
         """(z, top, bottom, left, right) of every output chunk, in storage order."""
@@ -226,6 +250,29 @@ class WorkStore:
     def pending(self, shard: int = 0, shards: int = 1) -> list[tuple[int, int, int, int, int]]:
         """The unfinished chunks of ``shard`` (of ``shards`` contiguous, disjoint runs of chunks)."""
         return [block for block in shard_blocks(self.blocks(), shard, shards) if not self._marker(block).exists()]
+
+    @contextmanager
+    def writer(self, shard: int):
+        """Hold the lock of ``shard`` while this job writes it; a second writer (an old cluster job still running
+        after Snakemake was restarted) is refused. The lock is the file system's (``fcntl.lockf``, which NFS
+        supports too): a killed job's lock goes with its process, and the file names the job that held it."""
+        import fcntl
+
+        lock = self.done / f"shard-{shard}.lock"
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise PipelineError(
+                    f"{self.path}: shard {shard} is being written by {holder}; wait for it or cancel it"
+                ) from error
+            handle.seek(0)
+            handle.truncate()
+            handle.write(job_id())
+            handle.flush()
+            yield
 
     def record(self, shard: int, seconds: float, chunks: int) -> None:
         """Note what one shard job computed (summed into the provenance by ``finish_prediction``)."""
@@ -254,10 +301,15 @@ class WorkStore:
             level += 1
         write_pyramid(root, "mean")
         root.attrs.update(attrs)
-        shutil.rmtree(self.done)
         if self.out_path.exists():
             shutil.rmtree(self.out_path)
+        # Rename first: removing a TB volume's chunk markers takes long enough for a scheduler to kill the job
+        # there, and a work store without them cannot be finished. Two renames put the markers aside; what a
+        # kill leaves of them, the next prediction job of this output removes.
         os.replace(self.path, self.out_path)
+        stale = self.path.parent / f"{self._stale_markers_prefix}{uuid.uuid4().hex[:8]}"
+        os.replace(self.out_path / ".done", stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def predict_blocks(predictor: TilePredictor, image, work: WorkStore, blocks, dtype: str) -> None:
@@ -351,9 +403,17 @@ def _predict(run: _Run, shard: int, shards: int) -> int:
         "shard %d of %d: predicting %d chunks of %s with %s", shard + 1, shards, len(blocks), run.image.shape, where
     )
     started = time.perf_counter()
-    predict_blocks(predictor, run.image, work, blocks, run.options.dtype)
-    work.record(shard, time.perf_counter() - started, len(blocks))
+    with work.writer(shard):
+        predict_blocks(predictor, run.image, work, blocks, run.options.dtype)
+        work.record(shard, time.perf_counter() - started, len(blocks))
     return len(blocks)
+
+
+def job_id() -> str:
+    """Which job this is, for a lock's holder: the SLURM job id where there is one, and host and process."""
+    slurm = os.environ.get("SLURM_JOB_ID")
+    where = f"process {os.getpid()} on {socket.gethostname()}"
+    return f"SLURM job {slurm} ({where})" if slurm else where
 
 
 def _finish(run: _Run) -> dict:
