@@ -345,3 +345,24 @@ def test_fine_tuning_starts_from_the_given_weights(synthetic, tmp_path):
     with pytest.raises(PipelineError, match=r"missing\.pt: model file not found"):
         run(synthetic, tmp_path / "missing", model=model, init_from=tmp_path / "missing.pt", iterations=1)
     assert not (tmp_path / "wider" / "model.pt").exists()
+
+
+class _Payload:
+    """Unpickling this runs code: what a hostile last.pt in a shared results folder would hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(synthetic, tmp_path):
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    torch.save({"signature": "x", "step": 1, "payload": _Payload(marker)}, folder / "checkpoints" / "last.pt")
+    with pytest.raises(PipelineError, match=r"last\.pt: not a training checkpoint that loads as weights only"):
+        run(synthetic, folder, iterations=2)
+    assert not marker.exists(), "the checkpoint's code did not run"
+    assert not (folder / "model.pt").exists()
