@@ -316,3 +316,73 @@ def test_zarr_sources_that_need_a_conversion_are_copied(tmp_path):
         attrs = ingest("z", config, tmp_path / name, None, out)
         assert "linked" not in attrs["image"] and not (out / "0" / "c").is_symlink(), name
         np.testing.assert_array_equal(volume_store.open_store(out)[volume_store.IMAGE_PATH][:], data)
+
+
+def test_nan_pixels_under_rescale_are_refused_not_made_black(tmp_path):
+    data = np.linspace(0, 1, 2 * 8 * 8, dtype=np.float32).reshape(2, 8, 8)
+    data[1, 3, 4] = np.nan
+    tifffile.imwrite(tmp_path / "float.tif", data)
+    config = dataset(tmp_path / "float.tif")
+    config["image"]["rescale"] = [0, 1]
+    with pytest.raises(InputDataError, match=r"float\.tif, section 1: 1 pixels are NaN or infinite"):
+        ingest("d", config, tmp_path / "float.tif", None, tmp_path / "volume.zarr")
+    only_output_or_nothing(tmp_path, ["float.tif"])
+
+
+def png_declaring(path, side: int) -> None:
+    """A PNG of a few bytes whose header declares side x side gray pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (MemoryError(), r"out of memory while reading it; give the job more memory"),
+        (OSError(5, "Input/output error"), r"I/O error while reading it \(Input/output error\): the file system"),
+        (ValueError("not a TIFF"), r"not a readable TIFF file \(corrupt or truncated\?\): not a TIFF"),
+    ],
+)
+def test_read_failures_say_what_happened(tmp_path, monkeypatch, failure, message):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((2, 8, 8), np.uint8))
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(tifffile, "TiffFile", fail)
+    with pytest.raises(InputDataError, match=r"img\.tif: " + message):
+        ingest("d", dataset(tmp_path / "img.tif"), tmp_path / "img.tif", None, tmp_path / "volume.zarr")
+
+
+def test_a_png_over_pillows_pixel_limit_is_named_as_such(tmp_path):
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    png_declaring(folder / "0.png", 100_000)
+    with pytest.raises(InputDataError, match=r"0\.png: refused by Pillow's decompression-bomb guard"):
+        ingest("d", dataset(folder), folder, None, tmp_path / "volume.zarr")
+
+
+def test_a_signed_source_url_is_recorded_without_its_secrets(tmp_path):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((2, 8, 8), np.uint8))
+    config = dataset(tmp_path / "img.tif")
+    config["image"]["source"] = "https://me:pw@bucket.example.org/img.tif?X-Amz-Signature=s3cr3t"
+    attrs = ingest("d", config, tmp_path / "img.tif", None, tmp_path / "volume.zarr")
+    assert attrs["image"]["source"] == "https://bucket.example.org/img.tif"
+    root = tmp_path / "volume.zarr"
+    assert "s3cr3t" not in (root / "zarr.json").read_text() and "pw@" not in (root / "zarr.json").read_text()
+
+    from unet_pipeline.export import _training_data
+
+    store = volume_store.open_store(root, mode="r+")
+    provenance = volume_store.provenance(store)
+    provenance["image"]["source"] = "https://me:pw@bucket.example.org/img.tif?token=s3cr3t"  # an older store
+    store.attrs[volume_store.PROVENANCE_KEY] = provenance
+    assert _training_data(root)["image"]["source"] == "https://bucket.example.org/img.tif"

@@ -74,3 +74,11 @@ def test_the_workflow_refuses_such_sources_and_file_names(tmp_path, tiny_isbi):
     result = run_snakemake(tmp_path, "-n", "--configfile", "shell.yaml", check=False)
     assert result.returncode != 0 and "holds characters other than letters" in result.stdout + result.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+def test_credentials_and_tokens_are_not_recorded():
+    url = "https://user:secret@data.example.org:8443/em/train-volume.tif?X-Amz-Signature=abc&token=t#frag"
+    source = resolve_source({"image": {"source": url}}, "image")
+    assert source.public == "https://data.example.org:8443/em/train-volume.tif"
+    assert source.location == url, "the download itself still uses them"
+    assert resolve_source({"image": {"source": "/data/a.tif"}}, "image").public == "/data/a.tif"

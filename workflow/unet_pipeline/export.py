@@ -161,12 +161,14 @@ The test tile of this package is reproduced by the ONNX weights to within {TOLER
 def _training_data(volume_path) -> dict:
     """Name, sources and pixel checksums of the training dataset, from its volume store."""
     from . import volume_store
+    from .sources import public_location
 
     info = volume_store.provenance(volume_store.open_store(volume_path))
     data = {"dataset": info["dataset"], "sections": info["sections"]}
     for role in ("image", "labels"):
         if info.get(role):
-            data[role] = {"source": info[role]["source"], "pixel_sha256": info[role]["pixel_sha256"]}
+            source = public_location(info[role]["source"])  # also for stores ingested before sources were stripped
+            data[role] = {"source": source, "pixel_sha256": info[role]["pixel_sha256"]}
     return data
 
 

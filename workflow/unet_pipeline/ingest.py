@@ -55,6 +55,12 @@ def to_uint8(section: np.ndarray, rescale, where: str) -> np.ndarray:
     """
     if rescale is not None:
         check_rescale(rescale, where)
+        bad = int(np.count_nonzero(~np.isfinite(section))) if section.dtype.kind == "f" else 0
+        if bad:
+            raise InputDataError(
+                f"{where}: {bad} pixels are NaN or infinite, which rescale cannot map to a gray value; "
+                "replace them in the source (a mask or a fill value)"
+            )
         low, high = map(float, rescale)
         scaled = (section.astype(np.float64) - low) * (255.0 / (high - low))
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
@@ -209,7 +215,7 @@ def _write_image(root, reader, dataset: dict, path: Path) -> dict:
     image = volume_store.create_level(root, volume_store.IMAGE_PATH, reader.shape, chunks, "uint8")
     pixel_sha = _copy_sections(reader, image, lambda s, where: to_uint8(s, rescale, where), str(path))
     _check_pixel_checksum(pixel_sha, spec, path)
-    source = resolve_source(dataset, "image").location
+    source = resolve_source(dataset, "image").public
     return {
         "source": source,
         "file": str(path),
@@ -250,7 +256,7 @@ def _link_image(tmp: Path, array_dir: Path, reader, dataset: dict, path: Path) -
     (level / "zarr.json").write_text(json.dumps(own, indent=2))
     (level / "c").symlink_to(array_dir / "c", target_is_directory=True)
     log.info("%s: uint8 (z, y, x) Zarr v3 array used in place (linked, not copied)", array_dir)
-    provenance = {"source": resolve_source(dataset, "image").location, "file": str(path), "dtype": "uint8"}
+    provenance = {"source": resolve_source(dataset, "image").public, "file": str(path), "dtype": "uint8"}
     provenance |= {"rescale": None, "sha256": spec.get("sha256"), "pixel_sha256": pixel_sha}
     return provenance | {"linked": str(array_dir), "metadata_sha256": hashlib.sha256(metadata).hexdigest()}
 
@@ -274,6 +280,6 @@ def _write_labels(root, reader, dataset: dict, path: Path, scale: dict) -> dict:
     labels = volume_store.create_level(cells, "0", reader.shape, volume_store.section_chunks(reader.shape), dtype)
     pixel_sha = _copy_sections(reader, labels, convert, str(path))
     _check_pixel_checksum(pixel_sha, spec, path)
-    provenance = {"source": resolve_source(dataset, "labels").location, "file": str(path), "dtype": str(reader.dtype)}
+    provenance = {"source": resolve_source(dataset, "labels").public, "file": str(path), "dtype": str(reader.dtype)}
     provenance |= {"type": label_type, "foreground": foreground, "background": background}
     return provenance | {"sha256": spec.get("sha256"), "pixel_sha256": pixel_sha}

@@ -26,6 +26,18 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
+def read_error(where, error: BaseException, damaged: str) -> InputDataError:
+    """What went wrong reading ``where``, said as what it is: the job's memory, the file system, Pillow's
+    decompression-bomb guard, or (``damaged``) the file itself. A mirror list moves on only for the last."""
+    if isinstance(error, MemoryError):
+        return InputDataError(f"{where}: out of memory while reading it; give the job more memory (mem_mb)")
+    if type(error).__name__ == "DecompressionBombError":
+        return InputDataError(f"{where}: refused by Pillow's decompression-bomb guard ({error})")
+    if isinstance(error, OSError) and error.errno is not None:
+        return InputDataError(f"{where}: I/O error while reading it ({error.strerror or error}): the file system")
+    return InputDataError(f"{where}: {damaged}: {error}")
+
+
 def to_gray(data: np.ndarray, where: str, channel: int | None = None) -> np.ndarray:
     """A 2D section from (y, x), or (y, x, c) with c = 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels.
 
@@ -76,7 +88,7 @@ class TiffStack:
             series = self._tiff.series[0]
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
         except Exception as error:  # tifffile raises many types on damaged files
-            raise InputDataError(f"{self.path}: not a readable TIFF file (corrupt or truncated?): {error}") from error
+            raise read_error(self.path, error, "not a readable TIFF file (corrupt or truncated?)") from error
         self.samples = series.axes.endswith("S")
         self.samples_per_pixel = shape[-1] if self.samples else 1
         if self.samples:
@@ -94,7 +106,7 @@ class TiffStack:
         try:
             data = self._tiff.asarray(key=index, series=0)
         except Exception as error:
-            raise InputDataError(f"{self.path}: section {index} cannot be decoded (corrupt TIFF?): {error}") from error
+            raise read_error(self.path, error, f"section {index} cannot be decoded (corrupt TIFF?)") from error
         if self.samples:
             return to_gray(data.reshape(*self.shape[1:], -1), f"{self.path} (section {index})", self.channel)
         return data.reshape(self.shape[1:])
@@ -126,7 +138,7 @@ class ImageFolder:
 
                 data = tifffile.imread(file)
         except Exception as error:
-            raise InputDataError(f"{file}: not a readable image (corrupt or truncated?): {error}") from error
+            raise read_error(file, error, "not a readable image (corrupt or truncated?)") from error
         return to_gray(data, str(file), self.channel)
 
     def section(self, index: int) -> np.ndarray:
@@ -153,7 +165,7 @@ class ZarrVolume:
         try:
             node = zarr.open(str(self.path), mode="r")
         except Exception as error:
-            raise InputDataError(f"{self.path}: not a readable Zarr store: {error}") from error
+            raise read_error(self.path, error, "not a readable Zarr store") from error
         if isinstance(node, zarr.Group):
             node = self._pick_array(node, key)
         if node.ndim not in (2, 3):
@@ -183,7 +195,7 @@ class ZarrVolume:
         try:
             return np.asarray(self.array[index] if self.array.ndim == 3 else self.array[:])
         except Exception as error:
-            raise InputDataError(f"{self.path}: section {index} cannot be read (corrupt chunk?): {error}") from error
+            raise read_error(self.path, error, f"section {index} cannot be read (corrupt chunk?)") from error
 
     def close(self) -> None:
         pass
@@ -199,7 +211,7 @@ class Hdf5Volume:
         try:
             self._file = h5py.File(self.path, "r")
         except Exception as error:
-            raise InputDataError(f"{self.path}: not a readable HDF5 file (corrupt or truncated?): {error}") from error
+            raise read_error(self.path, error, "not a readable HDF5 file (corrupt or truncated?)") from error
         names = []
         self._file.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
         if key is None and len(names) != 1:
@@ -220,7 +232,7 @@ class Hdf5Volume:
         try:
             return np.asarray(self._dataset[index] if self._dataset.ndim == 3 else self._dataset[()])
         except Exception as error:
-            raise InputDataError(f"{self.path}: section {index} cannot be read (corrupt file?): {error}") from error
+            raise read_error(self.path, error, f"section {index} cannot be read (corrupt file?)") from error
 
     def close(self) -> None:
         self._file.close()

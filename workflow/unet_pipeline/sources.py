@@ -12,7 +12,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 from .errors import PipelineError
 
@@ -31,6 +31,12 @@ class Source:
     remote: bool
 
     @property
+    def public(self) -> str:
+        """The location as provenance and exported packages record it: a URL without user, password, query or
+        fragment (credentials and signed tokens travel there); a path as it is."""
+        return public_location(self.location) if self.remote else self.location
+
+    @property
     def filename(self) -> str:
         """File name under which a remote source is stored after download."""
         name = posixpath.basename(unquote(urlparse(self.location).path.rstrip("/")))
@@ -42,6 +48,18 @@ class Source:
                 "letters, digits, '.', '_' and '-'; serve the file under such a name (it goes into job command lines)"
             )
         return name
+
+
+def public_location(text: str) -> str:
+    """``text`` without the parts of a URL that carry secrets (user info, query, fragment); other text as it is."""
+    if not _has_scheme(text):
+        return text
+    parsed = urlparse(text)
+    host = parsed.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parsed.port is not None:
+        netloc += f":{parsed.port}"
+    return urlunparse((parsed.scheme, netloc, parsed.path, "", "", ""))
 
 
 def _has_scheme(text: str) -> bool:
