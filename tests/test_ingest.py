@@ -386,3 +386,44 @@ def test_a_signed_source_url_is_recorded_without_its_secrets(tmp_path):
     provenance["image"]["source"] = "https://me:pw@bucket.example.org/img.tif?token=s3cr3t"  # an older store
     store.attrs[volume_store.PROVENANCE_KEY] = provenance
     assert _training_data(root)["image"]["source"] == "https://bucket.example.org/img.tif"
+
+
+@pytest.mark.parametrize("foreground, background", [(255, 0), (0, 255)])
+def test_anti_aliased_label_pngs_pass_with_a_threshold(tmp_path, foreground, background):
+    """Membrane annotations saved as PNG with soft edges: gray values beside the two classes."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    values = np.array([0, 3, 5, 6, 7, 14, 128, 200, 250, 255], np.uint8)
+    soft = np.resize(values, (2, 20, 20)).astype(np.uint8)
+    for z in range(2):
+        iio.imwrite(tmp_path / "img" / f"{z}.png", np.zeros((20, 20), np.uint8))
+        iio.imwrite(tmp_path / "lab" / f"{z}.png", soft[z])
+    config = dataset(tmp_path / "img", tmp_path / "lab")
+    config["labels"] |= {"foreground": foreground, "background": background}
+    with pytest.raises(InputDataError, match=r"are neither foreground .* or set `threshold` on the labels source"):
+        ingest("s", config, tmp_path / "img", tmp_path / "lab", tmp_path / "v.zarr")
+    config["labels"]["threshold"] = 127
+    attrs = ingest("s", config, tmp_path / "img", tmp_path / "lab", tmp_path / "v.zarr")
+    labels = volume_store.open_store(tmp_path / "v.zarr")[volume_store.LABELS_PATH][:]
+    bright = soft > 127
+    np.testing.assert_array_equal(labels, (bright if foreground > background else ~bright).astype(np.uint8))
+    assert attrs["labels"]["threshold"] == 127
+    config["labels"]["threshold"] = 255
+    with pytest.raises(InputDataError, match=r"labels threshold 255 must lie in \[0, 255\)"):
+        ingest("s", config, tmp_path / "img", tmp_path / "lab", tmp_path / "w.zarr")
+
+
+@pytest.mark.parametrize("sections", [3, 4])
+def test_a_stack_of_three_or_four_sections_saved_as_color_reads_with_axes_zyx(tmp_path, sections):
+    stack = np.random.default_rng(sections).integers(0, 256, (sections, 12, 10), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "few.tif", stack)  # tifffile stores this as one planar RGB(A) page
+    config = dataset(tmp_path / "few.tif")
+    with pytest.raises(InputDataError, match=r"found shape .* with axes 'SYX'; .*set `axes: zyx` on this source"):
+        ingest("f", config, tmp_path / "few.tif", None, tmp_path / "v.zarr")
+    config["image"]["axes"] = "zyx"
+    ingest("f", config, tmp_path / "few.tif", None, tmp_path / "v.zarr")
+    np.testing.assert_array_equal(volume_store.open_store(tmp_path / "v.zarr")[volume_store.IMAGE_PATH][:], stack)
+    tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(stack, 0, -1), photometric="rgb" if sections == 3 else None)
+    config["image"]["source"] = str(tmp_path / "contig.tif")
+    ingest("f", config, tmp_path / "contig.tif", None, tmp_path / "c.zarr")
+    np.testing.assert_array_equal(volume_store.open_store(tmp_path / "c.zarr")[volume_store.IMAGE_PATH][:], stack)

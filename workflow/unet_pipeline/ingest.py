@@ -78,18 +78,39 @@ def to_uint8(section: np.ndarray, rescale, where: str) -> np.ndarray:
     return section.astype(np.uint8)
 
 
-def binary_labels(section: np.ndarray, foreground, background, where: str) -> np.ndarray:
-    """Map a binary label section to 0/1 (1 = foreground); any third value is an error."""
+def binary_labels(section: np.ndarray, classes: dict, where: str) -> np.ndarray:
+    """Map a binary label section to 0/1 (1 = foreground).
+
+    Args:
+        section: the label values.
+        classes: ``foreground`` and ``background`` values, and ``threshold`` (None: any third value is an
+            error; a number: values above it are the class of the larger of the two, the rest the other's,
+            for anti-aliased edges).
+        where: file and section, for errors.
+    """
+    foreground, background, threshold = classes["foreground"], classes["background"], classes.get("threshold")
+    if threshold is not None:
+        above = section > threshold
+        return (above if foreground > background else ~above).astype(np.uint8)
     is_foreground = section == foreground
     unexpected = ~(is_foreground | (section == background))
     if unexpected.any():
         values = np.unique(section[unexpected])[:8].tolist()
         raise InputDataError(
             f"{where}: label values {values} are neither foreground ({foreground}) nor background ({background}); "
-            "binary labels may hold only these two values (set `type: instance` for instance labels, "
-            "or correct `foreground`/`background`)"
+            "binary labels may hold only these two values (set `type: instance` for instance labels, correct "
+            "`foreground`/`background`, or set `threshold` on the labels source to split anti-aliased edges)"
         )
     return is_foreground.astype(np.uint8)
+
+
+def check_threshold(classes: dict, where: str) -> None:
+    """A labels ``threshold`` must lie between the background and foreground values."""
+    threshold, low, high = classes.get("threshold"), *sorted((classes["foreground"], classes["background"]))
+    if threshold is not None and not low <= threshold < high:
+        raise InputDataError(
+            f"{where}: labels threshold {threshold} must lie in [{low}, {high}) between background and foreground"
+        )
 
 
 def instance_labels(section: np.ndarray, where: str) -> np.ndarray:
@@ -180,13 +201,17 @@ def _open_readers(dataset: dict, image_path: Path, labels_path: Path | None, rea
     sources = {role: resolve_source(dataset, role) for role in ROLES}
     image_spec = dataset["image"]
     image_reader = readers.enter_context(
-        closing(open_volume(image_path, image_spec.get("key"), image_spec.get("channel")))
+        closing(open_volume(image_path, image_spec.get("key"), image_spec.get("channel"), axes=image_spec.get("axes")))
     )
     labels_reader = None
     if labels_path is not None:
         labels_spec = dataset["labels"]
         labels_reader = readers.enter_context(
-            closing(open_volume(labels_path, labels_spec.get("key"), labels_spec.get("channel")))
+            closing(
+                open_volume(
+                    labels_path, labels_spec.get("key"), labels_spec.get("channel"), axes=labels_spec.get("axes")
+                )
+            )
         )
         if labels_reader.shape != image_reader.shape:
             raise InputDataError(
@@ -267,8 +292,10 @@ def _write_labels(root, reader, dataset: dict, path: Path, scale: dict) -> dict:
     label_type = spec.get("type", "binary")
     binary = label_type == "binary"
     foreground, background = (spec.get("foreground", 255), spec.get("background", 0)) if binary else (None, None)
+    classes = {"foreground": foreground, "background": background, "threshold": spec.get("threshold")}
     if binary:
-        convert, dtype = (lambda s, where: binary_labels(s, foreground, background, where)), "uint8"
+        check_threshold(classes, str(path))
+        convert, dtype = (lambda s, where: binary_labels(s, classes, where)), "uint8"
     else:
         convert, dtype = instance_labels, "uint32"
     group = root.create_group(volume_store.LABELS_GROUP)
@@ -282,4 +309,5 @@ def _write_labels(root, reader, dataset: dict, path: Path, scale: dict) -> dict:
     _check_pixel_checksum(pixel_sha, spec, path)
     provenance = {"source": resolve_source(dataset, "labels").public, "file": str(path), "dtype": str(reader.dtype)}
     provenance |= {"type": label_type, "foreground": foreground, "background": background}
+    provenance |= {"threshold": classes["threshold"]} if classes["threshold"] is not None else {}
     return provenance | {"sha256": spec.get("sha256"), "pixel_sha256": pixel_sha}

@@ -77,9 +77,13 @@ def _natural_key(path: Path):
 
 
 class TiffStack:
-    """A multi-page TIFF (or a single 2D TIFF) holding a (z, y, x) stack, gray or with samples read as gray."""
+    """A multi-page TIFF (or a single 2D TIFF) holding a (z, y, x) stack, gray or with samples read as gray.
 
-    def __init__(self, path: str | Path, channel: int | None = None):
+    ``axes="zyx"``: a single page of 3 or 4 samples (what ``tifffile.imwrite`` makes of a uint8 stack of 3 or 4
+    sections without ``photometric='minisblack'``) is read as that many sections.
+    """
+
+    def __init__(self, path: str | Path, channel: int | None = None, axes: str | None = None):
         import tifffile
 
         self.path, self.channel = Path(path), channel
@@ -89,24 +93,37 @@ class TiffStack:
             shape, dtype = tuple(series.shape), np.dtype(series.dtype)
         except Exception as error:  # tifffile raises many types on damaged files
             raise read_error(self.path, error, "not a readable TIFF file (corrupt or truncated?)") from error
-        self.samples = series.axes.endswith("S")
-        self.samples_per_pixel = shape[-1] if self.samples else 1
-        if self.samples:
-            shape = shape[:-1]
+        self.samples_as_sections = axes == "zyx" and series.axes in ("SYX", "YXS")
+        if self.samples_as_sections:
+            self.samples, self.samples_per_pixel = False, 1
+            self._samples_axis = series.axes.index("S")
+            shape = (shape[self._samples_axis], *(n for axis, n in zip(series.axes, shape) if axis != "S"))
+        else:
+            self.samples = series.axes.endswith("S")
+            self.samples_per_pixel = shape[-1] if self.samples else 1
+            shape = shape[:-1] if self.samples else shape
         if len(shape) == 2:
             shape = (1, *shape)
-        if len(shape) != 3 or "S" in series.axes[:-1] or "C" in series.axes:
+        if len(shape) != 3 or (not self.samples_as_sections and ("S" in series.axes[:-1] or "C" in series.axes)):
             raise InputDataError(
                 f"{self.path}: expected a stack of 2D sections (z, y, x), optionally with color samples last, "
                 f"found shape {series.shape} with axes {series.axes!r}"
+                + (
+                    "; if these are sections stored as color samples (tifffile.imwrite of a stack of 3 or 4 "
+                    "sections without photometric='minisblack'), set `axes: zyx` on this source"
+                    if "S" in series.axes
+                    else ""
+                )
             )
         self.shape, self.dtype = shape, dtype
 
     def section(self, index: int) -> np.ndarray:
         try:
-            data = self._tiff.asarray(key=index, series=0)
+            data = self._tiff.asarray(key=0 if self.samples_as_sections else index, series=0)
         except Exception as error:
             raise read_error(self.path, error, f"section {index} cannot be decoded (corrupt TIFF?)") from error
+        if self.samples_as_sections:
+            return np.take(data, index, axis=self._samples_axis)
         if self.samples:
             return to_gray(data.reshape(*self.shape[1:], -1), f"{self.path} (section {index})", self.channel)
         return data.reshape(self.shape[1:])
@@ -258,17 +275,18 @@ def check_section_size(reader, path: Path, memory_bytes: int) -> None:
         )
 
 
-def open_volume(path: str | Path, key: str | None = None, channel: int | None = None, memory_bytes: int | None = None):
+def open_volume(path: str | Path, key: str | None = None, channel: int | None = None, **options):
     """Open a TIFF stack, image folder, Zarr array or HDF5 dataset as a section reader.
 
     Args:
         path: the file or folder.
         key: the array in a Zarr group or HDF5 file.
         channel: the channel of color images (``to_gray``).
-        memory_bytes: the job's memory; a volume whose sections it cannot hold is refused before reading
-            (``check_section_size``).
+        options: ``axes`` ("zyx": a TIFF's color samples are sections, ``TiffStack``) and ``memory_bytes`` (the
+            job's memory: a volume whose sections it cannot hold is refused before reading, ``check_section_size``).
     """
-    reader = _open(Path(path), key, channel)
+    reader = _open(Path(path), key, channel, options.get("axes"))
+    memory_bytes = options.get("memory_bytes")
     if memory_bytes is not None:
         try:
             check_section_size(reader, Path(path), memory_bytes)
@@ -278,7 +296,7 @@ def open_volume(path: str | Path, key: str | None = None, channel: int | None = 
     return reader
 
 
-def _open(path: Path, key: str | None, channel: int | None):
+def _open(path: Path, key: str | None, channel: int | None, axes: str | None):
     if not path.exists():
         raise InputDataError(f"{path}: no such file or folder")
     is_zarr = (
@@ -292,7 +310,7 @@ def _open(path: Path, key: str | None, channel: int | None):
     if path.is_dir():
         return ImageFolder(path, channel)
     if path.suffix.lower() in (".tif", ".tiff"):
-        return TiffStack(path, channel)
+        return TiffStack(path, channel, axes)
     if path.suffix.lower() in HDF5_SUFFIXES:
         return Hdf5Volume(path, key)
     raise InputDataError(
