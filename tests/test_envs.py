@@ -21,19 +21,43 @@ CONDA_PACKAGE = {
 LIBRARY = "unet_pipeline"
 
 
-def rules():
-    """(rule name, env file, script file) of every rule with a script."""
+RULE_START = re.compile(r"^[ \t]*(?:rule|checkpoint)[ \t]+(\w+)[ \t]*:", re.MULTILINE)
+
+
+def rule_blocks() -> list[tuple[str, str, Path]]:
+    """(name, text, rule file) of every rule and checkpoint definition, indented ones (inside an if) included."""
     found = []
-    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"^rule ", smk.read_text(), flags=re.MULTILINE)[1:]:
-            name = block.split(":", 1)[0].strip()
-            conda = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
-            script = re.search(r'script:\s*\n\s*"([^"]+)"', block)
-            if script:
-                found.append(
-                    (name, conda and (smk.parent / conda.group(1)).resolve(), (smk.parent / script.group(1)).resolve())
-                )
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]:
+        text = smk.read_text()
+        starts = list(RULE_START.finditer(text))
+        for start, end in zip(starts, [*starts[1:], None]):
+            found.append((start.group(1), text[start.start() : end.start() if end else len(text)], smk))
     return found
+
+
+def rules():
+    """(rule name, env file, script file) of every rule definition with a script."""
+    found = []
+    for name, block, smk in rule_blocks():
+        conda = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+        script = re.search(r'script:\s*\n\s*"([^"]+)"', block)
+        if script:
+            found.append(
+                (name, conda and (smk.parent / conda.group(1)).resolve(), (smk.parent / script.group(1)).resolve())
+            )
+    return found
+
+
+def snakemake_rules(tmp_path: Path, shards: int) -> set:
+    """The rules Snakemake itself lists for the shipped config with ``prediction.shards``."""
+    import subprocess
+
+    overlay = tmp_path / f"shards{shards}.yaml"
+    overlay.write_text(f"prediction: {{shards: {shards}}}\n")
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--list-rules"]
+    command += ["--configfile", str(REPO / "config" / "config.yaml"), str(overlay)]
+    listed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    return {line.strip() for line in listed.splitlines() if re.fullmatch(r"\w+", line.strip())}
 
 
 def imported_modules(path: Path, seen: set) -> set:
@@ -83,8 +107,14 @@ def declared_packages(env_file: Path) -> set:
 RULES = rules()
 
 
+def test_the_rule_finder_finds_every_rule_snakemake_knows(tmp_path):
+    """Checkpoints and the indented predict rules too: their envs are checked below."""
+    listed = snakemake_rules(tmp_path, 1) | snakemake_rules(tmp_path, 2)
+    assert {name for name, _, _ in rule_blocks()} == listed
+    assert len(listed) == 16 and {"ingest", "predict_setup", "predict_shard"} <= {name for name, _, _ in RULES}
+
+
 def test_every_rule_with_a_script_has_an_env():
-    assert len(RULES) >= 9
     for name, env, _ in RULES:
         assert env is not None and env.exists(), f"rule {name} has no conda env file"
 
