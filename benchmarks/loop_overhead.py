@@ -22,12 +22,11 @@ import time
 
 import tifffile
 import torch
-from shipped_workflow import REPO, cpu_model, shipped_config
+from shipped_workflow import ISBI_DATA as ISBI
+from shipped_workflow import cpu_model, shipped_config
 from train_speed import measure
 from unet_pipeline.optimiser_check import augmented_tiles, preset_trainer
 from unet_pipeline.tile_geometry import geometry_of
-
-ISBI = REPO.parent / "shared" / "data" / "isbi2012"
 
 
 class Trivial(torch.nn.Module):

@@ -17,11 +17,10 @@ import time
 import numpy as np
 import tifffile
 import yaml
-from shipped_workflow import REPO, cpu_model, shipped_config
+from shipped_workflow import ISBI_DATA as ISBI
+from shipped_workflow import cpu_model, shipped_config
 from unet_pipeline.optimiser_check import augmented_tiles, losses, verdict
 from unet_pipeline.tile_geometry import geometry_of
-
-ISBI = REPO.parent / "shared" / "data" / "isbi2012"
 
 
 def main():

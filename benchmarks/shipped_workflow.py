@@ -3,6 +3,7 @@
 Benchmarks import this module by name (Python puts the script's folder, benchmarks/, on sys.path).
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_CONFIG = REPO / "config" / "config.yaml"
+# the ISBI 2012 stacks: ../shared/data/isbi2012 beside the checkout, or the folder UNET_SHARED_DATA names
+ISBI_DATA = Path(os.environ.get("UNET_SHARED_DATA", REPO.parent / "shared" / "data" / "isbi2012"))
 
 
 def shipped_config() -> dict:
