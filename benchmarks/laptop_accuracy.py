@@ -10,7 +10,7 @@ chosen on the validation sections), prediction and the evaluation of the test
 sections at the thresholds chosen on validation. Prints the training time from
 the train rule's benchmark file, the whole run's wall time, the CPU, and the
 evaluation summary: held-out values, and the best over thresholds beside them.
-Beside the training loop's own rate (its log's last tiles/s, validation included)
+Beside the training loop's own rate (the median of its log windows' tiles/s, validation excluded)
 it prints what ``train_speed.py`` measures for the bare network step with the
 preset's settings (bf16 autocast where the CPU has bf16 instructions,
 channels_last) just before and just after the workflow, so the loop's overhead
@@ -42,9 +42,11 @@ def bare_step_rate() -> float:
 
 
 def loop_rate(results: Path) -> float:
-    """The training loop's rate over the whole run: the last tiles/s its log reports."""
+    """The training loop's rate: the median of the tiles/s of its log windows (each since the last log or
+    validation)."""
     lines = (results / "logs" / "train" / "isbi2012.laptop.log").read_text().splitlines()
-    return float(next(line for line in reversed(lines) if "tiles/s" in line).split(", ")[-1].split()[0])
+    rates = sorted(float(line.split(", ")[-1].split()[0]) for line in lines if line.endswith("tiles/s"))
+    return rates[len(rates) // 2]
 
 
 def main():

@@ -11,9 +11,11 @@ each round by the loop's one wait per log window (``Trainer.checked_mean``). The
 the trainer uses on this device. Both run ``--rounds`` times in turns, since these CPUs drift by
 several per cent within minutes; printed: each round's rates and the loop's share of the bare rate.
 
-``--trivial`` replaces the network by a module that crops the input to the output tile and mixes
+``--trivial`` replaces the network by a module that crops the input to the output tile and scales
 it into two logits (the same batches, loss and optimiser calls): the loop's steps per second then
-measure what the host does per step, which must stay well above the GPU's bare step rate.
+measure what the host does per step, which must stay well above the GPU's bare step rate. On the
+CPU that includes computing the loss and its gradient, which on a GPU run there; ``--parts``
+prints each part's milliseconds (batch, module, loss forward and backward, optimiser step).
 """
 
 import argparse
@@ -30,14 +32,14 @@ from unet_pipeline.tile_geometry import geometry_of
 
 
 class Trivial(torch.nn.Module):
-    """(n, 1, in, in) -> (n, 2, out, out): the central output tile, mixed by a 1x1 convolution."""
+    """(n, 1, in, in) -> (n, 2, out, out): the central output tile, times one learned scale per class."""
 
     def __init__(self, margin: int):
         super().__init__()
-        self.margin, self.mix = margin, torch.nn.Conv2d(1, 2, 1)
+        self.margin, self.scale = margin, torch.nn.Parameter(torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
 
     def forward(self, x):
-        return self.mix(x[:, :, self.margin : -self.margin, self.margin : -self.margin])
+        return x[:, :, self.margin : -self.margin, self.margin : -self.margin] * self.scale
 
 
 def make_trainer(preset: dict, samples: int, folder: str, device: str):
@@ -59,6 +61,36 @@ def trivialised(trainer, tile):
     return trainer
 
 
+def part_milliseconds(trainer, steps: int) -> dict:
+    """Each part of a training step alone, in ms (the device waited for after each): batch, module, loss, step."""
+    from unet_pipeline.train import weighted_cross_entropy
+
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    inputs, labels, weights = trainer.parts.batches(0)
+
+    def forward_backward():
+        loss = weighted_cross_entropy(trainer.forward(inputs), labels, weights)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+
+    parts = {
+        "batch": lambda: trainer.parts.batches(1),
+        "module forward": lambda: trainer.forward(inputs),
+        "module and loss, forward and backward": forward_backward,
+        "optimiser step": trainer.optimizer.step,
+    }
+    found = {}
+    for name, part in parts.items():
+        part()
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            part()
+        sync()
+        found[name] = (time.perf_counter() - start) / steps * 1e3
+    return found
+
+
 def loop_seconds(trainer, steps: int) -> float:
     start = time.perf_counter()
     losses = [trainer.train_step() for _ in range(steps)]
@@ -74,6 +106,7 @@ def main():
     parser.add_argument("--samples", type=int, default=64, help="augmented tiles the loop draws from")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--trivial", action="store_true", help="a trivial module in place of the network")
+    parser.add_argument("--parts", action="store_true", help="also time each part of a step alone")
     args = parser.parse_args()
     preset = shipped_config()["presets"][args.preset]
     with tempfile.TemporaryDirectory() as folder:
@@ -97,6 +130,8 @@ def main():
                 bare_total += bare
                 line += f", bare {args.steps * batch / bare:.1f} tiles/s"
             print(line, flush=True)
+        if args.parts:
+            print("parts (ms):", {name: round(ms, 2) for name, ms in part_milliseconds(trainer, args.steps).items()})
     if args.trivial:
         print(f"loop with a trivial module: {args.rounds * args.steps / loop_total:.1f} steps/s")
     else:

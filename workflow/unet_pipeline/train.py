@@ -405,31 +405,33 @@ class Trainer:
                 {"signature": self.signature, "step": self.step, "model": self.model.state_dict()}, self.best_path
             )
 
-    def _log(self, losses: list[torch.Tensor], first: int, started: float) -> None:
-        """One training row: the mean loss of ``losses``, the learning rate, the rate since step ``first``."""
+    def _log(self, losses: list[torch.Tensor], timed: tuple[float, int]) -> None:
+        """One training row: the mean loss of ``losses``, the learning rate, and the tiles per second since
+        ``timed`` (time, step): the last log or validation, so that validation time is not in the rate."""
         loss = self.checked_mean(losses)
-        rate = (self.step - first) * self.options.batch_size / (time.perf_counter() - started)
+        rate = (self.step - timed[1]) * self.options.batch_size / (time.perf_counter() - timed[0])
         lr = learning_rate(self.options, self.step - 1)
         self.rows.append(curve_row("train", self.step, loss=loss, lr=lr, tiles_per_s=rate))
         log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", self.step, loss, lr, rate)
 
     def run(self) -> None:
         """Train from the current step to ``options.iterations``, logging, validating and checkpointing."""
-        options, losses, started, first = self.options, [], time.perf_counter(), self.step
+        options, losses, timed = self.options, [], (time.perf_counter(), self.step)
         self.model.train()
         while self.step < options.iterations:
             losses.append(self.train_step())
             last = self.step == options.iterations
             validates = self.step % options.validate_every == 0 or last
             if self.step % options.log_every == 0 or last:
-                self._log(losses, first, started)
-                losses = []
+                self._log(losses, timed)
+                losses, timed = [], (time.perf_counter(), self.step)
             elif validates:
                 self.checked_mean(losses)  # no checkpoint of diverged weights
             if validates:
                 if self.parts.validate is not None and self.world.main:
                     self.validation_step()
                 self.save_checkpoint()
+                timed = (time.perf_counter(), self.step)
 
     def load_best(self) -> None:
         """The best validated weights; the last ones when there are no validation sections (logged)."""
