@@ -128,3 +128,21 @@ def test_the_loop_logs_the_mean_loss_of_each_window(arrays, tmp_path):
     rows = [row for row in trainer.rows if row["split"] == "train"]
     assert [row["step"] for row in rows] == [3, 6]
     assert [row["loss"] for row in rows] == pytest.approx([np.mean(losses[:3]), np.mean(losses[3:])], rel=1e-12)
+
+
+def test_batches_read_ahead_from_zarr_equal_the_old_ones(arrays, tmp_path):
+    """A set too large for the device stays in Zarr (one sample per chunk, as the augment stage writes it)."""
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "augmented.zarr"), mode="w", zarr_format=3)
+    stored = tuple(
+        group.create_array(name, data=array, chunks=(1, *array.shape[1:]))
+        for name, array in zip(("inputs", "labels", "weights"), arrays)
+    )
+    options = TrainingOptions(iterations=20, batch_size=3, seed=7)
+    batches = PrefetchedBatches(stored, options, NORMALISATION, torch.device("cpu"), distributed.SINGLE, threads=2)
+    try:
+        for step in range(8):
+            assert_bitwise(batches(step), reference_batch(arrays, options, step))
+    finally:
+        batches.close()

@@ -366,3 +366,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_unrun(synthetic, tmp_path):
         run(synthetic, folder, iterations=2)
     assert not marker.exists(), "the checkpoint's code did not run"
     assert not (folder / "model.pt").exists()
+
+
+def test_a_set_read_from_zarr_trains_the_same_weights_as_one_held_on_the_device(synthetic, tmp_path, monkeypatch):
+    run(synthetic, tmp_path / "held", iterations=6, amp="none")
+    monkeypatch.setattr("unet_pipeline.batches.free_memory", lambda device: 1)  # nothing fits: read ahead from Zarr
+    run(synthetic, tmp_path / "read", iterations=6, amp="none")
+    held, read = (
+        torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True) for name in ("held", "read")
+    )
+    for key, value in held["model"].items():
+        assert torch.equal(value, read["model"][key]), key

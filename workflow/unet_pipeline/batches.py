@@ -24,6 +24,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,9 +90,16 @@ def _turned(array: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
 
 
 def free_memory(device: torch.device) -> int:
-    """Bytes free on ``device``: CUDA's free memory, or the host's available memory for the CPU."""
+    """Bytes free on ``device``: CUDA's free memory, or for the CPU the host's available memory (MemAvailable,
+    which counts the page cache the kernel would give up; free pages where /proc/meminfo is missing)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -120,7 +128,7 @@ class PrefetchedBatches:
         self.device, self.depth = device, max(2, 2 * threads)
         self.pool = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="batches")
         self.pending: collections.deque = collections.deque()  # (step, future), in step order
-        self.count = len(arrays[0])
+        self.count = arrays[0].shape[0]
 
     def _read(self, step: int) -> list[torch.Tensor]:
         batch = [
