@@ -107,6 +107,7 @@ def declared_packages(env_file: Path) -> set:
 RULES = rules()
 
 
+@pytest.mark.workflow
 def test_the_rule_finder_finds_every_rule_snakemake_knows(tmp_path):
     """Checkpoints and the indented predict rules too: their envs are checked below."""
     listed = snakemake_rules(tmp_path, 1) | snakemake_rules(tmp_path, 2)

@@ -30,6 +30,7 @@ def trained(tiny_isbi, tmp_path_factory):
     return folder
 
 
+@pytest.mark.workflow
 def test_onnx_takes_any_batch_and_legal_tile_size(trained, tmp_path):
     model, metadata = load_model(trained / "model.pt")
     packaged = Packaged(model, metadata["normalisation"]).eval()
@@ -49,6 +50,7 @@ def test_onnx_takes_any_batch_and_legal_tile_size(trained, tmp_path):
         assert 0 <= exported.min() and exported.max() <= 1, "probabilities: the softmax is in the graph"
 
 
+@pytest.mark.workflow
 def test_package_passes_bioimageio_test_model(trained, tmp_path):
     from bioimageio.core import test_model
 
@@ -60,6 +62,7 @@ def test_package_passes_bioimageio_test_model(trained, tmp_path):
     assert summary.status == "passed", summary.format()
 
 
+@pytest.mark.workflow
 def test_an_export_that_differs_from_pytorch_is_refused(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(export, "TOLERANCE", -1.0)
     with pytest.raises(PipelineError, match="ONNX differs from PyTorch"):

@@ -17,6 +17,8 @@ from helpers import REPO
 from unet_pipeline.optimiser_check import augmented_tiles, losses, verdict
 from unet_pipeline.tile_geometry import geometry_of
 
+pytestmark = pytest.mark.workflow
+
 SHIPPED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 STEPS = 30
 LARGEST_TILE = 192  # px; the laptop preset runs its shipped 188-px tiles

@@ -120,6 +120,7 @@ def test_restart_skips_finished_chunks(model_path, tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.workflow
 def test_peak_memory_does_not_grow_with_the_volume(model_path, tmp_path):
     """A lazily filled volume 16x larger costs (almost) no extra memory: no full-volume buffer exists."""
     script = (

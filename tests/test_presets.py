@@ -19,6 +19,8 @@ from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.tile_geometry import geometry_of
 from unet_pipeline.unet import load_model
 
+pytestmark = pytest.mark.workflow
+
 SHIPPED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 TILE_OUTPUT = 64
 

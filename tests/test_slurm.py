@@ -14,6 +14,8 @@ from helpers import REPO, run_snakemake, tiny_config, write_config
 from slurm_cluster import LocalSlurm, missing_binaries
 from unet_pipeline import volume_store
 
+pytestmark = pytest.mark.workflow
+
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):

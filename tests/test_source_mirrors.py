@@ -88,6 +88,7 @@ def test_nothing_usable_names_every_candidate_and_leaves_nothing(published, serv
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.workflow
 def test_the_workflow_falls_back_to_a_mirror(published, serve, tiny_isbi, tmp_path):
     folder, image = published
     base, _ = serve(folder)

@@ -62,6 +62,7 @@ def test_a_local_source_inside_the_results_folder_is_refused(tmp_path):
     check_outside(resolve_source({"image": {"source": "http://h/results/x.tif"}}, "image"), "results", "remote")
 
 
+@pytest.mark.workflow
 def test_the_workflow_refuses_such_sources_and_file_names(tmp_path, tiny_isbi):
     config = tiny_config(tiny_isbi.as_uri())
     config["datasets"]["tiny"]["image"]["source"] = str(tmp_path / "results" / "tiny" / "volume.zarr")

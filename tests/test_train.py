@@ -31,6 +31,8 @@ from unet_pipeline.train import (
 from unet_pipeline.unet import UNetConfig, load_model
 from unet_pipeline.weight_maps import write_weight_maps
 
+pytestmark = pytest.mark.workflow
+
 CONFIG = UNetConfig(levels=3, base_channels=8, dropout=0.1)
 INPUT = 92
 AUGMENTATION = {

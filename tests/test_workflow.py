@@ -18,6 +18,8 @@ from unet_pipeline import volume_store
 from unet_pipeline.cells import cells_of
 from unet_pipeline.metrics.scores import fscore, rand_counts
 
+pytestmark = pytest.mark.workflow
+
 
 def job_stats(output: str) -> dict:
     """Snakemake's own "Job stats" table: rule -> number of jobs."""
