@@ -4,8 +4,9 @@ Loss (paper, eq. 1): pixel-wise softmax over the final feature map, cross-entrop
 weighted by the weight map w(x), averaged over the output pixels. Optimiser as in
 the paper by default: SGD with momentum 0.99 and one large tile per batch; Adam
 and other batch sizes are options. Training is reproducible: batch ``step`` draws
-its samples and on-the-fly flips from ``default_rng([seed, step])``, and the torch
-RNG state (dropout) is checkpointed, so a run that was killed and resumed from
+its samples and on-the-fly flips from ``default_rng([seed, step])`` (``batches``,
+which also holds the set on the device or reads it ahead), and the torch RNG
+state (dropout) is checkpointed, so a run that was killed and resumed from
 its last checkpoint ends with the same weights as one that was not (the CUDA
 RNG state is checkpointed too; on a GPU, nondeterministic cuDNN kernels can
 still make two runs differ slightly).
@@ -13,6 +14,8 @@ still make two runs differ slightly).
 Checkpoints live in a folder that is not a Snakemake output (Snakemake deletes
 the outputs of a failed job); each carries a signature of the model, the
 optimisation settings and the data, and is used only when the signature matches.
+They load as weights only (``torch.load(weights_only=True)``), so a file put
+into a shared results folder cannot run code in the training job.
 
 Fine-tuning (``init_from``): the weights of a trained model file replace the random
 ones before the first step; its network and tile size must be this run's. The
