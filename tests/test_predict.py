@@ -186,21 +186,26 @@ def test_larger_tiles_predict_what_the_training_tile_predicts(model_path):
     assert np.abs(larger - reference(model_path, section)).max() <= 1e-5
 
 
-def test_partial_work_of_another_model_is_discarded(model_path, tmp_path, monkeypatch, caplog):
-    image, _ = volume(tmp_path, shape=(3, 60, 60))
+def killed_after_two_chunks(model_path, image, out, monkeypatch) -> None:
+    """A prediction of ``image`` into ``out`` that dies on its third chunk, leaving its work store behind."""
     real = TilePredictor.region
+    calls = []
 
     def crash_on_third(*args, **kwargs):
-        crash_on_third.calls += 1
-        if crash_on_third.calls == 3:
+        calls.append(1)
+        if len(calls) == 3:
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    crash_on_third.calls = 0
     monkeypatch.setattr(TilePredictor, "region", crash_on_third)
     with pytest.raises(RuntimeError, match="killed"):
-        predict_volume(model_path, image, tmp_path / "out.zarr")
+        predict_volume(model_path, image, out)
     monkeypatch.setattr(TilePredictor, "region", real)
+
+
+def test_partial_work_of_another_model_is_discarded(model_path, tmp_path, monkeypatch, caplog):
+    image, _ = volume(tmp_path, shape=(3, 60, 60))
+    killed_after_two_chunks(model_path, image, tmp_path / "out.zarr", monkeypatch)
     torch.manual_seed(11)
     other = tmp_path / "other.pt"
     save_model(UNet(CONFIG), other, load_model(model_path)[1])  # same architecture, other weights
@@ -418,19 +423,7 @@ def test_a_kill_while_markers_are_removed_leaves_a_prediction_a_rerun_finishes(m
 
 def test_a_work_store_that_cannot_be_read_is_kept_not_discarded(model_path, tmp_path, monkeypatch):
     image, _ = volume(tmp_path, shape=(3, 60, 60))
-    real = TilePredictor.region
-
-    def crash_on_third(*args, **kwargs):
-        crash_on_third.calls += 1
-        if crash_on_third.calls == 3:
-            raise RuntimeError("killed")
-        return real(*args, **kwargs)
-
-    crash_on_third.calls = 0
-    monkeypatch.setattr(TilePredictor, "region", crash_on_third)
-    with pytest.raises(RuntimeError, match="killed"):
-        predict_volume(model_path, image, tmp_path / "out.zarr")
-    monkeypatch.setattr(TilePredictor, "region", real)
+    killed_after_two_chunks(model_path, image, tmp_path / "out.zarr", monkeypatch)
     work = tmp_path / ".out.zarr.partial"
     read_text = Path.read_text
 
