@@ -56,8 +56,8 @@ def make_trainer(preset: dict, samples: int, folder: str, device: str):
 def trivialised(trainer, tile):
     """The trainer with its network replaced by ``Trivial`` (and its optimiser by one over that module)."""
     module = Trivial((tile[0] - tile[1]) // 2).to(trainer.device)
-    trainer.model = trainer.forward = trainer.parts.model = module
-    trainer.optimizer = trainer.parts.optimizer = type(trainer.optimizer)(module.parameters(), lr=1e-6)
+    trainer.forward = trainer.parts.model = module
+    trainer.parts.optimizer = type(trainer.optimizer)(module.parameters(), lr=1e-6)
     return trainer
 
 

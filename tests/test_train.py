@@ -14,11 +14,10 @@ import torch
 from helpers import REPO
 from unet_pipeline import volume_store
 from unet_pipeline.augment import write_augmented_set
-from unet_pipeline.batches import batch_plan, host_batch
+from unet_pipeline.batches import DeviceBatches
 from unet_pipeline.checksums import sha256_of_file
 from unet_pipeline.errors import InputDataError, PipelineError
 from unet_pipeline.ingest import ingest
-from unet_pipeline.overlap_tile import normalise
 from unet_pipeline.ternausnet import VGG11_CONVOLUTIONS
 from unet_pipeline.train import (
     AugmentedSet,
@@ -327,10 +326,9 @@ def test_fine_tuning_starts_from_the_given_weights(synthetic, tmp_path):
     loaded, _ = load_model(start)
     options = TrainingOptions(iterations=3, batch_size=2)
     data = AugmentedSet(synthetic / "augmented.zarr")
-    inputs, labels, weights = host_batch(data.arrays, batch_plan(data.count, options, 0))
+    inputs, labels, weights = DeviceBatches(data.arrays, options, base["normalisation"], torch.device("cpu"))(0)
     with torch.no_grad():
-        logits = loaded.train()(torch.from_numpy(normalise(inputs, base["normalisation"])[:, None]))
-        expected = weighted_cross_entropy(logits, torch.from_numpy(labels), torch.from_numpy(weights)).item()
+        expected = weighted_cross_entropy(loaded.train()(inputs), labels, weights).item()
     first = next(row for row in csv.DictReader((tmp_path / "tuned" / "curve.csv").open()) if row["split"] == "train")
     assert float(first["loss"]) == pytest.approx(expected, rel=1e-5)
     fresh = run(synthetic, tmp_path / "fresh", model=model, iterations=1, log_every=1)

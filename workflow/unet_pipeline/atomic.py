@@ -11,6 +11,7 @@ final name.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -22,15 +23,11 @@ TMP_MARK = ".tmp-"
 
 def remove_stale(folder: Path, prefix: str) -> None:
     """Remove what a killed run left in ``folder`` under names starting with ``prefix`` (files or folders)."""
-    for leftover in Path(folder).glob(f"{glob_escape(prefix)}*"):
+    for leftover in Path(folder).glob(f"{glob.escape(prefix)}*"):
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{char}]" if char in "*?[" else char for char in text)
 
 
 def _fsync(path: Path) -> None:

@@ -12,9 +12,10 @@ Two paths, the same tensors bit for bit (``tests/test_batches.py``):
   the CPU). A step gathers, flips, turns and normalises there; the host only draws a few random
   numbers, and nothing waits for the GPU. nnU-Net feeds its GPU from worker processes; here the
   whole set fits (2000 paper tiles are 2.2 GB), so there is nothing left to feed.
-- ``PrefetchedBatches``: a set too large for that stays in Zarr; a pool of threads reads and turns
-  the next ``depth`` batches while the network runs (Zarr's decompression and NumPy's copies release
-  the GIL), in pinned memory on a CUDA host, copied without blocking.
+- ``PrefetchedBatches``: a set too large for that stays in Zarr; a pool of threads reads the next
+  ``depth`` batches' samples while the network runs (Zarr's decompression and NumPy's copies release
+  the GIL), in pinned memory on a CUDA host, copied without blocking; they are turned and normalised
+  on the device as above.
 """
 
 from __future__ import annotations
@@ -71,19 +72,20 @@ def batch_plan(count: int, options, step: int, world: World = distributed.SINGLE
     return BatchPlan(indices[part], turns[part], flips[part])
 
 
-def host_batch(arrays, plan: BatchPlan) -> list[np.ndarray]:
-    """The planned samples of (inputs, labels, weights) arrays (NumPy or Zarr), turned, as NumPy arrays."""
-    batch = [np.stack([np.asarray(array[int(i)]) for i in plan.indices]) for array in arrays]
-    for row, (turn, flip) in enumerate(zip(plan.turns, plan.flips)):
-        for array in batch:
-            array[row] = np.rot90(array[row][:, ::-1] if flip else array[row], turn)
-    return batch
+def host_rows(arrays, indices) -> list[np.ndarray]:
+    """Rows ``indices`` of (inputs, labels, weights) arrays (NumPy or Zarr), stacked, as NumPy arrays."""
+    return [np.stack([np.asarray(array[int(i)]) for i in indices]) for array in arrays]
 
 
-def _turned(array: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
-    """The planned rows of a (n, h, w) tensor, flipped along x and turned as ``np.rot90`` turns them."""
+def _turned(array: torch.Tensor, plan: BatchPlan, indices=None) -> torch.Tensor:
+    """Rows of a (n, h, w) tensor, flipped along x and turned as ``np.rot90`` turns them, as ``plan`` says.
+
+    ``indices``: which rows of ``array`` hold the plan's samples (default: the plan's sample indices; the
+    read-ahead path has already picked them, in plan order).
+    """
     rows = []
-    for index, turn, flip in zip(plan.indices.tolist(), plan.turns.tolist(), plan.flips.tolist()):
+    picked = plan.indices if indices is None else indices
+    for index, turn, flip in zip(np.asarray(picked).tolist(), plan.turns.tolist(), plan.flips.tolist()):
         row = array[index]
         rows.append(torch.rot90(row.flip(-1) if flip else row, turn, dims=(0, 1)))
     return torch.stack(rows)
@@ -127,15 +129,12 @@ class PrefetchedBatches:
         self.arrays, self.options, self.normalisation, self.world = arrays, options, normalisation, world
         self.device, self.depth = device, max(2, 2 * threads)
         self.pool = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="batches")
-        self.pending: collections.deque = collections.deque()  # (step, future), in step order
+        self.pending: collections.deque = collections.deque()  # (step, plan, future), in step order
         self.count = arrays[0].shape[0]
 
-    def _read(self, step: int) -> list[torch.Tensor]:
-        batch = [
-            torch.from_numpy(part)
-            for part in host_batch(self.arrays, batch_plan(self.count, self.options, step, self.world))
-        ]
-        return [part.pin_memory() for part in batch] if self.device.type == "cuda" else batch
+    def _read(self, plan: BatchPlan) -> list[torch.Tensor]:
+        rows = [torch.from_numpy(part) for part in host_rows(self.arrays, plan.indices)]
+        return [part.pin_memory() for part in rows] if self.device.type == "cuda" else rows
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """As ``DeviceBatches``; the first call at a step out of order (a resume) restarts the read-ahead."""
@@ -143,18 +142,17 @@ class PrefetchedBatches:
             self.pending.clear()
         while len(self.pending) < self.depth:
             ahead = self.pending[-1][0] + 1 if self.pending else step
-            self.pending.append((ahead, self.pool.submit(self._read, ahead)))
+            plan = batch_plan(self.count, self.options, ahead, self.world)
+            self.pending.append((ahead, plan, self.pool.submit(self._read, plan)))
+        _, plan, rows = self.pending.popleft()
+        local = np.arange(len(plan.indices))  # the rows read are the plan's samples, in order
         inputs, labels, weights = (
-            part.to(self.device, non_blocking=True) for part in self.pending.popleft()[1].result()
+            _turned(part.to(self.device, non_blocking=True), plan, local) for part in rows.result()
         )
         return scaled_input(inputs, self.normalisation, self.options.channels_last), labels, weights
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def set_bytes(arrays) -> int:
-    return sum(int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize for array in arrays)
 
 
 def batch_source(arrays, options, normalisation: dict, device: torch.device, world: World, threads: int = 2):
@@ -171,7 +169,7 @@ def batch_source(arrays, options, normalisation: dict, device: torch.device, wor
     Returns:
         A callable ``step -> (inputs, labels, weights)`` on ``device``, with ``close()``.
     """
-    size, free = set_bytes(arrays), free_memory(device)
+    size, free = sum(array.nbytes for array in arrays), free_memory(device)
     if size <= DEVICE_SHARE * free:
         log.info("augmented set (%.2f GB) held on %s (%.1f GB free)", size / 1e9, device, free / 1e9)
         return DeviceBatches(arrays, options, normalisation, device, world)

@@ -18,8 +18,8 @@ from .augment import generate_samples
 from .batches import DeviceBatches
 from .devices import amp_dtype, pick_device
 from .normalisation import histogram, statistics
-from .train import Trainer, TrainingOptions, TrainingParts, make_optimizer
-from .unet import UNetConfig, build_model
+from .train import Trainer, TrainingOptions, TrainingParts, make_optimizer, prepared_model
+from .unet import UNetConfig
 from .weight_maps import class_weights, weight_map
 
 
@@ -53,9 +53,7 @@ def preset_trainer(preset: dict, arrays, normalisation: dict, folder, device: st
     device = pick_device(device)
     options = TrainingOptions(**preset.get("training", {}) | {"device": str(device)})
     torch.manual_seed(options.seed)
-    model = build_model(UNetConfig(**preset["model"] | {"encoder_weights": None})).to(device)
-    if options.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = prepared_model(UNetConfig(**preset["model"] | {"encoder_weights": None}), options, device)
     batches = DeviceBatches(arrays, options, normalisation, device)
     precision = amp_dtype(options.amp, device, cpu=True)
     parts = TrainingParts(model, make_optimizer(model, options), batches, device, precision)

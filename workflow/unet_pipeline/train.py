@@ -295,7 +295,6 @@ class Trainer:
 
     def __init__(self, parts: TrainingParts, options: TrainingOptions, checkpoints, signature: str):
         self.parts, self.options, self.signature = parts, options, signature
-        self.model, self.optimizer, self.device, self.world = parts.model, parts.optimizer, parts.device, parts.world
         self.forward = self._parallel_forward()
         self.checkpoints = Path(checkpoints)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -311,6 +310,22 @@ class Trainer:
             forward = DistributedDataParallel(self.model, device_ids=device_ids)
             torch.manual_seed(int(np.random.default_rng([self.options.seed, self.world.rank]).integers(2**62)))
         return torch.compile(forward) if self.options.compile and self.device.type == "cuda" else forward
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.parts.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.parts.optimizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.parts.device
+
+    @property
+    def world(self) -> World:
+        return self.parts.world
 
     @property
     def last_path(self) -> Path:
@@ -497,6 +512,16 @@ def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device, volu
     return scores
 
 
+def prepared_model(config: UNetConfig, options: TrainingOptions, device: torch.device, state: dict | None = None):
+    """The network of ``config`` with the weights of ``state`` (random when None; call after seeding), on
+    ``device``, in channels_last as ``options`` ask (faster on GPUs and CPUs, benchmarks/train_speed.py)."""
+    model = build_model(config)
+    if state is not None:
+        model.load_state_dict(state)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if options.channels_last else model
+
+
 def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distributed.SINGLE) -> tuple:
     """The trainer of ``job`` on ``data``, assembled: device, ranks, model, optimiser, batches, validation.
 
@@ -508,15 +533,12 @@ def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distribut
     world = distributed.join(world, device)
     volume = volume_store.open_store(job.volume)
     torch.manual_seed(options.seed)  # the same initial weights on every rank
-    model, start = build_model(job.model), None
-    if job.init_from:
-        state, start = initial_weights(job.init_from, job.model, data.attrs["input_size"])
-        model.load_state_dict(state)
+    state, start = (
+        initial_weights(job.init_from, job.model, data.attrs["input_size"]) if job.init_from else (None, None)
+    )
+    model = prepared_model(job.model, options, device, state)
     info = volume_store.provenance(volume)
     norm = start["normalisation"] if start else normalisation_of(volume, info["sections"]["train"])
-    model = model.to(device)
-    if options.channels_last:  # faster on GPUs and on the CPU too (benchmarks/train_speed.py)
-        model = model.to(memory_format=torch.channels_last)
     setup = TrainingSetup(data.attrs, info, norm, start)
     parts = TrainingParts(
         model=model,
