@@ -8,10 +8,10 @@ the ISBI training sections held in memory, and makes one sample as the training
 set needs it: a 572x572 input tile (cubic spline) with 388x388 label (linear,
 thresholded) and weight (linear) tiles, context mirrored at section borders:
 
-- ours-elastic: unet_pipeline.augment with the elastic deformation alone
+- ours-elastic: unet_pipeline.stages.augment with the elastic deformation alone
 - elasticdeform: elasticdeform.deform_grid on a mirrored 572 cut, same 3x3 grid and sigma 10
   (image with order 3; labels and weights with order 1, cropped to 388)
-- ours-all: unet_pipeline.augment with every augmentation (shift, flip, rotation, elastic, gray values)
+- ours-all: unet_pipeline.stages.augment with every augmentation (shift, flip, rotation, elastic, gray values)
 - stage: the augment stage itself (write_augmented_set, Zarr in and out, dask on 2 worker processes)
 """
 
@@ -47,7 +47,7 @@ def settings(all_on: bool) -> dict:
 
 def load(data: Path):
     import tifffile
-    from unet_pipeline.weight_maps import class_weights, weight_map
+    from unet_pipeline.stages.weight_maps import class_weights, weight_map
 
     image = tifffile.imread(data / "train-volume.tif")[:25]
     labels = (tifffile.imread(data / "train-labels.tif")[:25] == 255).astype(np.uint8)
@@ -57,7 +57,7 @@ def load(data: Path):
 
 
 def run_ours(data: Path, samples: int, all_on: bool) -> None:
-    from unet_pipeline.augment import draw_sample, make_sample
+    from unet_pipeline.stages.augment import draw_sample, make_sample
 
     image, labels, weights = load(data)
     options = settings(all_on)
@@ -68,7 +68,7 @@ def run_ours(data: Path, samples: int, all_on: bool) -> None:
 
 def run_elasticdeform(data: Path, samples: int) -> None:
     import elasticdeform
-    from unet_pipeline.mirror import read_mirrored
+    from unet_pipeline.data.mirror import read_mirrored
 
     image, labels, weights = load(data)
     inner = (slice(MARGIN, MARGIN + OUTPUT),) * 2
@@ -86,10 +86,10 @@ def run_elasticdeform(data: Path, samples: int) -> None:
 
 
 def run_stage(data: Path, samples: int) -> None:
-    from unet_pipeline.augment import write_augmented_set
-    from unet_pipeline.ingest import ingest
-    from unet_pipeline.tile_geometry import TileGeometry
-    from unet_pipeline.weight_maps import write_weight_maps
+    from unet_pipeline.models.tile_geometry import TileGeometry
+    from unet_pipeline.stages.augment import write_augmented_set
+    from unet_pipeline.stages.ingest import ingest
+    from unet_pipeline.stages.weight_maps import write_weight_maps
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

@@ -5,7 +5,7 @@
 The volume is the ISBI test volume tiled tiles x tiles in y and x (8: 30 x 4096 x 4096,
 0.5 GB of uint8), written as a Zarr v3 array with one chunk per 1024 x 1024 of a
 section, the layout a user's OME-Zarr 0.5 image typically has. Each mode runs
-``unet_pipeline.ingest.ingest`` (what the ingest rule calls) ``repeats`` times into
+``unet_pipeline.stages.ingest.ingest`` (what the ingest rule calls) ``repeats`` times into
 a fresh store; printed: the median time, the bytes the store itself occupies on
 disk (links not followed) and whether the stored pixels equal the source, with
 the CPU. A third mode links and verifies a configured ``pixel_sha256`` (reads the
@@ -25,8 +25,8 @@ import numpy as np
 import tifffile
 import zarr
 from shipped_workflow import cpu_model
-from unet_pipeline import volume_store
-from unet_pipeline.ingest import ingest
+from unet_pipeline.data import volume_store
+from unet_pipeline.stages.ingest import ingest
 
 REPO = Path(__file__).resolve().parents[1]
 

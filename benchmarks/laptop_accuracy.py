@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from shipped_workflow import REPO, cpu_model, run_shipped, shipped_config
 from train_speed import measure
-from unet_pipeline.evaluate import describe
-from unet_pipeline.train import TrainingOptions
+from unet_pipeline.stages.evaluate import describe
+from unet_pipeline.stages.train import TrainingOptions
 
 
 def bare_step_rate() -> float:

@@ -27,8 +27,8 @@ import torch
 from shipped_workflow import ISBI_DATA as ISBI
 from shipped_workflow import cpu_model, shipped_config
 from train_speed import measure
-from unet_pipeline.optimiser_check import augmented_tiles, preset_trainer
-from unet_pipeline.tile_geometry import geometry_of
+from unet_pipeline.models.tile_geometry import geometry_of
+from unet_pipeline.training.optimiser_check import augmented_tiles, preset_trainer
 
 
 class Trivial(torch.nn.Module):
@@ -63,7 +63,7 @@ def trivialised(trainer, tile):
 
 def part_milliseconds(trainer, steps: int) -> dict:
     """Each part of a training step alone, in ms (the device waited for after each): batch, module, loss, step."""
-    from unet_pipeline.train import weighted_cross_entropy
+    from unet_pipeline.stages.train import weighted_cross_entropy
 
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     inputs, labels, weights = trainer.parts.batches(0)

@@ -5,7 +5,7 @@
 The probability maps are the training labels blurred and perturbed with noise
 (a realistic mix of thin and broken membranes), stored as a uint8 prediction
 store like the predict rule writes; the timed call is the evaluate stage
-itself (unet_pipeline.evaluate.evaluate), reading Zarr, scoring and writing the
+itself (unet_pipeline.stages.evaluate.evaluate), reading Zarr, scoring and writing the
 CSV and JSON. Then, in one process, the share of the warping error and how its
 time grows with the section size (the ISBI section tiled 1x1, 2x2 and 3x3,
 threshold 0.5 and the worst threshold of the sweep).
@@ -21,12 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 import numpy as np
 import zarr
 from scipy import ndimage
-from unet_pipeline import volume_store
-from unet_pipeline.cells import cells_of
-from unet_pipeline.evaluate import evaluate
-from unet_pipeline.ingest import ingest
+from unet_pipeline.data import volume_store
 from unet_pipeline.metrics import FIJI_THRESHOLDS, section_scores
 from unet_pipeline.metrics.warping import warping_mismatches
+from unet_pipeline.stages.evaluate import evaluate
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.transforms.cells import cells_of
 
 
 def synthetic_prediction(labels: np.ndarray) -> np.ndarray:

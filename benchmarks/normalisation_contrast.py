@@ -25,13 +25,13 @@ import numpy as np
 import tifffile
 import torch
 from shipped_workflow import cpu_model
-from unet_pipeline import volume_store
-from unet_pipeline.cells import cells_of
-from unet_pipeline.ingest import ingest
+from unet_pipeline.data import volume_store
+from unet_pipeline.data.sources import parse_sections
 from unet_pipeline.metrics import validation_scores
-from unet_pipeline.normalisation import histogram, percentiles
-from unet_pipeline.predict import predict_volume
-from unet_pipeline.sources import parse_sections
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.stages.predict import predict_volume
+from unet_pipeline.transforms.cells import cells_of
+from unet_pipeline.transforms.normalisation import histogram, percentiles
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {

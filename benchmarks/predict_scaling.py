@@ -29,7 +29,7 @@ import tifffile
 import yaml
 from predict_speed import preset_model
 from shipped_workflow import cpu_model
-from unet_pipeline import volume_store
+from unet_pipeline.data import volume_store
 
 REPO = Path(__file__).resolve().parents[1]
 ALLOWED = ["ingest", "predict", "predict_setup", "predict_shard"]

@@ -9,7 +9,7 @@ A synthetic uint8 volume of --shape (random gray values, written chunk by chunk
 to Zarr) is predicted three ways, each in its own subprocess so that peak RSS is
 its own:
 
-- stage: unet_pipeline.predict.predict_volume (Zarr in, Zarr out, chunk by chunk);
+- stage: unet_pipeline.stages.predict.predict_volume (Zarr in, Zarr out, chunk by chunk);
 - monai: per section, monai.inferers.sliding_window_inference over the section
   as one tensor, with the same network wrapped to mirror-pad its input by the
   context margin (so its output matches the ROI), ROI = the output tile, overlap
@@ -55,7 +55,7 @@ from shipped_workflow import cpu_model
 
 def preset_model(path: Path, preset: str = "laptop") -> Path:
     """A randomly initialised network of a shipped preset saved as a model file (speed does not depend on weights)."""
-    from unet_pipeline.unet import UNetConfig, build_model, save_model
+    from unet_pipeline.models.unet import UNetConfig, build_model, save_model
 
     settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"][preset]
     torch.manual_seed(0)
@@ -81,14 +81,14 @@ def make_volume(path: Path, shape) -> None:
 
 def precision(device: str, amp: str):
     """The device and autocast dtype every side uses, chosen as the stage chooses them."""
-    from unet_pipeline.devices import amp_dtype, pick_device
+    from unet_pipeline.models.devices import amp_dtype, pick_device
 
     torch_device = pick_device(device)
     return torch_device, amp_dtype(amp, torch_device)
 
 
 def run_stage(model: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
-    from unet_pipeline.predict import predict_volume
+    from unet_pipeline.stages.predict import predict_volume
 
     info = predict_volume(
         model, volume, out, batch_size=4, device=device, amp=amp, threads=threads, input_size=input_size
@@ -99,9 +99,9 @@ def run_stage(model: str, volume: str, out: str, input_size: int, threads: int, 
 def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
     import zarr
     from monai.inferers import sliding_window_inference
-    from unet_pipeline.devices import autocast
-    from unet_pipeline.overlap_tile import normalise
-    from unet_pipeline.unet import load_model
+    from unet_pipeline.inference.overlap_tile import normalise
+    from unet_pipeline.models.devices import autocast
+    from unet_pipeline.models.unet import load_model
 
     torch.set_num_threads(threads)
     torch_device, dtype = precision(device, amp)
@@ -143,8 +143,8 @@ def run_compute(
     model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str, compiled=False
 ) -> dict:
     import zarr
-    from unet_pipeline.devices import autocast
-    from unet_pipeline.unet import load_model
+    from unet_pipeline.models.devices import autocast
+    from unet_pipeline.models.unet import load_model
 
     torch.set_num_threads(threads)
     torch_device, dtype = precision(device, amp)

@@ -3,7 +3,7 @@
     python benchmarks/preset_stability.py --preset paper [--tile 572] [--steps 60] \
         [--set learning_rate=0.01 --set schedule=constant ...]
 
-The check of tests/test_optimiser_check.py (``optimiser_check.losses`` and ``verdict``), run longer,
+The check of tests/training/test_optimiser_check.py (``optimiser_check.losses`` and ``verdict``), run longer,
 at any tile size (default: the preset's) and with training options overridden by ``--set``, on the
 CPU. Prints the CPU, the settings, seconds per step, the loss of every 5th step, the first non-finite
 step if any, and the verdict. Tiles come from ISBI training sections 0, 5, 10, 15 (``--sections``).
@@ -19,8 +19,8 @@ import tifffile
 import yaml
 from shipped_workflow import ISBI_DATA as ISBI
 from shipped_workflow import cpu_model, shipped_config
-from unet_pipeline.optimiser_check import augmented_tiles, losses, verdict
-from unet_pipeline.tile_geometry import geometry_of
+from unet_pipeline.models.tile_geometry import geometry_of
+from unet_pipeline.training.optimiser_check import augmented_tiles, losses, verdict
 
 
 def main():

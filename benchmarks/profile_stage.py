@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from predict_speed import make_volume, preset_model
-from unet_pipeline.predict import predict_volume
+from unet_pipeline.stages.predict import predict_volume
 
 
 def main():

@@ -3,7 +3,7 @@
     python benchmarks/tile_choice.py [--shape 2 2048 2048] [--preset laptop] [--amp bf16]
                                      [--model results/isbi2012/models/laptop/model.pt]
 
-What ``prediction.input_size: null`` does (``unet_pipeline.tile_choice``): the network's
+What ``prediction.input_size: null`` does (``unet_pipeline.inference.tile_choice``): the network's
 (default: a random one of the laptop preset) candidates for 1024-px output chunks are measured on the device (the same
 batch size, threads and precision as the predict rule's defaults), and the chosen one
 is printed. Then the predict stage (``predict_volume``) predicts a synthetic volume of
@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from predict_speed import make_volume, preset_model
 from shipped_workflow import cpu_model
-from unet_pipeline import tile_choice, volume_store
-from unet_pipeline.predict import PredictionOptions, load_predictor, predict_volume
+from unet_pipeline.data import volume_store
+from unet_pipeline.inference import tile_choice
+from unet_pipeline.stages.predict import PredictionOptions, load_predictor, predict_volume
 
 
 def measure_choice(model: str, amp: str) -> dict:

@@ -4,7 +4,7 @@
                                      [--peak-tflops none=494.7 bf16=989.4]   # H100 SXM: dense TF32, dense bf16
                                      [--variants plain channels_last compile]
 
-Runs the training step of unet_pipeline.train (forward, weighted cross-entropy,
+Runs the training step of unet_pipeline.stages.train (forward, weighted cross-entropy,
 backward, optimiser step) on random tiles of each preset's size and batch, after
 a few warm-up steps, on CUDA when present (else the CPU with all its cores).
 FLOPs per step come from torch's FlopCounterMode on the network (forward and
@@ -30,9 +30,9 @@ import torch
 import yaml
 from shipped_workflow import cpu_model
 from torch.utils.flop_counter import FlopCounterMode
-from unet_pipeline.devices import AMP_DTYPES
-from unet_pipeline.train import TrainingOptions, make_optimizer, weighted_cross_entropy
-from unet_pipeline.unet import UNetConfig, build_model, count_parameters
+from unet_pipeline.models.devices import AMP_DTYPES
+from unet_pipeline.models.unet import UNetConfig, build_model, count_parameters
+from unet_pipeline.stages.train import TrainingOptions, make_optimizer, weighted_cross_entropy
 
 
 def step_flops(model, batch, size) -> int:

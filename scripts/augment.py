@@ -1,8 +1,8 @@
-"""Rule augment: the augmented training set of a dataset for one preset (see unet_pipeline.augment)."""
+"""Rule augment: the augmented training set of a dataset for one preset (see unet_pipeline.stages.augment)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.augment import plot_samples, write_augmented_set
-from unet_pipeline.rule_logging import rule_logging
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.stages.augment import plot_samples, write_augmented_set
 
 with rule_logging(snakemake):
     write_augmented_set(

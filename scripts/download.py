@@ -1,14 +1,14 @@
 """Rules download and download_weights: fetch a remote source (trying its mirrors) or a weight file, verified.
 
-See unet_pipeline.source_mirrors and unet_pipeline.download.
+See unet_pipeline.stages.download and unet_pipeline.data.transfer.
 """
 
 from dataclasses import asdict
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.download import DownloadOptions, download
-from unet_pipeline.rule_logging import rule_logging
-from unet_pipeline.source_mirrors import candidates, fetch_verified
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.data.transfer import DownloadOptions, download
+from unet_pipeline.stages.download import candidates, fetch_verified
 
 with rule_logging(snakemake):
     options = asdict(DownloadOptions.of(snakemake.config["download"]))

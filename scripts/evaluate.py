@@ -1,8 +1,8 @@
-"""Rule evaluate: ISBI 2012 scores of a prediction, table, summary and figures (see unet_pipeline.evaluate)."""
+"""Rule evaluate: ISBI 2012 scores of a prediction, table, summary and figures (see unet_pipeline.stages.evaluate)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.evaluate import evaluate, plot_overlays, plot_threshold_curves
-from unet_pipeline.rule_logging import rule_logging
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.stages.evaluate import evaluate, plot_overlays, plot_threshold_curves
 
 with rule_logging(snakemake):
     output = snakemake.output

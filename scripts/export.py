@@ -1,8 +1,8 @@
-"""Rule export: ONNX and BioImage.IO package of a trained model (see unet_pipeline.export)."""
+"""Rule export: ONNX and BioImage.IO package of a trained model (see unet_pipeline.stages.export)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.export import export_model
-from unet_pipeline.rule_logging import rule_logging
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.stages.export import export_model
 
 with rule_logging(snakemake):
     output = snakemake.output

@@ -1,8 +1,8 @@
-"""Rule ingest: write a dataset's OME-Zarr volume store (see unet_pipeline.ingest)."""
+"""Rule ingest: write a dataset's OME-Zarr volume store (see unet_pipeline.stages.ingest)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.ingest import ingest
-from unet_pipeline.rule_logging import rule_logging
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.stages.ingest import ingest
 
 with rule_logging(snakemake):
     ingest(

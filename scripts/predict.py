@@ -1,18 +1,18 @@
-"""Rules predict, predict_setup and predict_shard: foreground probabilities of a volume (see unet_pipeline.predict).
+"""Rules predict, predict_setup and predict_shard: foreground probabilities of a volume (see unet_pipeline.stages.predict).
 
 prediction.shards 1: one job predicts the whole volume. More: a setup job, one job per shard, and the
 predict job that checks and finishes the output.
 """
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.predict import (
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.stages.predict import (
     PredictionOptions,
     finish_prediction,
     predict_shard,
     predict_volume,
     prepare_prediction,
 )
-from unet_pipeline.rule_logging import rule_logging
 
 with rule_logging(snakemake):
     memory_mb = getattr(snakemake.resources, "mem_mb", None)  # bounds the tile size chosen when input_size is null

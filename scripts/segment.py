@@ -1,8 +1,8 @@
-"""Rule segment: instance labels and a per-cell table from a prediction (see unet_pipeline.segment)."""
+"""Rule segment: instance labels and a per-cell table from a prediction (see unet_pipeline.stages.segment)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.rule_logging import rule_logging
-from unet_pipeline.segment import SegmentationOptions, evaluated_threshold, segment_volume
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.stages.segment import SegmentationOptions, evaluated_threshold, segment_volume
 
 with rule_logging(snakemake):
     threshold = snakemake.params.threshold

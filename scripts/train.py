@@ -1,9 +1,9 @@
-"""Rule train: the U-Net of a preset on the augmented set (see unet_pipeline.train)."""
+"""Rule train: the U-Net of a preset on the augmented set (see unet_pipeline.stages.train)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.rule_logging import rule_logging
-from unet_pipeline.train import TrainingJob, TrainingOptions, train
-from unet_pipeline.unet import UNetConfig
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.models.unet import UNetConfig
+from unet_pipeline.stages.train import TrainingJob, TrainingOptions, train
 
 with rule_logging(snakemake):
     preset = snakemake.params.preset

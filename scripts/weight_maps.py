@@ -1,8 +1,8 @@
-"""Rule weight_maps: the paper's loss weights for every labelled section (see unet_pipeline.weight_maps)."""
+"""Rule weight_maps: the paper's loss weights for every labelled section (see unet_pipeline.stages.weight_maps)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
-from unet_pipeline.rule_logging import rule_logging
-from unet_pipeline.weight_maps import plot_weight_map, write_weight_maps
+from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.stages.weight_maps import plot_weight_map, write_weight_maps
 
 with rule_logging(snakemake):
     write_weight_maps(

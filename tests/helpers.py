@@ -78,3 +78,17 @@ def valid_ome_zarr(path: Path):
     from ome_zarr_models import open_ome_zarr
 
     return open_ome_zarr(zarr.open_group(str(path), mode="r"))
+
+
+def vgg11_state_dict(seed=0):
+    """A state dict with torchvision's vgg11() key names and shapes (classifier included)."""
+    import torch
+    from unet_pipeline.models.ternausnet import VGG11_CONVOLUTIONS
+
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for cin, cout, index in VGG11_CONVOLUTIONS:
+        state[f"features.{index}.weight"] = torch.randn(cout, cin, 3, 3, generator=generator)
+        state[f"features.{index}.bias"] = torch.randn(cout, generator=generator)
+    state["classifier.0.weight"] = torch.zeros(8, 8)
+    return state

@@ -10,9 +10,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import WorkflowError
-from unet_pipeline.checksums import hash_prefix_in_name
-from unet_pipeline.sources import SAFE_FILENAME, Source, check_outside, resolve_source
-from unet_pipeline.tile_geometry import geometry_of
+from unet_pipeline.core.checksums import hash_prefix_in_name
+from unet_pipeline.data.sources import SAFE_FILENAME, Source, check_outside, resolve_source
+from unet_pipeline.models.tile_geometry import geometry_of
 
 RESULTS = config["results"]
 MODELS = f"{RESULTS}/{{trainset}}/models/{{preset}}"  # one folder per preset and training dataset

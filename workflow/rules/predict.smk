@@ -28,7 +28,7 @@ if PREDICTION_SHARDS == 1:
 else:
 
     # prediction.shards > 1: one job creates the work store, one job per shard fills its chunks, the last checks
-    # every chunk, writes pyramid and provenance and renames the store into place (unet_pipeline.predict).
+    # every chunk, writes pyramid and provenance and renames the store into place (unet_pipeline.stages.predict).
     rule predict_setup:
         input:
             model=model_file,

@@ -1,9 +1,19 @@
-"""Library code of the U-Net Snakemake pipeline.
+"""Library code of the U-Net Snakemake pipeline, grouped by concern.
 
-Each pipeline stage has one module here (``download``, ``ingest``, ...); the rule
-scripts in ``scripts/`` only unpack the ``snakemake`` object and call into them, so
-that tests and notebooks use exactly the code the workflow runs. This package
-must stay importable with the standard library alone: heavy imports live in the
-stage modules that need them, so that each rule's conda env only carries what
-its own stage uses.
+Layers, each importing only those above it:
+
+- ``core``: errors, atomic writes, checksums, progress, rule logging, figures;
+- ``data``: sources and their transfer, image readers, the OME-Zarr volume store;
+- ``transforms``: cells of label images, gray-value normalisation;
+- ``models``: the networks, their tile geometry, device and precision;
+- ``training``, ``inference``, ``metrics``: the trainer's parts, the overlap-tile
+  predictor, the ISBI 2012 scores;
+- ``stages``: one module per pipeline stage (``stages.download``, ``stages.ingest``,
+  ...), named as its rule file, script and env.
+
+The rule scripts in ``scripts/`` only unpack the ``snakemake`` object and call into
+``stages``, so that tests and notebooks use exactly the code the workflow runs.
+Every package ``__init__`` is importable with the standard library alone: heavy
+imports live in the modules that need them, so that each rule's conda env only
+carries what its own stage uses.
 """

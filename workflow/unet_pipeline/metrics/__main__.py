@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_file
-from ..cells import cells_of
-from ..errors import InputDataError
+from ..core.atomic import atomic_file
+from ..core.errors import InputDataError
+from ..transforms.cells import cells_of
 from . import HIGHER_IS_BETTER, PARTS, section_scores
 from .summary import best_threshold, per_threshold
 
@@ -35,7 +35,7 @@ def read_probabilities(path: Path) -> np.ndarray:
     if not path.exists():
         raise InputDataError(f"{path}: no such file or prediction store")
     if path.is_dir():
-        from .. import volume_store
+        from ..data import volume_store
 
         try:
             stored = volume_store.open_store(path)[volume_store.IMAGE_PATH][:]

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 from scipy import ndimage
 
-from ..cells import FOUR_CONNECTED
+from ..transforms.cells import FOUR_CONNECTED
 
 _MASK, _WATERSHED, _INIT, _IN_QUEUE = -2, 0, -1, -3
 # (dx, dy) in Fiji's neighbour order.

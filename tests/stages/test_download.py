@@ -1,0 +1,152 @@
+"""Sources with mirrors, over a loopback HTTP server: the pixel checksum decides which one is accepted."""
+
+import hashlib
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+from helpers import run_snakemake, tiny_config, write_config
+from unet_pipeline.core.errors import DownloadError
+from unet_pipeline.data import volume_store
+from unet_pipeline.stages.download import Candidate, candidates, fetch_verified
+
+OPTIONS = {"retries": 0, "backoff_s": 0.01, "timeout_s": 5.0}
+
+
+def pixel_sha256(stack: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(stack).tobytes()).hexdigest()
+
+
+@pytest.fixture
+def published(tiny_isbi, tmp_path):
+    """The tiny ISBI image as per-section TIFFs, inverted per-section TIFFs, and an HDF5 file (raw)."""
+    image = tifffile.imread(tiny_isbi / "train-volume.tif")
+    for name, stack in (("sections", image), ("inverted", 255 - image)):
+        (tmp_path / name).mkdir()
+        for z, section in enumerate(stack):
+            tifffile.imwrite(tmp_path / name / f"{z}.tif", section)
+    with h5py.File(tmp_path / "isbi.h5", "w") as h5:
+        h5["raw"] = image
+        h5["labels/membranes"] = 255 - tifffile.imread(tiny_isbi / "train-labels.tif")
+    return tmp_path, image
+
+
+def test_candidates_expand_patterns_and_lists():
+    spec = {
+        "key": None,
+        "mirrors": [
+            {"source": "http://m/{z}.tif", "sections": 3},
+            {"source": ["http://n/a.tif", "http://n/b.tif"]},
+            {"source": "http://h/download", "key": "raw", "sha256": "ab" * 32},
+        ],
+    }
+    found = candidates("http://official/train-volume.tif", spec)
+    assert [c.urls for c in found] == [
+        ("http://official/train-volume.tif",),
+        ("http://m/0.tif", "http://m/1.tif", "http://m/2.tif"),
+        ("http://n/a.tif", "http://n/b.tif"),
+        ("http://h/download",),
+    ]
+    assert found[3].key == "raw" and found[3].sha256 == "ab" * 32
+
+
+def test_first_mirror_down_wrong_pixels_skipped_the_right_one_accepted(published, serve, tmp_path, caplog):
+    folder, image = published
+    base, requests = serve(folder)
+    found = [
+        Candidate((f"{base}/error500/train-volume.tif",)),  # the official site is down
+        Candidate(tuple(f"{base}/plain/inverted/{z}.tif" for z in range(3))),  # other polarity
+        Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3))),
+    ]
+    dest = tmp_path / "out" / "train-volume.tif"
+    accepted = fetch_verified(found, dest, pixel_sha256(image), OPTIONS)
+    assert accepted is found[2]
+    np.testing.assert_array_equal(tifffile.imread(dest), image)
+    assert "HTTP 500" in caplog.text and "its pixels differ from the expected ones" in caplog.text
+    paths = [path for path, _ in requests]
+    assert paths[0] == "/error500/train-volume.tif" and paths[1:4] == [f"/plain/inverted/{z}.tif" for z in range(3)]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["train-volume.tif"], "no temporary files left"
+
+
+def test_an_hdf5_mirror_without_a_suffix_is_read_by_its_key(published, serve, tmp_path):
+    folder, image = published
+    (folder / "download").write_bytes((folder / "isbi.h5").read_bytes())  # served as .../download, like torch-em's
+    base, _ = serve(folder)
+    file_sha = hashlib.sha256((folder / "isbi.h5").read_bytes()).hexdigest()
+    found = [Candidate((f"{base}/missing.tif",)), Candidate((f"{base}/download",), key="raw", sha256=file_sha)]
+    fetch_verified(found, tmp_path / "v.tif", pixel_sha256(image), OPTIONS)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "v.tif"), image)
+
+
+def test_nothing_usable_names_every_candidate_and_leaves_nothing(published, serve, tmp_path):
+    folder, image = published
+    base, _ = serve(folder)
+    found = [Candidate((f"{base}/missing.tif",)), Candidate(tuple(f"{base}/plain/inverted/{z}.tif" for z in range(3)))]
+    with pytest.raises(DownloadError, match=r"(?s)neither the source nor any mirror.*404.*pixels differ"):
+        fetch_verified(found, tmp_path / "out" / "v.tif", pixel_sha256(image), OPTIONS)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.workflow
+def test_the_workflow_falls_back_to_a_mirror(published, serve, tiny_isbi, tmp_path):
+    folder, image = published
+    base, _ = serve(folder)
+    config = tiny_config(f"{base}/nowhere")  # the configured site answers 404 for everything
+    image_spec = config["datasets"]["tiny"]["image"]
+    image_spec["pixel_sha256"] = pixel_sha256(image)
+    image_spec["mirrors"] = [
+        {"source": f"{base}/plain/inverted/{{z}}.tif", "sections": 3},
+        {"source": f"{base}/plain/sections/{{z}}.tif", "sections": 3},
+    ]
+    config["datasets"]["tiny"]["labels"]["source"] = str(tiny_isbi / "train-labels.tif")  # local: read in place
+    write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path, "results/tiny/volume.zarr", "--configfile", "config.yaml")
+    stored = volume_store.open_store(tmp_path / "results" / "tiny" / "volume.zarr")[volume_store.IMAGE_PATH][:]
+    np.testing.assert_array_equal(stored, image)
+    log = (tmp_path / "results" / "logs" / "download" / "tiny.image.train-volume.tif.log").read_text()
+    assert "404" in log and "pixels differ" in log and "accepted" in log
+
+
+def declared_bomb(path, side=200_000):
+    """A TIFF of about 130 bytes whose header declares one side x side uint8 section (40 GB for 200000)."""
+    import struct
+
+    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 8)]
+    tags += [(277, 3, 1), (278, 4, side), (279, 4, 10)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags
+    )
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 18) + b"\x78\x9c" + b"\x00" * 8 + ifd + b"\x00" * 4)
+    return path
+
+
+def test_a_file_declaring_sections_the_job_cannot_hold_is_refused_unread(serve, tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    declared_bomb(folder / "bomb.tif")
+    base, _ = serve(folder)
+    dest = tmp_path / "out" / "bomb.tif"
+    message = r"declares 1 sections of 200000 x 200000 uint8 \(40\.00 GB each\), more than this job's memory \(268 MB\)"
+    with pytest.raises(DownloadError, match=message):
+        fetch_verified([Candidate((f"{base}/bomb.tif",))], dest, None, OPTIONS, memory_bytes=256 * 2**20)
+    assert sorted(p.name for p in dest.parent.iterdir()) == []
+
+
+def test_a_relative_mirror_path_moves_on_to_the_next_mirror(published, serve, tmp_path):
+    folder, image = published
+    base, _ = serve(folder)
+    found = [Candidate(("sections/0.tif",)), Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))]
+    accepted = fetch_verified(found, tmp_path / "out" / "image.tif", pixel_sha256(image), OPTIONS)
+    assert accepted is found[1]
+
+
+def test_a_killed_runs_download_folder_is_removed_by_the_next(published, serve, tmp_path):
+    folder, _ = published
+    base, _ = serve(folder)
+    dest = tmp_path / "out" / "image.tif"
+    stale = dest.parent / f".{dest.name}.abc123" / "sections"  # what TemporaryDirectory left at a SIGKILL
+    stale.mkdir(parents=True)
+    (stale / "000000.tif").write_bytes(b"x" * 1000)
+    fetch_verified([Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))], dest, None, OPTIONS)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["image.tif"]

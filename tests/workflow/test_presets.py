@@ -1,0 +1,134 @@
+"""Every preset of the shipped config runs through the workflow: augment, train, predict, evaluate.
+
+The presets are read from config/config.yaml, so a preset added there is covered
+without editing this file. Each is shrunk for CI only where that keeps its
+network: few samples and iterations, and the smallest legal tile whose output
+covers 64 px. A preset whose encoder starts from a named pretrained file fetches
+it through the download stage from a loopback server.
+"""
+
+import copy
+import json
+
+import pytest
+import torch
+import yaml
+from helpers import REPO, run_snakemake, tiny_config, write_config
+from unet_pipeline.core.checksums import sha256_of_file
+from unet_pipeline.data import volume_store
+from unet_pipeline.models.tile_geometry import geometry_of
+from unet_pipeline.models.unet import load_model
+
+pytestmark = pytest.mark.workflow
+
+SHIPPED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+TILE_OUTPUT = 64
+
+
+def shrunk(preset: dict) -> dict:
+    """The preset with its network and settings, at CI size."""
+    preset = copy.deepcopy(preset)
+    preset["input_size"] = geometry_of(preset["model"]).input_size_for_output(TILE_OUTPUT)
+    preset["samples"] = 4
+    training = preset.setdefault("training", {})
+    training.update(iterations=2, validate_every=2, log_every=1, batch_size=min(training.get("batch_size", 1), 2))
+    return preset
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_isbi):
+    return tmp_path_factory.mktemp("presets")
+
+
+@pytest.fixture
+def weights_server(serve, tmp_path):
+    """A loopback server with a VGG11-shaped state dict named as torchvision names its files."""
+    from helpers import vgg11_state_dict
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    staged = folder / "staged.pth"
+    torch.save(vgg11_state_dict(seed=3), staged)
+    name = f"vgg11-{sha256_of_file(staged)[:8]}.pth"
+    staged.rename(folder / name)
+    base, requests = serve(folder)
+    return f"{base}/{name}", folder / name, requests
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED["presets"]))
+def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weights_server):
+    url, weights_file, requests = weights_server
+    config = tiny_config(tiny_isbi.as_uri())
+    config["preset"] = name
+    config["presets"] = {name: shrunk(SHIPPED["presets"][name])}
+    config["pretrained_weights"] = {key: url for key in SHIPPED["pretrained_weights"]}
+    if name == SHIPPED["preset"]:  # the default run predicts as shipped (the tiny config switches TTA off)
+        config["prediction"]["tta"] = SHIPPED["prediction"]["tta"]
+    write_config(workdir / f"{name}.yaml", config)
+    run_snakemake(workdir, "--configfile", f"{name}.yaml")
+
+    results = workdir / "results"
+    model, metadata = load_model(results / "tiny" / "models" / name / "model.pt")
+    shipped_model = SHIPPED["presets"][name]["model"]
+    assert metadata["model"]["architecture"] == shipped_model["architecture"]
+    assert metadata["input_size"] == config["presets"][name]["input_size"]
+    assert metadata["training"]["iterations"] == 2
+    for dataset in ("tiny", "tiny_test"):
+        prediction = volume_store.open_store(results / dataset / "predictions" / f"{name}.zarr")[
+            volume_store.IMAGE_PATH
+        ]
+        assert prediction.shape == (3, 128, 128)
+    summary = json.loads((results / "tiny" / "evaluation" / name / "summary.json").read_text())
+    assert 0.0 <= summary["metrics"]["v_rand"]["value"] <= 1.0
+    assert summary["tta"] is config["prediction"]["tta"]
+
+    if shipped_model.get("encoder_weights") in SHIPPED["pretrained_weights"]:
+        downloaded = results / "downloads" / "weights" / weights_file.name
+        assert sha256_of_file(downloaded) == sha256_of_file(weights_file)
+        assert [path for path, _ in requests] == [f"/{weights_file.name}"]
+        assert metadata["model"]["encoder_weights"] == str(downloaded.relative_to(workdir))
+        assert metadata["data"]["encoder_weights_sha256"] == sha256_of_file(weights_file)
+        training = SHIPPED["presets"][name]["training"]
+        if training["optimizer"] == "adam":  # an Adam step moves a weight by at most about one learning rate
+            state = torch.load(weights_file, weights_only=True)
+            difference = (model.encoder[1][0].weight - state["features.3.weight"]).abs().max().item()
+            assert difference <= 2.5 * training["learning_rate"], difference
+
+
+def test_a_preset_with_two_gpus_trains_data_parallel_through_the_workflow(workdir, tiny_isbi):
+    """gpus: 2 starts two ranks with torchrun inside the train rule (gloo on this CPU-only machine)."""
+    config = tiny_config(tiny_isbi.as_uri())
+    preset = shrunk(SHIPPED["presets"]["laptop"]) | {"gpus": 2}
+    preset["training"].update(batch_size=2, iterations=4, validate_every=2)
+    config["preset"], config["presets"] = "laptop_2gpus", {"laptop_2gpus": preset}
+    write_config(workdir / "two_gpus.yaml", config)
+    target = "results/tiny/models/laptop_2gpus/model.json"
+    run_snakemake(workdir, target, "--configfile", "two_gpus.yaml")
+    metadata = json.loads((workdir / target).read_text())
+    assert metadata["training"]["processes"] == 2 and metadata["training"]["iterations"] == 4
+    log = (workdir / "results" / "logs" / "train" / "tiny.laptop_2gpus.log").read_text()
+    assert "starting 2 training processes" in log and "rank 0: INFO" in log, log
+    checkpoint = torch.load(workdir / "results/tiny/models/laptop_2gpus/checkpoints/last.pt", weights_only=False)
+    assert len(checkpoint["rng"]) == 2, "rank 0 wrote the random states of both ranks"
+
+
+def test_a_fine_tuning_preset_starts_from_the_model_of_another(workdir, tiny_isbi):
+    """init_from names another preset's model: snakemake trains that first, then fine-tunes from it."""
+    config = tiny_config(tiny_isbi.as_uri())
+    base = shrunk(SHIPPED["presets"]["laptop"])
+    tuned = copy.deepcopy(base) | {"train_dataset": "tiny", "init_from": "results/tiny/models/base/model.pt"}
+    tuned["training"].update(learning_rate=1e-4, iterations=3)
+    config["preset"], config["presets"] = "base", {"base": base, "tuned": tuned}
+    write_config(workdir / "tuned.yaml", config)
+    result = run_snakemake(workdir, "results/tiny/models/tuned/model.json", "--configfile", "tuned.yaml")
+    assert "rule train:" in result.stdout + result.stderr
+    metadata = json.loads((workdir / "results/tiny/models/tuned/model.json").read_text())
+    start = metadata["training"]["init_from"]
+    assert start["sha256"] == sha256_of_file(workdir / "results/tiny/models/base/model.pt")
+    assert start["preset"] == "base" and metadata["training"]["iterations"] == 3
+
+    wrong = copy.deepcopy(config)
+    wrong["presets"]["tuned"]["model"]["base_channels"] = 8
+    write_config(workdir / "wrong.yaml", wrong)
+    failed = run_snakemake(workdir, "results/tiny/models/tuned/model.json", "--configfile", "wrong.yaml", check=False)
+    assert failed.returncode != 0 and "is not the one trained here" in failed.stdout + failed.stderr

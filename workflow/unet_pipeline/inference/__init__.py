@@ -1,0 +1,1 @@
+"""Inference: the overlap-tile predictor and the choice of its tile size."""

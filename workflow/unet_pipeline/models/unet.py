@@ -1,0 +1,162 @@
+"""The U-Net of Ronneberger et al. (2015), and how to build, save and load a trained network.
+
+Architecture (paper, sect. 2 and Fig. 1): per level two 3x3 convolutions, each
+followed by ReLU, unpadded by default; 2x2 max-pooling with stride 2 between
+levels; channels doubling from ``base_channels`` (64) to 1024 at the bottom;
+2x2 up-convolutions that halve the channels; the encoder map of the same level
+centre-cropped and concatenated; a final 1x1 convolution to the classes. With 5
+levels that is 23 convolutional layers and, for 1 input channel and 2 classes,
+31,030,658 parameters; a 572x572 tile maps to 388x388.
+
+Dropout "at the end of the contracting path": after the deepest encoder level
+and after the bottom block, as in the authors' Caffe model.
+
+Initialisation (sect. 3): weights drawn from a Gaussian with standard deviation
+sqrt(2/N), N the number of inputs of one unit (``initialisation``); LeCun uniform
+is the alternative that TernausNet's comparison uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.atomic import atomic_file
+from ..core.errors import PipelineError
+from .initialisation import initialise
+from .tile_geometry import TileGeometry, geometry_of
+
+MODEL_FORMAT = "unet-pipeline-model/1"
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Everything needed to rebuild the network (stored with every trained model)."""
+
+    architecture: str = "unet"
+    in_channels: int = 1
+    classes: int = 2
+    levels: int = 5
+    base_channels: int = 64
+    padded: bool = False
+    dropout: float = 0.5
+    encoder_weights: str | None = None  # TernausNet: torchvision VGG11 state dict to start the encoder from
+
+    init: str = "he"  # random initialisation: he (the paper's) or lecun_uniform (TernausNet's comparison)
+
+    @property
+    def geometry(self) -> TileGeometry:
+        return geometry_of(asdict(self))
+
+
+def _conv_block(in_channels: int, out_channels: int, padded: bool) -> nn.Sequential:
+    padding = 1 if padded else 0
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=padding),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=padding),
+        nn.ReLU(inplace=True),
+    )
+
+
+def center_crop(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The central ``height`` x ``width`` part of an (n, c, h, w) tensor."""
+    top = (tensor.shape[-2] - height) // 2
+    left = (tensor.shape[-1] - width) // 2
+    return tensor[..., top : top + height, left : left + width]
+
+
+class UNet(nn.Module):
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        super().__init__()
+        if config.architecture != "unet":
+            raise PipelineError(f"UNet cannot build architecture {config.architecture!r}")
+        self.config = config
+        widths = [config.base_channels * 2**level for level in range(config.levels)]
+        self.encoder = nn.ModuleList()
+        channels = config.in_channels
+        for width in widths[:-1]:
+            self.encoder.append(_conv_block(channels, width, config.padded))
+            channels = width
+        self.pool = nn.MaxPool2d(2, 2)
+        self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.bottom = _conv_block(channels, widths[-1], config.padded)
+        self.up = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.up.append(nn.ConvTranspose2d(2 * width, width, 2, stride=2))
+            self.decoder.append(_conv_block(2 * width, width, config.padded))
+        self.head = nn.Conv2d(widths[0], config.classes, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Random weights by ``config.init`` (the paper's He initialisation by default); zero biases."""
+        initialise(self, self.config.init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for level, block in enumerate(self.encoder):
+            x = block(x)
+            if level == len(self.encoder) - 1:
+                x = self.dropout(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.dropout(self.bottom(x))
+        for up, block, skip in zip(self.up, self.decoder, reversed(skips)):
+            x = up(x)
+            x = block(torch.cat([center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
+        return self.head(x)
+
+
+def build_model(config: UNetConfig, load_encoder: bool = True) -> nn.Module:
+    """The network of ``config.architecture`` (unet or ternausnet).
+
+    ``load_encoder`` initialises a TernausNet encoder from ``encoder_weights``;
+    loading a trained model skips it, the state dict holding every weight.
+    """
+    if config.architecture == "unet":
+        return UNet(config)
+    if config.architecture == "ternausnet":
+        from .ternausnet import TernausNet
+
+        network = TernausNet(config)
+        if load_encoder and config.encoder_weights:
+            network.load_vgg11(config.encoder_weights)
+        return network
+    raise PipelineError(f"unknown architecture {config.architecture!r}: use unet or ternausnet")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def save_model(model: nn.Module, path, metadata: dict) -> None:
+    """Write the weights and the metadata (architecture, tiles, normalisation, data) as one file, atomically.
+
+    The metadata also goes, as JSON, beside the file by the caller; the .pt file
+    alone is enough to rebuild and run the network.
+    """
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    with atomic_file(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "metadata": metadata, "state_dict": state}, tmp)
+
+
+def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a trained network from its file; clear errors for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: model file not found")
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise PipelineError(f"{path}: not a readable model file: {error}") from error
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise PipelineError(f"{path}: model format {found!r} is not {MODEL_FORMAT!r}; retrain or convert the model")
+    metadata = saved["metadata"]
+    model = build_model(UNetConfig(**metadata["model"]), load_encoder=False)
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), metadata

@@ -1,0 +1,1 @@
+"""One module per pipeline stage, named as its rule file, script and env: what each rule script calls."""

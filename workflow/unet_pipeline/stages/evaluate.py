@@ -1,0 +1,270 @@
+"""Evaluation stage: ISBI 2012 scores of a prediction, per section and summarised, with figures.
+
+Protocol (``evaluation_plan``): a dataset with ``test`` sections is reported on
+them, at each metric's operating threshold chosen on its ``validation``
+sections (fixed at ``metrics.FIXED_THRESHOLD`` when it has none); nothing
+selects on the test sections, so those are held-out scores. The best value over
+thresholds on the test sections, which is what the challenge reported, is given
+beside it and labelled as such. A dataset without test sections is reported on
+its validation sections (else all), where threshold and score come from the same
+sections: the summary says it is not held out. Sections are scored in parallel
+worker processes (the watershed holds the GIL). See ``metrics`` for how each
+score is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from ..core.atomic import atomic_file
+from ..core.errors import InputDataError
+from ..core.figures import pyplot
+from ..data import volume_store
+from ..data.volume_store import decode_probability
+from ..metrics import section_scores, summarise
+from ..transforms.cells import cells_of
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("v_rand", "v_info", "rand_error", "pixel_error", "warping_error", "misclassified", "iou")
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Which sections are reported, and which choose the operating thresholds (None: a fixed threshold)."""
+
+    split: str
+    sections: list[int]
+    threshold_split: str | None
+    threshold_sections: list[int]
+
+    @property
+    def held_out(self) -> bool:
+        """True when nothing was selected on the reported sections."""
+        return self.threshold_split != self.split
+
+    def split_of(self) -> dict[int, str]:
+        """Every section to score, with its split (reported sections win where both name one)."""
+        return {
+            **dict.fromkeys(self.threshold_sections, self.threshold_split),
+            **dict.fromkeys(self.sections, self.split),
+        }
+
+
+def evaluation_plan(info: dict) -> EvaluationPlan:
+    """The evaluation protocol of a dataset from its section splits (see the module docstring)."""
+    sections = info["sections"]
+    if sections["test"]:
+        validation = sections["validation"]
+        return EvaluationPlan("test", sections["test"], "validation" if validation else None, validation)
+    if sections["validation"]:
+        return EvaluationPlan("validation", sections["validation"], "validation", sections["validation"])
+    every = list(range(info["shape"][0]))
+    return EvaluationPlan("all", every, "all", every)
+
+
+def _score_section(prediction_path: str, volume_path: str, section: int, label_type: str) -> list[dict]:
+    probability = decode_probability(volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH][section])
+    labels = volume_store.open_store(volume_path)[volume_store.LABELS_PATH][section]
+    return [{"section": section, **row} for row in section_scores(probability, cells_of(labels, label_type))]
+
+
+def _check_prediction_matches(prediction, prediction_info: dict, info: dict, prediction_path, volume_path) -> None:
+    """Refuse a prediction of another volume: same shape is not enough, the input checksum must match."""
+    shape = prediction[volume_store.IMAGE_PATH].shape
+    if list(shape) != info["shape"]:
+        raise InputDataError(f"{prediction_path}: prediction shape {shape} differs from the volume {info['shape']}")
+    recorded = prediction_info.get("input_pixel_sha256")
+    if recorded is None:
+        raise InputDataError(
+            f"{prediction_path}: records no input checksum (input_pixel_sha256), so it cannot be matched to "
+            f"{volume_path}; predict the dataset's volume store with the predict rule"
+        )
+    if recorded != volume_store.image_id(info):
+        raise InputDataError(
+            f"{prediction_path}: predicts another volume (input pixel sha256 {recorded}) than {volume_path} "
+            f"({volume_store.image_id(info)})"
+        )
+
+
+def score_sections(prediction_path, volume_path, plan: EvaluationPlan, label_type: str, workers: int = 1) -> list[dict]:
+    """Every score of every section the plan names, at every threshold, each row with its split."""
+    split_of = plan.split_of()
+    arguments = [(str(prediction_path), str(volume_path), section, label_type) for section in sorted(split_of)]
+    if workers > 1 and len(arguments) > 1:
+        with ProcessPoolExecutor(min(workers, len(arguments)), mp_context=get_context("fork")) as pool:
+            per_section = list(pool.map(_score_section, *zip(*arguments)))
+    else:
+        per_section = [_score_section(*args) for args in arguments]
+    return [{"split": split_of[row["section"]], **row} for rows in per_section for row in rows]
+
+
+def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: int = 1) -> dict:
+    """Score the plan's sections at every threshold; write the table (CSV) and the summary (JSON).
+
+    Returns:
+        The summary: dataset, split and sections reported, where the thresholds came from, whether the
+        scores are held out, every metric (``metrics.summarise``), model and data checksums.
+    """
+    import pandas as pd
+
+    volume = volume_store.open_store(volume_path)
+    info = volume_store.provenance(volume)
+    if not info.get("labels"):
+        raise InputDataError(f"{volume_path}: dataset {info['dataset']!r} has no labels to evaluate against")
+    prediction = volume_store.open_store(prediction_path)
+    prediction_info = volume_store.provenance(prediction)
+    _check_prediction_matches(prediction, prediction_info, info, prediction_path, volume_path)
+    plan = evaluation_plan(info)
+    rows = score_sections(prediction_path, volume_path, plan, info["labels"]["type"], workers)
+    with atomic_file(sections_csv) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.12g")
+    reported = [row for row in rows if row["split"] == plan.split]
+    selecting = [row for row in rows if row["split"] == plan.threshold_split] if plan.threshold_split else None
+    model = prediction_info.get("model_metadata", {})
+    summary = {
+        "dataset": info["dataset"],
+        **asdict(plan),
+        "held_out": plan.held_out,
+        "metrics": summarise(reported, selecting),
+        "model": {
+            "file": prediction_info.get("model"),
+            "architecture": model.get("model"),
+            "training": model.get("training"),
+            "training_data": model.get("data"),
+        },
+        "checksums": {
+            "image_pixel_sha256": volume_store.image_id(info),
+            "labels_pixel_sha256": info["labels"]["pixel_sha256"],
+        },
+        "tta": prediction_info.get("tta"),
+    }
+    with atomic_file(summary_json) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("%s", describe(summary))
+    return summary
+
+
+def describe(summary: dict) -> str:
+    """One line per headline metric: held-out value at the operating threshold and the best over thresholds."""
+    chosen = summary["threshold_split"] or "fixed"
+    held = "held out" if summary["held_out"] else "NOT held out"
+    where = f"{summary['dataset']}, {summary['split']} sections {summary['sections']}"
+    lines = [f"{where} ({held}; thresholds chosen on: {chosen}):"]
+    for name in HEADLINE:
+        metric = summary["metrics"][name]
+        best = metric["best_over_thresholds"]
+        lines.append(
+            f"  {name:14s} {metric['value']:.6f} at threshold {metric['threshold']}   "
+            f"(best over thresholds {best['value']:.6f} at {best['threshold']})"
+        )
+    return "\n".join(lines)
+
+
+HEADLINE_NAMES = {
+    "v_rand": "V_rand",
+    "v_info": "V_info",
+    "rand_error": "Rand error",
+    "pixel_error": "pixel error",
+    "warping_error": "warping error",
+}
+
+
+def headline_table(summaries: list[dict]):
+    """The report's front-page table: one row per evaluated dataset and model, the challenge's five scores.
+
+    Each score cell reads "value at its operating threshold (best over thresholds at its threshold)".
+
+    Returns:
+        A pandas DataFrame with columns dataset, model, scored sections and one per score.
+    """
+    import pandas as pd
+
+    rows = []
+    for summary in summaries:
+        sections = summary["sections"]
+        held = "held out" if summary["held_out"] else "thresholds chosen on these sections"
+        row = {
+            "dataset": summary["dataset"],
+            "model": Path(summary["model"]["file"] or "?").parent.name,
+            "scored sections": f"{summary['split']} {sections[0]}-{sections[-1]} ({held})",
+        }
+        for name, title in HEADLINE_NAMES.items():
+            metric = summary["metrics"][name]
+            best = metric["best_over_thresholds"]
+            row[title] = (
+                f"{metric['value']:.6f} at {metric['threshold']} (best {best['value']:.6f} at {best['threshold']})"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_headline_table(summary_paths, csv_path) -> None:
+    """``headline_table`` of the summary JSON files, written as CSV (atomically)."""
+    summaries = []
+    for path in summary_paths:
+        try:
+            summaries.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as error:
+            raise InputDataError(f"{path}: not a readable evaluation summary ({error})") from error
+    with atomic_file(csv_path) as tmp:
+        headline_table(summaries).to_csv(tmp, index=False)
+
+
+def plot_threshold_curves(summary: dict, path) -> None:
+    """The stack scores against the binarisation threshold: F-scores left, the warping error right."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
+    metrics = summary["metrics"]
+    curves = (
+        ("v_rand", "V_rand", False),
+        ("v_info", "V_info", False),
+        ("rand_error", "1 - Rand error (Table 1)", True),
+        ("pixel_error", "1 - pixel error", True),
+    )
+    for name, label, complement in curves:
+        curve = metrics[name]["per_threshold"]
+        values = [1.0 - value if complement else value for value in curve.values()]
+        left.plot([float(t) for t in curve], values, "o-", label=f"{label}: best {np.nanmax(values):.4f}")
+    warping = metrics["warping_error"]["per_threshold"]
+    right.semilogy([float(t) for t in warping], list(warping.values()), "o-", color="tab:red")
+    where = f"{summary['dataset']}, {summary['split']} sections {summary['sections'][0]}-{summary['sections'][-1]}"
+    left.set(xlabel="threshold on the foreground probability", ylabel="score", ylim=(0, 1.01), title=where)
+    left.legend(loc="lower center")
+    best = metrics["warping_error"]["best_over_thresholds"]
+    right.set(
+        xlabel="threshold on the foreground probability",
+        ylabel="warping error",
+        title=f"warping error: best {best['value']:.6f} at {best['threshold']}",
+    )
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_overlays(prediction_path, volume_path, path, threshold: float = 0.5, count: int = 3) -> None:
+    """Image with ground-truth membranes (green) and predicted membranes (magenta) for a few sections."""
+    plt = pyplot()
+    info = volume_store.provenance(volume_store.open_store(volume_path))
+    volume = volume_store.open_store(volume_path)
+    probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
+    sections = evaluation_plan(info).sections[:count]
+    fig, axes = plt.subplots(1, len(sections), figsize=(5 * len(sections), 5.2), constrained_layout=True, squeeze=False)
+    for axis, section in zip(axes[0], sections):
+        image = volume[volume_store.IMAGE_PATH][section].astype(np.float32) / 255.0
+        rgb = np.repeat(image[..., None], 3, axis=-1) * 0.8
+        truth_membrane = volume[volume_store.LABELS_PATH][section] == 0
+        predicted_membrane = decode_probability(probabilities[section]) <= threshold
+        rgb[truth_membrane] = rgb[truth_membrane] * 0.4 + np.array([0.0, 0.6, 0.0])
+        rgb[predicted_membrane] = rgb[predicted_membrane] * 0.5 + np.array([0.5, 0.0, 0.5])
+        axis.imshow(np.clip(rgb, 0, 1))
+        axis.set_title(f"section {section}: truth green, prediction magenta (t={threshold})")
+        axis.set_axis_off()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

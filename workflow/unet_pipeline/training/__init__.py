@@ -1,0 +1,1 @@
+"""Training: batches, data-parallel ranks, and the optimiser check of every shipped preset."""
