@@ -47,7 +47,7 @@ def settings(all_on: bool) -> dict:
 
 def load(data: Path):
     import tifffile
-    from unet_pipeline.stages.weight_maps import class_weights, weight_map
+    from unet_pipeline.transforms.loss_weights import class_weights, weight_map
 
     image = tifffile.imread(data / "train-volume.tif")[:25]
     labels = (tifffile.imread(data / "train-labels.tif")[:25] == 255).astype(np.uint8)
@@ -57,7 +57,7 @@ def load(data: Path):
 
 
 def run_ours(data: Path, samples: int, all_on: bool) -> None:
-    from unet_pipeline.stages.augment import draw_sample, make_sample
+    from unet_pipeline.transforms.augmentation import draw_sample, make_sample
 
     image, labels, weights = load(data)
     options = settings(all_on)

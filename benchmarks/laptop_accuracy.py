@@ -31,7 +31,7 @@ import torch
 from shipped_workflow import REPO, cpu_model, run_shipped, shipped_config
 from train_speed import measure
 from unet_pipeline.stages.evaluate import describe
-from unet_pipeline.stages.train import TrainingOptions
+from unet_pipeline.training.options import TrainingOptions
 
 
 def bare_step_rate() -> float:

@@ -63,7 +63,7 @@ def trivialised(trainer, tile):
 
 def part_milliseconds(trainer, steps: int) -> dict:
     """Each part of a training step alone, in ms (the device waited for after each): batch, module, loss, step."""
-    from unet_pipeline.stages.train import weighted_cross_entropy
+    from unet_pipeline.training.loss import weighted_cross_entropy
 
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     inputs, labels, weights = trainer.parts.batches(0)

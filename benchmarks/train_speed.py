@@ -32,7 +32,9 @@ from shipped_workflow import cpu_model
 from torch.utils.flop_counter import FlopCounterMode
 from unet_pipeline.models.devices import AMP_DTYPES
 from unet_pipeline.models.unet import UNetConfig, build_model, count_parameters
-from unet_pipeline.stages.train import TrainingOptions, make_optimizer, weighted_cross_entropy
+from unet_pipeline.training.loss import weighted_cross_entropy
+from unet_pipeline.training.optimisation import make_optimizer
+from unet_pipeline.training.options import TrainingOptions
 
 
 def step_flops(model, batch, size) -> int:

@@ -19,8 +19,8 @@ import dask
 import dask.array as da
 import numpy as np
 import tifffile
-from unet_pipeline.stages.weight_maps import border_weight, brute_force_border_weight, class_weights, weight_map
 from unet_pipeline.transforms.cells import cells_of
+from unet_pipeline.transforms.loss_weights import border_weight, brute_force_border_weight, class_weights, weight_map
 
 
 def best_of(repeats, function):

@@ -3,7 +3,8 @@
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.core.rule_logging import rule_logging
 from unet_pipeline.models.unet import UNetConfig
-from unet_pipeline.stages.train import TrainingJob, TrainingOptions, train
+from unet_pipeline.stages.train import TrainingJob, train
+from unet_pipeline.training.options import TrainingOptions
 
 with rule_logging(snakemake):
     preset = snakemake.params.preset

@@ -12,7 +12,7 @@ from helpers import REPO
 from unet_pipeline.core.errors import PipelineError
 from unet_pipeline.inference.overlap_tile import TilePredictor, mirrored_reader
 from unet_pipeline.models.unet import UNet, UNetConfig, build_model, count_parameters, load_model, save_model
-from unet_pipeline.stages.train import weighted_cross_entropy
+from unet_pipeline.training.loss import weighted_cross_entropy
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ from unet_pipeline.core.errors import InputDataError
 from unet_pipeline.data import volume_store
 from unet_pipeline.data.mirror import mirror_indices
 from unet_pipeline.models.tile_geometry import TileGeometry
-from unet_pipeline.stages.augment import draw_sample, make_sample, write_augmented_set
+from unet_pipeline.stages.augment import write_augmented_set
 from unet_pipeline.stages.ingest import ingest
 from unet_pipeline.stages.weight_maps import write_weight_maps
+from unet_pipeline.transforms.augmentation import draw_sample, make_sample
 
 INPUT, OUTPUT = 92, 52  # a 3-level unpadded U-Net
 MARGIN = (INPUT - OUTPUT) // 2

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,16 +20,12 @@ from unet_pipeline.models.ternausnet import VGG11_CONVOLUTIONS
 from unet_pipeline.models.unet import UNetConfig, load_model
 from unet_pipeline.stages.augment import write_augmented_set
 from unet_pipeline.stages.ingest import ingest
-from unet_pipeline.stages.train import (
-    AugmentedSet,
-    TrainingJob,
-    TrainingOptions,
-    learning_rate,
-    train,
-    weighted_cross_entropy,
-)
+from unet_pipeline.stages.train import AugmentedSet, TrainingJob, train
 from unet_pipeline.stages.weight_maps import write_weight_maps
 from unet_pipeline.training.batches import DeviceBatches
+from unet_pipeline.training.loss import weighted_cross_entropy
+from unet_pipeline.training.optimisation import learning_rate
+from unet_pipeline.training.options import TrainingOptions
 
 pytestmark = pytest.mark.workflow
 
@@ -170,9 +167,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(synthetic, tmp_path):
         "from pathlib import Path; from test_train import run;"
         f"run(Path({str(synthetic)!r}), Path({str(tmp_path)!r}), iterations=100000, validate_every=3, log_every=3)"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=REPO / "tests" / "stages"
-    )  # test_train is importable there
+    path = os.pathsep.join([str(REPO / "tests"), str(REPO / "tests" / "stages")])  # helpers and test_train
+    process = subprocess.Popen([sys.executable, "-c", script], env=os.environ | {"PYTHONPATH": path})
     last = tmp_path / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while not last.exists() and time.time() < deadline:

@@ -9,14 +9,8 @@ from scipy import ndimage
 from unet_pipeline.core.errors import InputDataError
 from unet_pipeline.data import volume_store
 from unet_pipeline.stages.ingest import ingest
-from unet_pipeline.stages.weight_maps import (
-    border_weight,
-    brute_force_border_weight,
-    cells_of,
-    class_weights,
-    weight_map,
-    write_weight_maps,
-)
+from unet_pipeline.stages.weight_maps import cells_of, write_weight_maps
+from unet_pipeline.transforms.loss_weights import border_weight, brute_force_border_weight, class_weights, weight_map
 
 W0, SIGMA = 10.0, 5.0
 

@@ -5,9 +5,10 @@ import pytest
 import torch
 from unet_pipeline.core.errors import PipelineError
 from unet_pipeline.inference.overlap_tile import normalise
-from unet_pipeline.stages.train import Trainer, TrainingOptions, TrainingParts
 from unet_pipeline.training import distributed
 from unet_pipeline.training.batches import DeviceBatches, PrefetchedBatches, batch_plan, batch_source
+from unet_pipeline.training.options import TrainingOptions
+from unet_pipeline.training.trainer import Trainer, TrainingParts
 
 NORMALISATION = {"mean": 0.4932, "std": 0.1731}
 

@@ -4,8 +4,8 @@ Layers, each importing only those above it:
 
 - ``core``: errors, atomic writes, checksums, progress, rule logging, figures;
 - ``data``: sources and their transfer, image readers, the OME-Zarr volume store;
-- ``transforms``: cells of label images, gray-value normalisation;
 - ``models``: the networks, their tile geometry, device and precision;
+- ``transforms``: augmentation, loss weight maps, cells of label images, gray-value normalisation;
 - ``training``, ``inference``, ``metrics``: the trainer's parts, the overlap-tile
   predictor, the ISBI 2012 scores;
 - ``stages``: one module per pipeline stage (``stages.download``, ``stages.ingest``,

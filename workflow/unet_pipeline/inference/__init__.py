@@ -1,1 +1,2 @@
-"""Inference: the overlap-tile predictor and the choice of its tile size."""
+"""Inference: the overlap-tile predictor, the choice of its tile size, and the restartable work store that
+a prediction is written into."""

@@ -33,69 +33,33 @@ the single-process one to float rounding; with dropout each rank draws its own m
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core.atomic import atomic_file
 from ..core.checksums import sha256_of_file
 from ..core.errors import InputDataError, PipelineError
-from ..core.figures import pyplot
 from ..data import volume_store
 from ..inference.overlap_tile import TilePredictor
-from ..metrics import validation_scores
-from ..models.devices import amp_dtype, autocast, pick_device
-from ..models.unet import MODEL_FORMAT, UNetConfig, build_model, count_parameters, load_model, save_model
+from ..models.devices import amp_dtype, pick_device
+from ..models.unet import MODEL_FORMAT, UNetConfig, count_parameters, save_model
 from ..training import batches, distributed
+from ..training.checkpoints import initial_weights, run_signature
+from ..training.curve import CURVE_FIELDS, plot_curve
 from ..training.distributed import World
+from ..training.optimisation import make_optimizer
+from ..training.options import TrainingOptions
+from ..training.trainer import Trainer, TrainingParts, prepared_model
+from ..training.validation import validate
 from ..transforms import normalisation
-from ..transforms.cells import cells_of
 
 log = logging.getLogger("unet_pipeline.stages.train")  # also when torchrun runs this module as __main__
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    iterations: int
-    batch_size: int = 1
-    optimizer: str = "sgd"
-    learning_rate: float = 0.001
-    momentum: float = 0.99
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup: int = 0
-    online_augmentation: bool = True
-    validate_every: int = 500
-    log_every: int = 50
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "bf16"
-    channels_last: bool = True
-    compile: bool = False
-    validation_batch_size: int = 4
-
-    # settings that change the result; the rest (logging, device, speed) may change on resume
-    RESULT_FIELDS = (
-        "batch_size",
-        "optimizer",
-        "learning_rate",
-        "momentum",
-        "weight_decay",
-        "schedule",
-        "warmup",
-        "online_augmentation",
-        "seed",
-    )
 
 
 @dataclass(frozen=True)
@@ -129,33 +93,6 @@ class TrainingJob:
         return cls(**values | {"model": UNetConfig(**values["model"]), "options": TrainingOptions(**values["options"])})
 
 
-def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """mean over pixels of w(x) * -log softmax(logits)(x)[label(x)] (paper, eq. 1)."""
-    return (weights * F.cross_entropy(logits.float(), labels.long(), reduction="none")).mean()
-
-
-def learning_rate(options: TrainingOptions, step: int) -> float:
-    """The learning rate at ``step``: linear warm-up, then constant, polynomial or cosine decay."""
-    if step < options.warmup:
-        return options.learning_rate * (step + 1) / options.warmup
-    progress = (step - options.warmup) / max(options.iterations - options.warmup, 1)
-    if options.schedule == "poly":
-        return options.learning_rate * (1.0 - progress) ** 0.9
-    if options.schedule == "cosine":
-        return options.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return options.learning_rate
-
-
-def make_optimizer(model, options: TrainingOptions) -> torch.optim.Optimizer:
-    if options.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=options.learning_rate, momentum=options.momentum, weight_decay=options.weight_decay
-        )
-    if options.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-    raise PipelineError(f"unknown optimizer {options.optimizer!r}: use sgd or adam")
-
-
 class AugmentedSet:
     """The augmented Zarr set: its (inputs, labels, weights) arrays, read lazily, and its provenance."""
 
@@ -180,305 +117,6 @@ def normalisation_of(volume, sections) -> dict:
     range (``normalisation.PERCENTILES``, gray values) that per-volume normalisation maps new volumes onto."""
     image = volume[volume_store.IMAGE_PATH]
     return normalisation.statistics(normalisation.histogram(image[z] for z in sections))
-
-
-def validate(predictor: TilePredictor, volume, sections) -> dict:
-    """Misclassified fraction, V_rand (ISBI style) and foreground IoU at threshold 0.5, averaged over ``sections``.
-
-    Args:
-        predictor: the network in eval mode with its tile settings.
-        volume: the dataset's volume store (image, labels and their type).
-        sections: the validation sections, predicted whole with the overlap-tile strategy.
-    """
-    image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
-    label_type = volume_store.provenance(volume)["labels"]["type"]
-    scores = [validation_scores(predictor.section(image[z]), cells_of(labels[z], label_type)) for z in sections]
-    # nanmean: a section without true cells has no V_rand (metrics docstring) but still a pixel score.
-    return {name: float(np.nanmean([score[name] for score in scores])) for name in scores[0]}
-
-
-def _atomic_torch_save(payload, path: Path) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def run_signature(model_config: UNetConfig, options: TrainingOptions, data_attrs: dict, start: dict | None) -> str:
-    """What a checkpoint must match to be resumed: model, result-relevant options, tile size, data, start."""
-    described = {
-        "model": asdict(model_config),
-        "options": {field: getattr(options, field) for field in TrainingOptions.RESULT_FIELDS},
-        "input_size": data_attrs["input_size"],
-        "data": {key: data_attrs[key] for key in ("seed", "samples", "source", "augmentation")},
-    }
-    if start is not None:  # fine-tuning: which weights it started from (absent otherwise: old signatures hold)
-        described["init_from"] = start["sha256"]
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
-
-
-NETWORK_FIELDS = ("architecture", "in_channels", "classes", "levels", "base_channels", "padded")
-
-
-def initial_weights(path, model_config: UNetConfig, input_size: int) -> tuple[dict, dict]:
-    """Fine-tuning: the state dict of a trained model file and what to record of it.
-
-    Raises:
-        PipelineError: the file is missing or not a model, or its network or tile size is not this run's.
-    """
-    start, metadata = load_model(path)
-    theirs = asdict(UNetConfig(**metadata["model"]))
-    ours = asdict(model_config)
-    if [theirs[key] for key in NETWORK_FIELDS] != [ours[key] for key in NETWORK_FIELDS] or (
-        metadata["input_size"] != input_size
-    ):
-        describe = lambda config, size: ", ".join(f"{key} {config[key]}" for key in NETWORK_FIELDS) + f", tiles {size}"
-        raise PipelineError(
-            f"init_from {path}: its network ({describe(theirs, metadata['input_size'])}) is not the one trained "
-            f"here ({describe(ours, input_size)}); fine-tuning needs the same network and tile size"
-        )
-    record = {"path": str(path), "sha256": sha256_of_file(path), "normalisation": metadata["normalisation"]}
-    record |= {key: metadata.get("training", {}).get(key) for key in ("preset", "dataset")}
-    return start.state_dict(), record
-
-
-def plot_curve(rows: list[dict], path) -> None:
-    """Training loss (running mean) and validation scores against the step."""
-    plt = pyplot()
-    train = [row for row in rows if row["split"] == "train"]
-    valid = [row for row in rows if row["split"] == "validation"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    if train:
-        left.plot([row["step"] for row in train], [row["loss"] for row in train])
-        left.set_yscale("log")
-    left.set(xlabel="iteration", ylabel="weighted cross-entropy", title="training loss (running mean)")
-    if valid:
-        steps = [row["step"] for row in valid]
-        right.plot(steps, [row["v_rand"] for row in valid], "o-", label="V_rand (threshold 0.5)")
-        right.plot(steps, [1 - row["misclassified"] for row in valid], "s-", label="1 - misclassified fraction")
-        right.legend()
-    right.set(xlabel="iteration", title="validation")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-CURVE_FIELDS = ["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"]
-
-
-def curve_row(split: str, step: int, **values) -> dict:
-    """One row of the training curve; the fields a split does not have are None."""
-    return dict.fromkeys(CURVE_FIELDS) | {"split": split, "step": step, **values}
-
-
-@dataclass
-class TrainingParts:
-    """What a ``Trainer`` is given: the network, its optimiser, its batches, where it runs, how it validates.
-
-    ``batches`` maps a step to that step's (network input, labels, weights) on ``device``
-    (``batches.batch_source``); ``validate`` scores the model on the validation sections, or is None
-    when there are none; ``precision`` is the autocast dtype (``devices.amp_dtype``).
-    """
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    batches: Callable[[int], tuple]
-    device: torch.device
-    precision: torch.dtype | None = None
-    world: World = distributed.SINGLE
-    validate: Callable[[torch.nn.Module], dict] | None = None
-
-
-class Trainer:
-    """One training run: ``train_step``, ``validation_step``, checkpoints, and a short ``run`` loop.
-
-    Checkpoints: ``last.pt`` after every validation (resumed when its signature matches) and ``best.pt``
-    whenever validation improves (V_rand at threshold 0.5, then the misclassified fraction). The loss
-    stays on the device between log steps: the loop waits for the GPU once per ``log_every`` steps,
-    when it checks that every loss of the window is finite.
-    """
-
-    def __init__(self, parts: TrainingParts, options: TrainingOptions, checkpoints, signature: str):
-        self.parts, self.options, self.signature = parts, options, signature
-        self.forward = self._parallel_forward()
-        self.checkpoints = Path(checkpoints)
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.step, self.rows, self.best = 0, [], None
-
-    def _parallel_forward(self):
-        """The module the training steps call: the model, wrapped for data parallelism and compiled as asked."""
-        forward = self.model
-        if self.world.size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            forward = DistributedDataParallel(self.model, device_ids=device_ids)
-            torch.manual_seed(int(np.random.default_rng([self.options.seed, self.world.rank]).integers(2**62)))
-        return torch.compile(forward) if self.options.compile and self.device.type == "cuda" else forward
-
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.parts.model
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self.parts.optimizer
-
-    @property
-    def device(self) -> torch.device:
-        return self.parts.device
-
-    @property
-    def world(self) -> World:
-        return self.parts.world
-
-    @property
-    def last_path(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.checkpoints / "best.pt"
-
-    def load_checkpoint(self) -> None:
-        """Continue from ``last.pt`` when it belongs to this configuration and not to a longer run."""
-        if not self.last_path.exists():
-            return
-        saved = load_checkpoint_file(self.last_path)
-        if saved["signature"] != self.signature or saved["step"] > self.options.iterations:
-            log.info("ignoring %s: it belongs to another configuration or a longer run", self.last_path)
-            return
-        self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self._restore_rng(saved["rng"])
-        self.step, self.rows, self.best = saved["step"], saved["rows"], saved["best"]
-        log.info("resuming from %s at step %d", self.last_path, self.step)
-
-    def _restore_rng(self, states: list) -> None:
-        """This rank's (CPU, CUDA) RNG states of the checkpoint; those of another number of ranks do not apply."""
-        if len(states) != self.world.size:
-            log.warning(
-                "%s holds the random states of %d processes, this run has %d: dropout draws differ from an "
-                "uninterrupted run",
-                self.last_path,
-                len(states),
-                self.world.size,
-            )
-            return
-        cpu, cuda = states[self.world.rank]
-        torch.set_rng_state(cpu)
-        if self.device.type == "cuda" and cuda is not None:
-            torch.cuda.set_rng_state(cuda, self.device)
-
-    def save_checkpoint(self) -> None:
-        """Everything a resumed run needs to end bit-identical to an uninterrupted one, written atomically.
-
-        Every rank calls it (the RNG states of all ranks are gathered); rank 0 writes.
-        """
-        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        rng = distributed.gather_objects((torch.get_rng_state(), cuda_rng), self.world)
-        if not self.world.main:
-            return
-        payload = {"signature": self.signature, "step": self.step, "model": self.model.state_dict(), "rng": rng}
-        payload |= {"optimizer": self.optimizer.state_dict(), "rows": self.rows, "best": self.best}
-        _atomic_torch_save(payload, self.last_path)
-
-    def train_step(self) -> torch.Tensor:
-        """One optimiser step on the batch of ``self.step``; returns its loss, on the device (no wait for it)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.options, self.step)
-        inputs, labels, weights = self.parts.batches(self.step)
-        with autocast(self.device, self.parts.precision):
-            logits = self.forward(inputs)
-        loss = weighted_cross_entropy(logits, labels, weights)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.step += 1
-        return loss.detach()
-
-    def checked_mean(self, losses: list[torch.Tensor]) -> float:
-        """The mean loss of the steps that ended at ``self.step``, over the ranks; the one wait for the device.
-
-        Raises:
-            PipelineError: naming the first step whose loss was not finite.
-        """
-        values = torch.stack(losses).double().cpu()
-        mean = distributed.mean_over_ranks(float(values.mean()), self.world)
-        if math.isfinite(mean):
-            return mean
-        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
-        where = f"step {self.step - len(losses) + bad[0]}" if bad else f"steps before {self.step} on another rank"
-        found = f"loss {values[bad[0]].item()}" if bad else "loss not finite"
-        raise PipelineError(f"training diverged at {where} ({found}); lower the learning rate")
-
-    def validation_step(self) -> None:
-        """Score the validation sections, log them, and keep the weights when they are the best so far."""
-        self.model.eval()
-        scores = self.parts.validate(self.model)
-        self.model.train()
-        self.rows.append(curve_row("validation", self.step, **scores))
-        log.info(
-            "step %d: validation misclassified %.4f, V_rand %.4f", self.step, scores["misclassified"], scores["v_rand"]
-        )
-        rank = (scores["v_rand"], -scores["misclassified"])
-        if self.best is None or rank > (self.best["v_rand"], -self.best["misclassified"]):
-            self.best = {"step": self.step, **scores}
-            _atomic_torch_save(
-                {"signature": self.signature, "step": self.step, "model": self.model.state_dict()}, self.best_path
-            )
-
-    def _log(self, losses: list[torch.Tensor], timed: tuple[float, int]) -> None:
-        """One training row: the mean loss of ``losses``, the learning rate, and the tiles per second since
-        ``timed`` (time, step): the last log or validation, so that validation time is not in the rate."""
-        loss = self.checked_mean(losses)
-        rate = (self.step - timed[1]) * self.options.batch_size / (time.perf_counter() - timed[0])
-        lr = learning_rate(self.options, self.step - 1)
-        self.rows.append(curve_row("train", self.step, loss=loss, lr=lr, tiles_per_s=rate))
-        log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", self.step, loss, lr, rate)
-
-    def run(self) -> None:
-        """Train from the current step to ``options.iterations``, logging, validating and checkpointing."""
-        options, losses, timed = self.options, [], (time.perf_counter(), self.step)
-        self.model.train()
-        while self.step < options.iterations:
-            losses.append(self.train_step())
-            last = self.step == options.iterations
-            validates = self.step % options.validate_every == 0 or last
-            if self.step % options.log_every == 0 or last:
-                self._log(losses, timed)
-                losses, timed = [], (time.perf_counter(), self.step)
-            elif validates:
-                self.checked_mean(losses)  # no checkpoint of diverged weights
-            if validates:
-                if self.parts.validate is not None and self.world.main:
-                    self.validation_step()
-                self.save_checkpoint()
-                timed = (time.perf_counter(), self.step)
-
-    def load_best(self) -> None:
-        """The best validated weights; the last ones when there are no validation sections (logged)."""
-        if self.best is None:
-            log.info("no validation sections: the model holds the weights of the last iteration")
-            return
-        if not self.best_path.exists():
-            raise PipelineError(
-                f"{self.best_path}: the best checkpoint (step {self.best['step']}) is missing; "
-                f"delete {self.last_path} to train again"
-            )
-        self.model.load_state_dict(load_checkpoint_file(self.best_path)["model"])
-
-
-def load_checkpoint_file(path: Path) -> dict:
-    """A checkpoint's payload, unpickled as weights only: a file from elsewhere cannot run code here.
-
-    Raises:
-        PipelineError: the file is not a checkpoint that loads so (truncated, or holding other objects).
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # RNG states stay on the CPU
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError for such files
-        raise PipelineError(
-            f"{path}: not a training checkpoint that loads as weights only ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); delete it to train again"
-        ) from error
 
 
 @dataclass(frozen=True)
@@ -512,16 +150,6 @@ def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device, volu
         return validate(predictor, volume, sections)
 
     return scores
-
-
-def prepared_model(config: UNetConfig, options: TrainingOptions, device: torch.device, state: dict | None = None):
-    """The network of ``config`` with the weights of ``state`` (random when None; call after seeding), on
-    ``device``, in channels_last as ``options`` ask (faster on GPUs and CPUs, benchmarks/train_speed.py)."""
-    model = build_model(config)
-    if state is not None:
-        model.load_state_dict(state)
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if options.channels_last else model
 
 
 def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distributed.SINGLE) -> tuple:

@@ -16,11 +16,13 @@ import torch
 
 from ..models.devices import amp_dtype, pick_device
 from ..models.unet import UNetConfig
-from ..stages.augment import generate_samples
-from ..stages.train import Trainer, TrainingOptions, TrainingParts, make_optimizer, prepared_model
-from ..stages.weight_maps import class_weights, weight_map
+from ..transforms.augmentation import generate_samples
+from ..transforms.loss_weights import class_weights, weight_map
 from ..transforms.normalisation import histogram, statistics
 from .batches import DeviceBatches
+from .optimisation import make_optimizer
+from .options import TrainingOptions
+from .trainer import Trainer, TrainingParts, prepared_model
 
 
 def augmented_tiles(image: np.ndarray, labels: np.ndarray, tile: tuple[int, int], samples: int, options: dict):

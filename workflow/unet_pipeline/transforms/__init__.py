@@ -1,1 +1,2 @@
-"""What is computed from images and labels: cells of a label image, gray-value normalisation."""
+"""What is computed from images and labels: augmentation (the paper's elastic deformation), the loss weight
+map, cells of a label image, gray-value normalisation."""
