@@ -1,7 +1,7 @@
 """Augmentation speed and memory: this pipeline vs elasticdeform, on 572 -> 388 ISBI samples.
 
     pip install --no-binary elasticdeform elasticdeform==0.5.1   # its wheel is built against NumPy 1
-    python benchmarks/augment_speed.py [--data ../shared/data/isbi2012] [--samples 200]
+    python benchmarks/augment_speed.py [--data DIR] [--samples 200]
 
 Each method runs in its own subprocess (so peak RSS is its own) on one core, on
 the ISBI training sections held in memory, and makes one sample as the training
@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 import numpy as np
+from shipped_workflow import ISBI_DATA
 
 INPUT, OUTPUT, MARGIN, SIGMA, POINTS = 572, 388, 92, 10.0, 3
 METHODS = ("ours-elastic", "elasticdeform", "ours-all", "stage")
@@ -131,7 +132,7 @@ def child(method: str, data: Path, samples: int) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Fine-tuning the ISBI laptop model on a new labelled stack against training the laptop preset from scratch on it.
 
-    python benchmarks/fine_tuning.py [--data ../shared/data/isbi2012] [--results results_fine_tuning]
+    python benchmarks/fine_tuning.py [--data DIR] [--results results_fine_tuning]
                                      [--transform blurred] [--iterations 1000 3000] [--learning-rate 3e-4]
                                      [--keep]
 
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from scipy import ndimage
-from shipped_workflow import REPO, cpu_model, run_shipped, shipped_config
+from shipped_workflow import ISBI_DATA, REPO, cpu_model, run_shipped, shipped_config
 
 TRANSFORMS = {
     "blurred": lambda image: ndimage.gaussian_filter(image**0.5, 1.5),
@@ -130,7 +130,7 @@ def report(results: Path, dataset: str, preset: str) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--results", type=Path, default=REPO / "results_fine_tuning")
     parser.add_argument("--transform", choices=sorted(TRANSFORMS), default="blurred", help="how the new stack differs")
     parser.add_argument("--iterations", nargs="+", type=int, default=[1000, 3000])

@@ -1,6 +1,6 @@
 """Ingest of a large uint8 Zarr v3 volume: copied (``link: false``, as before) against used in place.
 
-    python benchmarks/ingest_in_place.py [--data ../shared/data/isbi2012] [--tiles 8] [--repeats 3]
+    python benchmarks/ingest_in_place.py [--data DIR] [--tiles 8] [--repeats 3]
 
 The volume is the ISBI test volume tiled tiles x tiles in y and x (8: 30 x 4096 x 4096,
 0.5 GB of uint8), written as a Zarr v3 array with one chunk per 1024 x 1024 of a
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import zarr
-from shipped_workflow import cpu_model
+from shipped_workflow import ISBI_DATA, cpu_model
 from unet_pipeline.data import volume_store
 from unet_pipeline.stages.ingest import ingest
 
@@ -54,7 +54,7 @@ def disk_bytes(path: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--tiles", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()

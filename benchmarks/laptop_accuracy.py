@@ -1,6 +1,6 @@
 """Train and evaluate the laptop preset on ISBI 2012 through the workflow, and report time and scores.
 
-    python benchmarks/laptop_accuracy.py [--data ../shared/data/isbi2012] [--results results_laptop_accuracy]
+    python benchmarks/laptop_accuracy.py [--data DIR] [--results results_laptop_accuracy]
                                          [--rescore [--no-tta]]
 
 Runs the real pipeline (`snakemake --cores 2`) with the default config, its two
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from shipped_workflow import REPO, cpu_model, run_shipped, shipped_config
+from shipped_workflow import ISBI_DATA, REPO, cpu_model, run_shipped, shipped_config
 from train_speed import measure
 from unet_pipeline.stages.evaluate import describe
 from unet_pipeline.training.options import TrainingOptions
@@ -51,7 +51,7 @@ def loop_rate(results: Path) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--results", type=Path, default=REPO / "results_laptop_accuracy")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--rescore", action="store_true", help="keep the trained model, rerun the evaluation")

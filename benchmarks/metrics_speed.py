@@ -1,6 +1,6 @@
 """Time of the ISBI 2012 evaluation on 30 ISBI-sized sections, 11 thresholds, every metric incl. warping error.
 
-    python benchmarks/metrics_speed.py [--data ../shared/data/isbi2012] [--workers 2]
+    python benchmarks/metrics_speed.py [--data DIR] [--workers 2]
 
 The probability maps are the training labels blurred and perturbed with noise
 (a realistic mix of thin and broken membranes), stored as a uint8 prediction
@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 import numpy as np
 import zarr
 from scipy import ndimage
+from shipped_workflow import ISBI_DATA
 from unet_pipeline.data import volume_store
 from unet_pipeline.metrics import FIJI_THRESHOLDS, section_scores
 from unet_pipeline.metrics.warping import warping_mismatches
@@ -59,7 +60,7 @@ def warping_scaling(labels: np.ndarray, stored: np.ndarray) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

@@ -1,7 +1,7 @@
 """Per-volume normalisation against the training set's, on the ISBI validation sections with changed contrast.
 
     python benchmarks/normalisation_contrast.py [--model results/isbi2012/models/laptop/model.pt]
-                                                [--data ../shared/data/isbi2012] [--sections 20-24]
+                                                [--data DIR] [--sections 20-24]
 
 The validation sections (20-24, which training only used to pick its checkpoint) are
 altered as a microscope or another lab would alter them: gray values x in [0, 1]
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from shipped_workflow import cpu_model
+from shipped_workflow import ISBI_DATA, cpu_model
 from unet_pipeline.data import volume_store
 from unet_pipeline.data.sources import parse_sections
 from unet_pipeline.metrics import validation_scores
@@ -67,7 +67,7 @@ def score(prediction: Path, labels: np.ndarray) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "results" / "isbi2012" / "models" / "laptop" / "model.pt")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--sections", default="20-24")
     args = parser.parse_args()
     image = tifffile.imread(args.data / "train-volume.tif")

@@ -1,6 +1,6 @@
 """Sharded prediction: throughput of 1 shard against 2 shards of one thread each, through the workflow.
 
-    python benchmarks/predict_scaling.py [--data ../shared/data/isbi2012] [--tiles 8] [--results results_scaling]
+    python benchmarks/predict_scaling.py [--data DIR] [--tiles 8] [--results results_scaling]
                                          [--input-size 348]
 
 The volume is the ISBI test volume tiled tiles x tiles in y and x (8: 30 x 4096 x 4096,
@@ -28,7 +28,7 @@ import numpy as np
 import tifffile
 import yaml
 from predict_speed import preset_model
-from shipped_workflow import cpu_model
+from shipped_workflow import ISBI_DATA, cpu_model
 from unet_pipeline.data import volume_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def cores_used(results: Path, rule: str) -> list[float]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--tiles", type=int, default=8)
     parser.add_argument("--results", type=Path, default=REPO / "results_scaling")
     parser.add_argument("--cores", type=int, default=2)

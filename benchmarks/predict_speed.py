@@ -49,15 +49,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 import numpy as np
 import torch
-import yaml
-from shipped_workflow import cpu_model
+from shipped_workflow import cpu_model, shipped_config
 
 
 def preset_model(path: Path, preset: str = "laptop") -> Path:
     """A randomly initialised network of a shipped preset saved as a model file (speed does not depend on weights)."""
     from unet_pipeline.models.unet import UNetConfig, build_model, save_model
 
-    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"][preset]
+    settings = shipped_config()["presets"][preset]
     torch.manual_seed(0)
     metadata = {
         "model": {**settings["model"], "in_channels": 1, "classes": 2},

@@ -17,8 +17,12 @@ ISBI_DATA = Path(os.environ.get("UNET_SHARED_DATA", REPO.parent / "shared" / "da
 
 
 def shipped_config() -> dict:
-    """config/config.yaml as shipped (presets, datasets, prediction settings)."""
-    return yaml.safe_load(SHIPPED_CONFIG.read_text())
+    """config/config.yaml as the workflow sees it: the schema's defaults filled in (Snakemake's ``validate``)."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
 
 
 def run_shipped(overlay: dict, name: str, cores: int, targets=(), options=()) -> subprocess.CompletedProcess:

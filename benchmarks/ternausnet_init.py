@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import yaml
-from shipped_workflow import REPO, run_shipped
+from shipped_workflow import ISBI_DATA, REPO, run_shipped
 
 VARIANTS = {"random": None, "imagenet": "imagenet"}
 
@@ -91,7 +91,7 @@ def plot(curves: dict, path: Path) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--results", type=Path, default=REPO / "results_ternausnet_init")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=200)

@@ -1,6 +1,6 @@
 """Weight maps of the 30 ISBI 2012 training sections: windowed implementation vs brute force.
 
-    python benchmarks/weight_map_speed.py [--data ../shared/data/isbi2012] [--repeats 3]
+    python benchmarks/weight_map_speed.py [--data DIR] [--repeats 3]
 
 Times the library's weight_map over all sections serially and with dask on 2
 threads (as the weight_maps rule runs it), and the brute-force reference (one
@@ -19,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 import tifffile
+from shipped_workflow import ISBI_DATA
 from unet_pipeline.transforms.cells import cells_of
 from unet_pipeline.transforms.loss_weights import border_weight, brute_force_border_weight, class_weights, weight_map
 
@@ -34,7 +35,7 @@ def best_of(repeats, function):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "isbi2012")
+    parser.add_argument("--data", type=Path, default=ISBI_DATA)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--w0", type=float, default=10.0)
     parser.add_argument("--sigma", type=float, default=5.0)

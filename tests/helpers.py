@@ -92,3 +92,12 @@ def vgg11_state_dict(seed=0):
         state[f"features.{index}.bias"] = torch.randn(cout, generator=generator)
     state["classifier.0.weight"] = torch.zeros(8, 8)
     return state
+
+
+def shipped_config() -> dict:
+    """config/config.yaml as the workflow sees it: the schema's defaults filled in (Snakemake's ``validate``)."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    return config

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
-from helpers import REPO
+from helpers import shipped_config
 from unet_pipeline.core.errors import PipelineError
 from unet_pipeline.inference.overlap_tile import TilePredictor, mirrored_reader
 from unet_pipeline.models.unet import UNet, UNetConfig, build_model, count_parameters, load_model, save_model
@@ -27,7 +26,7 @@ def paper_net():
 )
 def test_parameter_counts_of_the_shipped_presets(preset, parameters):
     """The counts config/README.md states; each network built from the preset of config/config.yaml."""
-    model = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["presets"][preset]["model"]
+    model = shipped_config()["presets"][preset]["model"]
     with torch.device("meta"):
         network = build_model(UNetConfig(**{**model, "encoder_weights": None}))
     assert count_parameters(network) == parameters

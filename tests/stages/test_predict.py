@@ -1,6 +1,7 @@
 """The prediction stage: whole volumes, borders, restarts, bounded memory, submission TIFF."""
 
 import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -35,6 +36,14 @@ def training_tiles(request, monkeypatch):
         monkeypatch.setattr(
             predict_module.tile_choice, "choose", lambda predictor, training_size, *args: {"input_size": training_size}
         )
+
+
+@pytest.fixture(autouse=True)
+def without_test_time_augmentation(monkeypatch):
+    """These tests check chunks, borders, restarts and shards, which TTA (the schema's default) does not change:
+    its 8 views would only multiply their time by 8. They predict without it unless they ask for it."""
+    plain = functools.partial(predict_module.PredictionOptions, tta=False)
+    monkeypatch.setattr(predict_module, "PredictionOptions", plain)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +137,7 @@ def test_peak_memory_does_not_grow_with_the_volume(model_path, tmp_path):
         "from unet_pipeline.stages.predict import predict_volume;"
         "path, size, out = sys.argv[1], int(sys.argv[2]), sys.argv[3];"
         "zarr.create_array(path, shape=(1, size, size), chunks=(1, 512, 512), dtype='uint8', fill_value=90);"
-        f"predict_volume({str(model_path)!r}, path, out, batch_size=8, threads=2, input_size=292);"
+        f"predict_volume({str(model_path)!r}, path, out, batch_size=8, threads=2, input_size=292, tta=False);"
         "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
     )
     peaks = {}

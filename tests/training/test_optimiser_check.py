@@ -12,14 +12,13 @@ import copy
 import numpy as np
 import pytest
 import tifffile
-import yaml
-from helpers import REPO
+from helpers import shipped_config
 from unet_pipeline.models.tile_geometry import geometry_of
 from unet_pipeline.training.optimiser_check import augmented_tiles, losses, verdict
 
 pytestmark = pytest.mark.workflow
 
-SHIPPED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+SHIPPED = shipped_config()
 STEPS = 30
 LARGEST_TILE = 192  # px; the laptop preset runs its shipped 188-px tiles
 SMALLEST_TILE = 128  # px; TernausNet runs 128-px tiles (its shipped 256 px take 2 s a step here)

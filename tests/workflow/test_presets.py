@@ -12,8 +12,7 @@ import json
 
 import pytest
 import torch
-import yaml
-from helpers import REPO, run_snakemake, tiny_config, write_config
+from helpers import run_snakemake, shipped_config, tiny_config, write_config
 from unet_pipeline.core.checksums import sha256_of_file
 from unet_pipeline.data import volume_store
 from unet_pipeline.models.tile_geometry import geometry_of
@@ -21,7 +20,7 @@ from unet_pipeline.models.unet import load_model
 
 pytestmark = pytest.mark.workflow
 
-SHIPPED = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+SHIPPED = shipped_config()
 TILE_OUTPUT = 64
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..core.checksums import CHUNK_BYTES, verify_sha256
+from ..core.defaults import defaults_from_schema
 from ..core.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,19 @@ USER_AGENT = "unet-pipeline-download/1"
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("download")
 class DownloadOptions:
-    """How hard a download tries (the ``download`` section of the config; its schema holds the defaults)."""
+    """How hard a download tries (the ``download`` section of the config; defaults and meanings: its schema).
 
-    retries: int = 4
-    backoff_s: float = 2.0
-    timeout_s: float = 60.0
-    deadline_s: float | None = None  # for the whole download, retries included; None: none
-    max_gb: float | None = None  # largest file accepted; None: any size
+    ``deadline_s`` covers the whole download, retries included, and ``max_gb`` is the largest file accepted;
+    None sets no limit.
+    """
+
+    retries: int
+    backoff_s: float
+    timeout_s: float
+    deadline_s: float | None
+    max_gb: float | None
 
     @classmethod
     def of(cls, config: dict) -> DownloadOptions:

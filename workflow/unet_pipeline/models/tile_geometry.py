@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from ..core.defaults import schema_defaults
 from ..core.errors import PipelineError
 
 
@@ -118,9 +119,9 @@ def geometry_of(model: dict) -> TileGeometry:
     Returns:
         The network's ``TileGeometry``.
     """
-    architecture = model.get("architecture", "unet")
-    if architecture == "ternausnet":
+    model = schema_defaults("$defs/preset/model") | dict(model)  # what a preset leaves out is the schema's
+    if model["architecture"] == "ternausnet":
         return TileGeometry(levels=6, padded=True)
-    if architecture == "unet":
-        return TileGeometry(levels=model.get("levels", 5), padded=model.get("padded", False))
-    raise PipelineError(f"unknown architecture {architecture!r}: use unet or ternausnet")
+    if model["architecture"] == "unet":
+        return TileGeometry(levels=model["levels"], padded=model["padded"])
+    raise PipelineError(f"unknown architecture {model['architecture']!r}: use unet or ternausnet")

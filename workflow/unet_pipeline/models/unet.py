@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..core.atomic import atomic_file
+from ..core.defaults import defaults_from_schema
 from ..core.errors import PipelineError
 from .initialisation import initialise
 from .tile_geometry import TileGeometry, geometry_of
@@ -33,19 +34,20 @@ MODEL_FORMAT = "unet-pipeline-model/1"
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("$defs/preset/model")
 class UNetConfig:
-    """Everything needed to rebuild the network (stored with every trained model)."""
+    """Everything needed to rebuild the network (stored with every trained model): a preset's ``model``
+    (defaults and meanings: the schema), and the channels in and out, which the pipeline fixes."""
 
-    architecture: str = "unet"
-    in_channels: int = 1
-    classes: int = 2
-    levels: int = 5
-    base_channels: int = 64
-    padded: bool = False
-    dropout: float = 0.5
-    encoder_weights: str | None = None  # TernausNet: torchvision VGG11 state dict to start the encoder from
-
-    init: str = "he"  # random initialisation: he (the paper's) or lecun_uniform (TernausNet's comparison)
+    architecture: str
+    levels: int
+    base_channels: int
+    padded: bool
+    dropout: float
+    encoder_weights: str | None
+    init: str
+    in_channels: int = 1  # gray-value images
+    classes: int = 2  # background (membrane), foreground (cell)
 
     @property
     def geometry(self) -> TileGeometry:

@@ -40,6 +40,7 @@ import torch
 
 from ..core.atomic import atomic_file
 from ..core.checksums import sha256_of_file
+from ..core.defaults import defaults_from_schema
 from ..core.errors import InputDataError, PipelineError
 from ..core.progress import Progress
 from ..data import volume_store
@@ -91,8 +92,10 @@ NORMALISATIONS = ("training", "volume")
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("prediction")
 class PredictionOptions:
-    """How a volume is predicted (the ``prediction:`` section of the config, less ``submission_tiff``).
+    """How a volume is predicted (the ``prediction:`` section of the config, less ``shards`` and
+    ``submission_tiff``, which the workflow handles; defaults: the schema).
 
     ``input_size`` None: measured on the device when the prediction starts (``tile_choice``), the same for
     all its shard jobs; any legal size works. ``memory_mb``: the job's memory, which bounds that choice. ``dtype``: the stored probability, uint8 (x255) or float16. ``image_key``: the array inside
@@ -100,15 +103,15 @@ class PredictionOptions:
     mean and std) or ``volume`` (fitted to this volume's gray-value range, ``normalisation.for_volume``).
     """
 
-    batch_size: int = 4
-    device: str = "auto"
-    amp: str = "bf16"
-    tta: bool = False
-    dtype: str = "uint8"
-    threads: int = 1
-    input_size: int | None = None
+    batch_size: int
+    device: str
+    amp: str
+    tta: bool
+    dtype: str
+    input_size: int | None
+    normalisation: str
+    threads: int = 1  # the job's, not the config's
     image_key: str | None = None
-    normalisation: str = "training"
     memory_mb: int | None = None
 
     def __post_init__(self):

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.atomic import atomic_file, atomic_store
+from ..core.defaults import defaults_from_schema
 from ..core.errors import InputDataError
 from ..core.progress import Progress
 from ..data import volume_store
@@ -41,11 +42,13 @@ TABLE_COLUMNS = ["section", "label", "area", "centroid_y", "centroid_x", "top", 
 
 
 @dataclass(frozen=True)
+@defaults_from_schema("segmentation", required=("threshold",))
 class SegmentationOptions:
-    """How probabilities become cells: ``threshold`` on the foreground probability, ``min_size`` in pixels."""
+    """How probabilities become cells: ``threshold`` on the foreground probability (the config's null resolved
+    by ``evaluated_threshold``), ``min_size`` in pixels (default: the schema)."""
 
     threshold: float
-    min_size: int = 0
+    min_size: int
 
 
 def evaluated_threshold(summary_path) -> float:

@@ -15,12 +15,12 @@ from ..core.figures import pyplot
 from ..core.progress_dask import dask_progress
 from ..data import volume_store
 from ..transforms.cells import cells_of
-from ..transforms.loss_weights import DEFAULT_TOLERANCE, class_weights, foreground_fraction, weight_map
+from ..transforms.loss_weights import DEFAULT_TOLERANCE, SIGMA, W0, class_weights, foreground_fraction, weight_map
 
 log = logging.getLogger(__name__)
 
 
-def write_weight_maps(volume_path, out_path, w0: float = 10.0, sigma: float = 5.0, workers: int = 1) -> dict:
+def write_weight_maps(volume_path, out_path, w0: float = W0, sigma: float = SIGMA, workers: int = 1) -> dict:
     """Compute the weight map of every labelled section with dask and store them as float32 Zarr.
 
     Class frequencies come from the dataset's training sections (all sections

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.defaults import defaults_from_schema
+
 
 @dataclass(frozen=True)
+@defaults_from_schema("$defs/preset/training")
 class TrainingOptions:
+    """How a network is trained (a preset's ``training``; defaults and meanings: the schema)."""
+
     iterations: int
-    batch_size: int = 1
-    optimizer: str = "sgd"
-    learning_rate: float = 0.001
-    momentum: float = 0.99
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup: int = 0
-    online_augmentation: bool = True
-    validate_every: int = 500
-    log_every: int = 50
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "bf16"
-    channels_last: bool = True
-    compile: bool = False
-    validation_batch_size: int = 4
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+    schedule: str
+    warmup: int
+    online_augmentation: bool
+    validate_every: int
+    log_every: int
+    seed: int
+    device: str
+    amp: str
+    channels_last: bool
+    compile: bool
+    validation_batch_size: int
 
     # settings that change the result; the rest (logging, device, speed) may change on resume
     RESULT_FIELDS = (

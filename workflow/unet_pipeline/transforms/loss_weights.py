@@ -28,9 +28,12 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from ..core.defaults import schema_defaults
 from .cells import cells_of
 
 DEFAULT_TOLERANCE = 1e-7
+# the paper's w0 and sigma (in pixels), whose home is the config schema's ``weight_map``
+W0, SIGMA = (schema_defaults("weight_map")[key] for key in ("w0", "sigma"))
 
 
 def class_weights(foreground_fraction: float) -> tuple[float, float]:
@@ -56,7 +59,7 @@ def border_cutoff(w0: float, sigma: float, tolerance: float = DEFAULT_TOLERANCE)
 
 
 def border_weight(
-    cells: np.ndarray, w0: float = 10.0, sigma: float = 5.0, tolerance: float = DEFAULT_TOLERANCE
+    cells: np.ndarray, w0: float = W0, sigma: float = SIGMA, tolerance: float = DEFAULT_TOLERANCE
 ) -> np.ndarray:
     """The border term w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) on background pixels (cells == 0), float32."""
     cutoff = border_cutoff(w0, sigma, tolerance)
@@ -83,8 +86,8 @@ def border_weight(
 def weight_map(
     labels: np.ndarray,
     class_weight: tuple[float, float],
-    w0: float = 10.0,
-    sigma: float = 5.0,
+    w0: float = W0,
+    sigma: float = SIGMA,
     label_type: str = "binary",
 ) -> np.ndarray:
     """The full weight map w_c + border term of one label section (0/1 or instance ids), float32."""
@@ -104,7 +107,7 @@ def foreground_fraction(labels, sections) -> float:
     return float((stack > 0).mean().compute())
 
 
-def brute_force_border_weight(cells: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
+def brute_force_border_weight(cells: np.ndarray, w0: float = W0, sigma: float = SIGMA) -> np.ndarray:
     """The border term by the naive method: one full-image distance transform per cell.
 
     Deliberately straightforward: the reference that ``border_weight`` is tested and benchmarked
