@@ -24,14 +24,21 @@ LIBRARY = "unet_pipeline"
 RULE_START = re.compile(r"^[ \t]*(?:rule|checkpoint)[ \t]+(\w+)[ \t]*:", re.MULTILINE)
 
 
+USE_RULE = re.compile(r"^[ \t]*use[ \t]+rule[ \t]+(\w+)[ \t]+as[ \t]+(\w+)", re.MULTILINE)
+
+
 def rule_blocks() -> list[tuple[str, str, Path]]:
-    """(name, text, rule file) of every rule and checkpoint definition, indented ones (inside an if) included."""
+    """(name, text, rule file) of every rule and checkpoint definition, indented ones (inside an if) included;
+    a rule made by ``use rule BASE as NAME with:`` has its base's text (its env and script are the base's)."""
     found = []
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Snakefile"]:
         text = smk.read_text()
         starts = list(RULE_START.finditer(text))
         for start, end in zip(starts, [*starts[1:], None]):
-            found.append((start.group(1), text[start.start() : end.start() if end else len(text)], smk))
+            block = text[start.start() : end.start() if end else len(text)]
+            found.append((start.group(1), USE_RULE.split(block)[0], smk))
+        bases = {name: (block, where) for name, block, where in found}
+        found += [(name, *bases[base]) for base, name in USE_RULE.findall(text)]
     return found
 
 

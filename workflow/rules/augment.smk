@@ -14,9 +14,9 @@ rule augment:
             subcategory="{dataset}",
         ),
     log:
-        f"{RESULTS}/logs/augment/{{dataset}}.{{preset}}.log",
+        log_of("augment", "dataset", "preset"),
     benchmark:
-        f"{RESULTS}/benchmarks/augment/{{dataset}}.{{preset}}.tsv"
+        benchmark_of("augment", "dataset", "preset")
     conda:
         "../../envs/augment.yaml"
     threads: STAGE_THREADS

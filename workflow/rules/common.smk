@@ -40,6 +40,8 @@ PATHS = {
     "cell_table": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}_cells.csv",
     "prediction_figure": f"{RESULTS}/{{dataset}}/figures/prediction_{{preset}}.png",
 }
+# Each job's log and Snakemake benchmark record, named by its rule and wildcards (log_of, benchmark_of).
+JOB_RECORD = f"{RESULTS}/{{kind}}/{{rule}}/{{job}}.{{suffix}}"
 DATASETS = config["datasets"]
 PRESETS = config.get("presets", {})
 PRESET = config["preset"]
@@ -52,6 +54,26 @@ PREDICTION_SHARDS = config["prediction"]["shards"]
 MEASURED_TILE = config["prediction"]["input_size"] is None  # the first job of a prediction measures the tile
 SHARD_GIB = 4  # prediction.shards: auto = one shard per this many GiB of (uint8) input
 CLUSTER_THREADS = 8  # a parallel stage's threads where Snakemake has no --cores (a cluster profile)
+
+
+def _job_record(kind, suffix, rule, wildcards):
+    job = ".".join(f"{{{name}}}" for name in wildcards)
+    return JOB_RECORD.format(kind=kind, rule=rule, job=job, suffix=suffix)
+
+
+def log_of(rule, *wildcards):
+    """The log of a job of ``rule``: results/logs/RULE/{W1}.{W2}.log for its wildcards W1, W2."""
+    return _job_record("logs", "log", rule, wildcards)
+
+
+def benchmark_of(rule, *wildcards):
+    """Snakemake's run-time and memory record of a job of ``rule``: results/benchmarks/RULE/{W1}.{W2}.tsv."""
+    return _job_record("benchmarks", "tsv", rule, wildcards)
+
+
+def labelled(dataset):
+    """Whether the config declares labels for ``dataset`` (False for a name it does not declare)."""
+    return bool(DATASETS.get(dataset, {}).get("labels"))
 
 
 def stage_threads():
@@ -68,7 +90,7 @@ STAGE_THREADS = stage_threads()
 
 for _name, _preset in PRESETS.items():
     _dataset = _preset.get("train_dataset") or TRAIN_DATASET
-    if _dataset is not None and not DATASETS.get(_dataset, {}).get("labels"):
+    if _dataset is not None and not labelled(_dataset):
         raise ValueError(f"preset {_name!r}: train_dataset {_dataset!r} must be a dataset of the config with labels")
 for _name, _dataset in DATASETS.items():
     for _role in ("image", "labels"):
@@ -107,7 +129,7 @@ def local_file(dataset, role):
 def ingest_inputs(wildcards):
     """Image and (when declared) labels files of a dataset, for the ingest rule."""
     inputs = {"image": local_file(wildcards.dataset, "image")}
-    if DATASETS[wildcards.dataset].get("labels"):
+    if labelled(wildcards.dataset):
         inputs["labels"] = local_file(wildcards.dataset, "labels")
     return inputs
 
@@ -168,7 +190,7 @@ def model_file(wildcards):
 def train_inputs(wildcards):
     """The augmented set and volume of the training dataset, the encoder's starting weights and the model
     fine-tuning starts from (init_from), if any."""
-    if not DATASETS.get(wildcards.trainset, {}).get("labels"):
+    if not labelled(wildcards.trainset):
         raise ValueError(f"{wildcards.trainset!r} has no labels to train on")
     inputs = {
         "augmented": PATHS["augmented"].format(dataset=wildcards.trainset, preset=wildcards.preset),
@@ -185,10 +207,6 @@ def train_inputs(wildcards):
 def augmentation_options(preset):
     """The augmentation config plus the preset's sample count."""
     return {**config["augmentation"], "samples": PRESETS[preset]["samples"]}
-
-
-def labelled(dataset):
-    return bool(DATASETS[dataset].get("labels"))
 
 
 def segment_inputs(wildcards):

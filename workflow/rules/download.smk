@@ -5,9 +5,9 @@ rule download:
     output:
         PATHS["download"],
     log:
-        f"{RESULTS}/logs/download/{{dataset}}.{{role}}.{{filename}}.log",
+        log_of("download", "dataset", "role", "filename"),
     benchmark:
-        f"{RESULTS}/benchmarks/download/{{dataset}}.{{role}}.{{filename}}.tsv"
+        benchmark_of("download", "dataset", "role", "filename")
     conda:
         "../../envs/download.yaml"
     threads: 1
@@ -25,9 +25,9 @@ rule download_weights:
     output:
         PATHS["weights_download"],
     log:
-        f"{RESULTS}/logs/download_weights/{{filename}}.log",
+        log_of("download_weights", "filename"),
     benchmark:
-        f"{RESULTS}/benchmarks/download_weights/{{filename}}.tsv"
+        benchmark_of("download_weights", "filename")
     conda:
         "../../envs/download.yaml"
     threads: 1

@@ -26,9 +26,9 @@ rule evaluate:
             subcategory="{dataset}",
         ),
     log:
-        f"{RESULTS}/logs/evaluate/{{dataset}}.{{preset}}.log",
+        log_of("evaluate", "dataset", "preset"),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{dataset}}.{{preset}}.tsv"
+        benchmark_of("evaluate", "dataset", "preset")
     conda:
         "../../envs/evaluate.yaml"
     threads: STAGE_THREADS
@@ -51,9 +51,9 @@ rule headline_scores:
             category="Headline scores",
         ),
     log:
-        f"{RESULTS}/logs/headline_scores/{{preset}}.log",
+        log_of("headline_scores", "preset"),
     benchmark:
-        f"{RESULTS}/benchmarks/headline_scores/{{preset}}.tsv"
+        benchmark_of("headline_scores", "preset")
     conda:
         "../../envs/evaluate.yaml"
     threads: 1
@@ -76,9 +76,9 @@ rule prediction_figure:
             subcategory="{dataset}",
         ),
     log:
-        f"{RESULTS}/logs/prediction_figure/{{dataset}}.{{preset}}.log",
+        log_of("prediction_figure", "dataset", "preset"),
     benchmark:
-        f"{RESULTS}/benchmarks/prediction_figure/{{dataset}}.{{preset}}.tsv"
+        benchmark_of("prediction_figure", "dataset", "preset")
     conda:
         "../../envs/evaluate.yaml"
     threads: 1

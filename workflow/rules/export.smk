@@ -9,9 +9,9 @@ rule export:
         onnx=PATHS["onnx"],
         package=PATHS["bioimageio"],
     log:
-        f"{RESULTS}/logs/export/{{trainset}}.{{preset}}.log",
+        log_of("export", "trainset", "preset"),
     benchmark:
-        f"{RESULTS}/benchmarks/export/{{trainset}}.{{preset}}.tsv"
+        benchmark_of("export", "trainset", "preset")
     conda:
         "../../envs/export.yaml"
     threads: 2

@@ -7,9 +7,9 @@ checkpoint ingest:
     output:
         directory(PATHS["volume"]),
     log:
-        f"{RESULTS}/logs/ingest/{{dataset}}.log",
+        log_of("ingest", "dataset"),
     benchmark:
-        f"{RESULTS}/benchmarks/ingest/{{dataset}}.tsv"
+        benchmark_of("ingest", "dataset")
     conda:
         "../../envs/ingest.yaml"
     threads: 1

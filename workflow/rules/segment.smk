@@ -8,9 +8,9 @@ rule segment:
         cells=directory(PATHS["segmentation"]),
         table=PATHS["cell_table"],
     log:
-        f"{RESULTS}/logs/segment/{{dataset}}.{{preset}}.log",
+        log_of("segment", "dataset", "preset"),
     benchmark:
-        f"{RESULTS}/benchmarks/segment/{{dataset}}.{{preset}}.tsv"
+        benchmark_of("segment", "dataset", "preset")
     conda:
         "../../envs/segment.yaml"
     threads: 1

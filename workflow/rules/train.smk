@@ -21,9 +21,9 @@ rule train:
             subcategory="{preset}",
         ),
     log:
-        f"{RESULTS}/logs/train/{{trainset}}.{{preset}}.log",
+        log_of("train", "trainset", "preset"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{trainset}}.{{preset}}.tsv"
+        benchmark_of("train", "trainset", "preset")
     conda:
         "../../envs/train.yaml"
     threads: STAGE_THREADS

@@ -13,9 +13,9 @@ rule weight_maps:
             subcategory="{dataset}",
         ),
     log:
-        f"{RESULTS}/logs/weight_maps/{{dataset}}.log",
+        log_of("weight_maps", "dataset"),
     benchmark:
-        f"{RESULTS}/benchmarks/weight_maps/{{dataset}}.tsv"
+        benchmark_of("weight_maps", "dataset")
     conda:
         "../../envs/weight_maps.yaml"
     threads: STAGE_THREADS
