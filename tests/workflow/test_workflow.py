@@ -237,7 +237,7 @@ def test_bad_config_is_rejected_by_the_schema(tmp_path):
 
 
 def test_sharded_prediction_through_the_workflow_equals_one_job(tiny_isbi, tmp_path):
-    """prediction.shards: auto (one shard per 4 GiB: here 1, after ingest, a checkpoint) and 3, against 1."""
+    """prediction.shards: auto (one shard per SHARD_GIB GiB: here 1, after ingest, a checkpoint) and 3, against 1."""
     config = tiny_config(str(tiny_isbi))
     config["prediction"]["input_size"] = 92  # one tile for all three: a measured one may differ by run
     predictions = {}

@@ -35,7 +35,7 @@ def amp_dtype(name: str, device: torch.device, cpu: bool = False):
     """The autocast dtype for ``name`` on ``device``; None means float32 throughout.
 
     On CUDA, as named. On the CPU only where the caller allows it (``cpu``: training) and the CPU has bf16
-    instructions: bf16 autocast trains the laptop network 1.77x faster there (``benchmarks/train_speed.py``).
+    instructions: bf16 autocast trains the laptop network faster there (``benchmarks/README.md``, ``train_speed.py``).
     CPU predictions stay float32, so that they reproduce to 1e-5 whatever the tile size.
     """
     if device.type == "cuda":

@@ -3,7 +3,7 @@
 The volume is processed one output chunk at a time. For each chunk the input
 window it needs (the chunk plus the network's context and the last tile's
 overshoot, mirrored at section borders) is read from Zarr, predicted with the
-overlap-tile strategy (``overlap_tile.predict_region``) and written as one chunk.
+overlap-tile strategy (``TilePredictor.region``) and written as one chunk.
 Peak memory therefore depends on the chunk, tile and batch sizes, never on the
 volume. A reader thread fetches the next windows and a writer thread stores
 finished chunks while the model computes, so the GPU (or the CPU's cores) is not

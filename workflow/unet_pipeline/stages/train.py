@@ -1,21 +1,16 @@
-"""Training stage: the U-Net on the augmented set, with the paper's weighted loss.
+"""Training stage: the U-Net of a preset on the augmented set, assembled from ``training``'s pieces.
 
-Loss (paper, eq. 1): pixel-wise softmax over the final feature map, cross-entropy
-weighted by the weight map w(x), averaged over the output pixels. Optimiser as in
-the paper by default: SGD with momentum 0.99 and one large tile per batch; Adam
-and other batch sizes are options. Training is reproducible: batch ``step`` draws
-its samples and on-the-fly flips from ``default_rng([seed, step])`` (``batches``,
-which also holds the set on the device or reads it ahead), and the torch RNG
-state (dropout) is checkpointed, so a run that was killed and resumed from
-its last checkpoint ends with the same weights as one that was not (the CUDA
-RNG state is checkpointed too; on a GPU, nondeterministic cuDNN kernels can
-still make two runs differ slightly).
+The loss is the paper's weighted cross-entropy (``training.loss``); the optimiser (by default the paper's
+SGD, the schema's ``training``) and its schedule are ``training.optimisation``. Training is
+reproducible: batch ``step`` draws its samples and on-the-fly flips from ``default_rng([seed, step])``
+(``training.batches``), and the torch RNG state (dropout) is checkpointed, so a run that was killed and
+resumed from its last checkpoint ends with the same weights as one that was not (the CUDA RNG state is
+checkpointed too; on a GPU, nondeterministic cuDNN kernels can still make two runs differ slightly).
 
 Checkpoints live in a folder that is not a Snakemake output (Snakemake deletes
 the outputs of a failed job); each carries a signature of the model, the
-optimisation settings and the data, and is used only when the signature matches.
-They load as weights only (``torch.load(weights_only=True)``), so a file put
-into a shared results folder cannot run code in the training job.
+optimisation settings and the data, and is used only when the signature matches
+(``training.checkpoints``, which loads them as weights only).
 
 Fine-tuning (``init_from``): the weights of a trained model file replace the random
 ones before the first step; its network and tile size must be this run's. The

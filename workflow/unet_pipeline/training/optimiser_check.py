@@ -37,7 +37,8 @@ def augmented_tiles(image: np.ndarray, labels: np.ndarray, tile: tuple[int, int]
 
     Returns:
         ((inputs, labels, weights), normalisation): the arrays as the augment stage writes them, with the
-        paper's weight maps (w0 10, sigma 5 px, class balance of these sections), and the sections' mean/std.
+        paper's weight maps (the schema's w0 and sigma, class balance of these sections), and the sections'
+        mean/std.
     """
     cells = (labels > 0).astype(np.uint8)
     balance = class_weights(float(cells.mean()))

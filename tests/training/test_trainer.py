@@ -1,0 +1,67 @@
+"""The training loop driven with in-memory batches: no Zarr set, no volume store, no snakemake."""
+
+import pytest
+import torch
+from unet_pipeline.core.errors import PipelineError
+from unet_pipeline.models.unet import UNetConfig
+from unet_pipeline.training.optimisation import make_optimizer
+from unet_pipeline.training.options import TrainingOptions
+from unet_pipeline.training.trainer import Trainer, TrainingParts, prepared_model
+
+CONFIG = UNetConfig(levels=2, base_channels=4, dropout=0.0)
+TILE, OUT = 28, 12  # a legal tile of the 2-level network
+
+
+def in_memory_batches(poison_step=None):
+    """Step -> (inputs, labels, weights): the same batch for a step whatever the call, NaN inputs at ``poison_step``."""
+
+    def batch(step):
+        generator = torch.Generator().manual_seed(step)
+        inputs = torch.rand(2, 1, TILE, TILE, generator=generator)
+        labels = (inputs[:, 0, 8:-8, 8:-8] > 0.5).long()
+        if step == poison_step:
+            inputs = torch.full_like(inputs, float("nan"))
+        return inputs, labels, torch.ones(labels.shape)
+
+    return batch
+
+
+def trainer(folder, iterations, validate=None, poison_step=None):
+    options = TrainingOptions(
+        iterations=iterations, batch_size=2, optimizer="adam", learning_rate=0.01, log_every=2, validate_every=4
+    )
+    torch.manual_seed(0)
+    model = prepared_model(CONFIG, options, torch.device("cpu"))
+    parts = TrainingParts(model, make_optimizer(model, options), in_memory_batches(poison_step), torch.device("cpu"))
+    parts.validate = validate
+    return Trainer(parts, options, folder, signature="in memory")
+
+
+def test_the_loop_logs_validates_and_checkpoints_on_the_parts_it_is_given(tmp_path):
+    seen = []
+    run = trainer(
+        tmp_path, 8, validate=lambda model: seen.append(model.training) or {"misclassified": 0.1, "v_rand": 0.9}
+    )
+    run.run()
+    assert [row["step"] for row in run.rows if row["split"] == "train"] == [2, 4, 6, 8]
+    assert [row["step"] for row in run.rows if row["split"] == "validation"] == [4, 8]
+    assert seen == [False, False], "validation sees the model in eval mode"
+    assert run.best["step"] == 4 and run.best_path.exists() and run.last_path.exists()
+
+
+def test_a_resumed_in_memory_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    straight = trainer(tmp_path / "straight", 8)
+    straight.run()
+    first = trainer(tmp_path / "resumed", 4)
+    first.run()
+    resumed = trainer(tmp_path / "resumed", 8)
+    resumed.load_checkpoint()
+    assert resumed.step == 4
+    resumed.run()
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_a_non_finite_loss_stops_the_loop_naming_its_step(tmp_path):
+    with pytest.raises(PipelineError, match=r"training diverged at step 5 \(loss nan\)"):
+        trainer(tmp_path, 8, poison_step=5).run()
