@@ -104,7 +104,7 @@ def run_stage(data: Path, samples: int) -> None:
             folder / "w.zarr",
             folder / "a.zarr",
             options,
-            TileGeometry(5),
+            TileGeometry(levels=5, padded=False),
             INPUT,
             workers=2,
             progress=False,

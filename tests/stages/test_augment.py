@@ -140,7 +140,7 @@ def all_on(samples, per_task):
 
 def test_augmented_set_is_deterministic_and_well_formed(tiny_training, tmp_path):
     volume, weights = tiny_training / "volume.zarr", tiny_training / "weights.zarr"
-    geometry = TileGeometry(levels=3)
+    geometry = TileGeometry(levels=3, padded=False)
     serial = write_augmented_set(
         volume, weights, tmp_path / "a.zarr", all_on(9, 4), geometry, INPUT, workers=1, progress=False
     )
@@ -174,7 +174,7 @@ def test_refuses_data_without_training_sections_or_with_foreign_weights(tiny_tra
             tiny_training / "weights.zarr",
             tmp_path / "a.zarr",
             all_on(2, 1),
-            TileGeometry(3),
+            TileGeometry(levels=3, padded=False),
             INPUT,
         )
     config["sections"] = {"train": "0"}
@@ -187,7 +187,7 @@ def test_refuses_data_without_training_sections_or_with_foreign_weights(tiny_tra
             tiny_training / "weights.zarr",
             tmp_path / "a.zarr",
             all_on(2, 1),
-            TileGeometry(3),
+            TileGeometry(levels=3, padded=False),
             INPUT,
         )
     assert not (tmp_path / "a.zarr").exists()

@@ -27,11 +27,12 @@ def tile_margin(input_size: int, output_size: int) -> int:
 
 @dataclass(frozen=True)
 class TileGeometry:
-    """Geometry of a U-Net with ``levels`` resolution levels (the paper: 5, i.e. 4 poolings)."""
+    """Geometry of a U-Net with ``levels`` resolution levels (the paper: 5, i.e. 4 poolings), ``padded`` or
+    not (a preset's model; ``geometry_of`` builds it from one)."""
 
-    levels: int = 5
-    padded: bool = False
-    convs_per_level: int = 2
+    levels: int
+    padded: bool
+    convs_per_level: int = 2  # the network's structure (models.unet), not an option
 
     @property
     def trim(self) -> int:
