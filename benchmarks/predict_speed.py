@@ -1,15 +1,17 @@
 """Prediction throughput and peak memory: the predict stage vs MONAI's sliding_window_inference.
 
     pip install monai==1.6.1      # for the comparison only
-    python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508] [--preset laptop]
+    python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508] [--batch-size 4] [--preset laptop]
                                        [--model results/isbi2012/models/laptop/model.pt] [--device auto] [--amp bf16]
-                                       [--compile]
+                                       [--tta] [--compile]
 
 A synthetic uint8 volume of --shape (random gray values, written chunk by chunk
 to Zarr) is predicted three ways, each in its own subprocess so that peak RSS is
 its own:
 
-- stage: unet_pipeline.stages.predict.predict_volume (Zarr in, Zarr out, chunk by chunk);
+- stage: unet_pipeline.stages.predict.predict_volume (Zarr in, Zarr out, chunk by chunk), test-time
+  augmentation off; with --tta also ``stage_tta`` (its 8 views), with --compile also ``stage_compiled``
+  (``prediction.compile``, compile time included);
 - monai: per section, monai.inferers.sliding_window_inference over the section
   as one tensor, with the same network wrapped to mirror-pad its input by the
   context margin (so its output matches the ROI), ROI = the output tile, overlap
@@ -25,9 +27,9 @@ kernel choice) included; the compute sides predict one batch before their clock
 starts. Time per section is the time over the number of sections (--shape 30 512 512
 is ISBI's test volume); a large volume gives the steady throughput.
 
-All three run on the same device (--device, default: CUDA when present) with
-the same precision (--amp: bf16 autocast on CUDA, as the stage does; float32 on
-the CPU), and the output says which.
+Every side runs on the same device (--device, default: CUDA when present) with
+the same tile (--input-size), batch (--batch-size) and precision (--amp: bf16
+autocast on CUDA, as the stage does; float32 on the CPU), and the output says which.
 
 Without --model a randomly initialised network of --preset (default laptop) is
 used (throughput does not depend on the weights). The default shape is 2 GiB; a
@@ -86,26 +88,34 @@ def precision(device: str, amp: str):
     return torch_device, amp_dtype(amp, torch_device)
 
 
-def run_stage(model: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
+def run_stage(run: dict, tta: bool = False, compiled: bool = False) -> dict:
     from unet_pipeline.stages.predict import predict_volume
 
-    info = predict_volume(
-        model, volume, out, batch_size=4, device=device, amp=amp, threads=threads, input_size=input_size
-    )
-    return {"seconds": info["seconds"]}
+    options = {key: run[key] for key in ("batch_size", "device", "amp", "threads", "input_size")}
+    start = time.perf_counter()
+    predict_volume(run["model"], run["volume"], run["out"], tta=tta, compile=compiled, **options)
+    return {"seconds": time.perf_counter() - start}
 
 
-def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str) -> dict:
+def run_stage_tta(run: dict) -> dict:
+    return run_stage(run, tta=True)
+
+
+def run_stage_compiled(run: dict) -> dict:
+    return run_stage(run, compiled=True)
+
+
+def run_monai(run: dict) -> dict:
     import zarr
     from monai.inferers import sliding_window_inference
     from unet_pipeline.inference.overlap_tile import normalise
     from unet_pipeline.models.devices import autocast
     from unet_pipeline.models.unet import load_model
 
-    torch.set_num_threads(threads)
-    torch_device, dtype = precision(device, amp)
-    model, metadata = load_model(model_path, torch_device)
-    geometry = model.config.geometry
+    torch.set_num_threads(run["threads"])
+    torch_device, dtype = precision(run["device"], run["amp"])
+    model, metadata = load_model(run["model"], torch_device)
+    geometry, input_size = model.config.geometry, run["input_size"]
     output, margin, step = geometry.output_size(input_size), geometry.margin(input_size), geometry.tile_step(input_size)
 
     class MirrorPadded(torch.nn.Module):
@@ -119,8 +129,8 @@ def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: 
             return torch.softmax(self.net(torch.nn.functional.pad(x, (margin,) * 4, mode="reflect")), dim=1)[:, 1:]
 
     wrapped = MirrorPadded(model).eval()
-    image = zarr.open(volume, mode="r")
-    target = zarr.create_array(out, shape=image.shape, chunks=image.chunks, dtype="uint8")
+    image = zarr.open(run["volume"], mode="r")
+    target = zarr.create_array(run["out"], shape=image.shape, chunks=image.chunks, dtype="uint8")
     start = time.perf_counter()
     with torch.no_grad(), autocast(torch_device, dtype):
         for z in range(image.shape[0]):
@@ -128,7 +138,7 @@ def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: 
             probability = sliding_window_inference(
                 section,
                 (output, output),
-                4,
+                run["batch_size"],
                 wrapped,
                 overlap=(output - step) / output,
                 mode="constant",
@@ -138,59 +148,104 @@ def run_monai(model_path: str, volume: str, out: str, input_size: int, threads: 
     return {"seconds": time.perf_counter() - start}
 
 
-def run_compute(
-    model_path: str, volume: str, out: str, input_size: int, threads: int, device: str, amp: str, compiled=False
-) -> dict:
+def run_compute(run: dict, compiled: bool = False) -> dict:
     import zarr
     from unet_pipeline.models.devices import autocast
     from unet_pipeline.models.unet import load_model
 
-    torch.set_num_threads(threads)
-    torch_device, dtype = precision(device, amp)
-    model, _ = load_model(model_path, torch_device)
+    torch.set_num_threads(run["threads"])
+    torch_device, dtype = precision(run["device"], run["amp"])
+    model, _ = load_model(run["model"], torch_device)
+    input_size, batch_size = run["input_size"], run["batch_size"]
     step = model.config.geometry.tile_step(input_size)
-    shape = zarr.open(volume, mode="r").shape
+    shape = zarr.open(run["volume"], mode="r").shape
     chunk = min(shape[1], 1024), min(shape[2], 1024)
     per_chunk = math.ceil(chunk[0] / step) * math.ceil(chunk[1] / step)
     tiles = shape[0] * math.ceil(shape[1] / chunk[0]) * math.ceil(shape[2] / chunk[1]) * per_chunk
-    batch = torch.randn(4, 1, input_size, input_size, device=torch_device)
+    batch = torch.randn(batch_size, 1, input_size, input_size, device=torch_device)
     forward = torch.compile(model) if compiled else model
     with torch.no_grad(), autocast(torch_device, dtype):
         start = time.perf_counter()
         torch.softmax(forward(batch), dim=1).float().cpu()  # warm-up (and compilation)
         warm_up = time.perf_counter() - start
         start = time.perf_counter()
-        for _ in range(math.ceil(tiles / 4)):
+        for _ in range(math.ceil(tiles / batch_size)):
             torch.softmax(forward(batch), dim=1).float().cpu()  # to the host, as the stage's probabilities go
     return {"seconds": time.perf_counter() - start, "tiles": tiles, "warm_up_s": warm_up}
 
 
-def run_compiled(*args) -> dict:
-    return run_compute(*args, compiled=True)
+def run_compiled(run: dict) -> dict:
+    return run_compute(run, compiled=True)
 
 
-def child(method, *args):
-    sides = {"stage": run_stage, "monai": run_monai, "compute": run_compute, "compiled": run_compiled}
-    result = sides[method](*args)
+SIDES = {
+    "stage": run_stage,
+    "stage_tta": run_stage_tta,
+    "stage_compiled": run_stage_compiled,
+    "monai": run_monai,
+    "compute": run_compute,
+    "compiled": run_compiled,
+}
+
+
+def child(method: str, run: dict):
+    result = SIDES[method](run)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def main():
+def arguments():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", nargs=3, type=int, default=[8, 16384, 16384])
-    parser.add_argument("--input-size", type=int, default=508, help="tile size for both (legal for the model)")
+    parser.add_argument("--input-size", type=int, default=508, help="tile size for every side (legal for the model)")
+    parser.add_argument("--batch-size", type=int, default=4, help="network inputs per pass, for every side")
     parser.add_argument("--model", type=Path, help="a trained model.pt (default: a random network of --preset)")
     parser.add_argument("--preset", default="laptop", help="the shipped preset whose network is used without --model")
-    parser.add_argument("--compile", action="store_true", help="also time the compute side with torch.compile")
+    parser.add_argument("--tta", action="store_true", help="also run the stage with test-time augmentation")
+    parser.add_argument("--compile", action="store_true", help="also run the stage and the compute side compiled")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (the same for every side)")
     parser.add_argument("--amp", default="bf16", choices=["none", "bf16", "fp16"], help="autocast on CUDA (every side)")
-    parser.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def measure(method: str, run: dict) -> dict:
+    """One side in its own process (its peak RSS is its own)."""
+    command = [sys.executable, __file__, "--child", method, json.dumps(run)]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+
+
+def report(results: dict, shape, voxels: int) -> None:
+    """Each side's rate, then the ratios the prediction issue asks for (the stage against MONAI and the
+    network, TTA against none, compiled against not)."""
+    for method, result in results.items():
+        print(
+            f"{method:15s} {result['seconds']:9.2f} s  {voxels / result['seconds'] / 1e6:8.2f} Mvoxel/s  "
+            f"{1e3 * result['seconds'] / shape[0]:9.1f} ms/section  peak RSS {result['peak_rss_mib']:8.0f} MiB"
+        )
+    stage, monai, compute = (results[m] for m in ("stage", "monai", "compute"))
+    print(
+        f"stage vs MONAI: {monai['seconds'] / stage['seconds']:.2f}x the speed, "
+        f"{stage['peak_rss_mib'] / monai['peak_rss_mib']:.2f}x the peak memory"
+    )
+    print(
+        f"stage vs the network alone: {compute['seconds'] / stage['seconds']:.2f}x its speed ({compute['tiles']} tiles)"
+    )
+    if "stage_tta" in results:
+        print(f"stage with TTA: {stage['seconds'] / results['stage_tta']['seconds']:.2f}x the rate without")
+    if "compiled" in results:
+        print(
+            f"torch.compile: the network {compute['seconds'] / results['compiled']['seconds']:.2f}x "
+            f"(compiling {results['compiled']['warm_up_s']:.1f} s), the stage "
+            f"{stage['seconds'] / results['stage_compiled']['seconds']:.2f}x (compile time included)"
+        )
+
+
+def main():
+    args = arguments()
     if args.child:
-        method, model, volume, out, size, threads, device, amp = args.child
-        child(method, model, volume, out, int(size), int(threads), device, amp)
+        child(args.child[0], json.loads(args.child[1]))
         return
     with tempfile.TemporaryDirectory(dir=REPO / "results" if (REPO / "results").exists() else None) as folder:
         folder = Path(folder)
@@ -201,49 +256,16 @@ def main():
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
         print(f"{name}; network: {args.model or 'random ' + args.preset}")
         print(
-            f"volume {tuple(args.shape)} uint8 = {voxels / 2**30:.2f} GiB, tiles {args.input_size} px, "
-            f"{args.threads} threads, "
-            f"every side on {device} in {dtype or torch.float32}"
+            f"volume {tuple(args.shape)} uint8 = {voxels / 2**30:.2f} GiB, tiles {args.input_size} px, batch "
+            f"{args.batch_size}, {args.threads} threads, every side on {device} in {dtype or torch.float32}"
         )
-        results = {}
-        for method in ("stage", "monai", "compute") + (("compiled",) if args.compile else ()):
-            command = [
-                sys.executable,
-                __file__,
-                "--child",
-                method,
-                str(model),
-                str(folder / "volume.zarr"),
-                str(folder / f"{method}.zarr"),
-                str(args.input_size),
-                str(args.threads),
-                args.device,
-                args.amp,
-            ]
-            results[method] = json.loads(
-                subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
-            )
-            print(
-                f"{method:8s} {results[method]['seconds']:9.1f} s  "
-                f"{voxels / results[method]['seconds'] / 1e6:8.2f} Mvoxel/s  "
-                f"{1e3 * results[method]['seconds'] / args.shape[0]:9.1f} ms/section  "
-                f"peak RSS {results[method]['peak_rss_mib']:8.0f} MiB"
-            )
-        stage, monai, compute = (results[m] for m in ("stage", "monai", "compute"))
-        print(
-            f"stage vs MONAI: {monai['seconds'] / stage['seconds']:.2f}x the speed, "
-            f"{stage['peak_rss_mib'] / monai['peak_rss_mib']:.2f}x the peak memory"
+        run = {"model": str(model), "volume": str(folder / "volume.zarr"), "input_size": args.input_size}
+        run |= {"batch_size": args.batch_size, "threads": args.threads, "device": args.device, "amp": args.amp}
+        methods = (
+            ["stage", "monai", "compute"] + ["stage_tta"] * args.tta + ["stage_compiled", "compiled"] * args.compile
         )
-        print(
-            f"tiling overhead of the stage: {stage['seconds'] / compute['seconds']:.2f}x "
-            f"the pure compute time ({compute['tiles']} tiles)"
-        )
-        if args.compile:
-            compiled = results["compiled"]
-            print(
-                f"torch.compile: {compute['seconds'] / compiled['seconds']:.2f}x the compute speed, "
-                f"compiling took {compiled['warm_up_s']:.1f} s"
-            )
+        results = {method: measure(method, run | {"out": str(folder / f"{method}.zarr")}) for method in methods}
+        report(results, args.shape, voxels)
 
 
 if __name__ == "__main__":

@@ -476,3 +476,17 @@ def test_a_second_writer_of_a_shard_is_refused(model_path, tmp_path, monkeypatch
         finally:
             other.kill()
     assert predict_volume(model_path, image, tmp_path / "out.zarr")["chunks_computed"] == 3, "a dead holder's lock"
+
+
+def test_the_device_path_through_the_stage_stores_what_the_host_path_stores(model_path, tmp_path, monkeypatch):
+    """Tiles cut, turned and stitched on the device (CUDA's path, forced here on the CPU), copied back by the
+    writer thread: the stored prediction is the host path's, TTA included."""
+    image, _ = volume(tmp_path, chunks=(1, 64, 96))
+    host = predict_volume(model_path, image, tmp_path / "host.zarr", dtype="float16", tta=True)
+    monkeypatch.setattr(predict_module, "TilePredictor", functools.partial(TilePredictor, on_device=True))
+    device = predict_volume(model_path, image, tmp_path / "device.zarr", dtype="float16", tta=True)
+    stored = [
+        volume_store.open_store(tmp_path / name)[volume_store.IMAGE_PATH][:] for name in ("host.zarr", "device.zarr")
+    ]
+    assert device["chunks_computed"] == host["chunks_computed"] == 3
+    np.testing.assert_allclose(decode(stored[1]), decode(stored[0]), atol=1e-3, rtol=0)

@@ -126,8 +126,11 @@ class TilePredictor:
         normalisation: ``{"mean", "std"}`` of the training gray values scaled to [0, 1].
         device: where the network runs.
         amp_dtype: autocast dtype (``devices.amp_dtype``), None for float32.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass; on the device path, network inputs per pass, which with ``tta``
+            are the views of consecutive tiles (8 or more put each tile's 8 views in one pass).
         tta: average the 8 flips and rotations of every tile.
+        on_device: cut, normalise, turn and stitch the tiles of a region on ``device`` (``region_tensor``);
+            None: on CUDA only, so that CPU predictions stay bit for bit what the host path computes.
     """
 
     model: torch.nn.Module
@@ -138,6 +141,7 @@ class TilePredictor:
     amp_dtype: torch.dtype | None = None
     batch_size: int = 4
     tta: bool = False
+    on_device: bool | None = None
 
     def __post_init__(self):
         self.geometry.tile_step(self.input_size)  # an illegal tile size is a clear error here
@@ -168,6 +172,10 @@ class TilePredictor:
         rows, cols = self.origins(region)
         return np.arange(rows[0], rows[-1] + self.input_size), np.arange(cols[0], cols[-1] + self.input_size)
 
+    @property
+    def stitches_on_device(self) -> bool:
+        return self.device.type == "cuda" if self.on_device is None else self.on_device
+
     def region(self, read: Reader, region: Region) -> np.ndarray:
         """Foreground probabilities (bottom - top, right - left) of ``region`` of the image ``read`` gives.
 
@@ -178,6 +186,8 @@ class TilePredictor:
         tiles averaged with a smooth window, which hides the weaker predictions near
         each tile's zero-padded edges.
         """
+        if self.stitches_on_device:
+            return self.region_tensor(read, region).cpu().numpy()
         rows, cols = self.origins(region)
         canvas = (
             _BlendCanvas(region, rows, cols, self.input_size) if self.geometry.padded else _TileCanvas(self, region)
@@ -191,10 +201,81 @@ class TilePredictor:
                 canvas.add(origin, probability)
         return canvas.result()
 
+    @torch.no_grad()
+    def region_tensor(self, read: Reader, region: Region) -> torch.Tensor:
+        """``region``'s probabilities as ``region`` computes them, left on ``device``: the input window goes
+        there once (uint8, pinned and copied without waiting on CUDA), and tiles are cut, normalised, turned
+        for TTA and stitched there. Memory: the window, its tiles and their outputs, bounded by the region.
+
+        Returns:
+            float32 (bottom - top, right - left) on ``device``; the caller copies it back when it needs it.
+        """
+        rows, cols = self.origins(region)
+        window = torch.from_numpy(np.ascontiguousarray(read(*self.input_extent(region))))
+        if self.device.type == "cuda":
+            window = window.pin_memory().to(self.device, non_blocking=True)
+        step, size = self._grid_step(), self.input_size
+        tiles = window.unfold(0, size, step).unfold(1, size, step).reshape(-1, size, size)  # row-major origins
+        per_pass = max(1, self.batch_size // (8 if self.tta else 1))
+        probabilities = torch.cat([self._views_probability(part) for part in tiles.split(per_pass)])
+        stitch = _blend_on_device if self.geometry.padded else _tiles_on_device
+        return stitch(self, probabilities, (len(rows), len(cols)), region, (rows[0], cols[0]))
+
+    def _grid_step(self) -> int:
+        """The distance between neighbouring tiles' origins (``input_origins``)."""
+        if self.geometry.padded:
+            return self.input_size - blend_overlap(self.input_size)
+        return self.geometry.tile_step(self.input_size)
+
+    def _views_probability(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Probabilities (n, out, out) of uint8 tiles (n, in, in) on the device: with ``tta``, the 8 views of the
+        tiles go through the network together, ``batch_size`` inputs per pass, and are averaged in the order
+        ``tiles`` adds them."""
+        inputs = scaled_input(tiles, self.normalisation, channels_last=self.device.type == "cuda")
+        views = range(8) if self.tta else range(1)
+        stacked = torch.cat([_dihedral(inputs, index) for index in views])
+        with autocast(self.device, self.amp_dtype):
+            logits = torch.cat([self.model(part).float() for part in stacked.split(self.batch_size)])
+        per_view = torch.softmax(logits, dim=1)[:, 1].unflatten(0, (len(views), len(tiles)))
+        total = None
+        for position, index in enumerate(views):
+            probability = _dihedral(per_view[position], index, inverse=True)
+            total = probability if total is None else total + probability
+        return total / len(views)
+
     def section(self, section: np.ndarray) -> np.ndarray:
         """Foreground probabilities of a whole in-memory 2D section, mirrored at its borders."""
         height, width = section.shape
         return self.region(mirrored_reader(section), (0, height, 0, width))
+
+
+def _tiles_on_device(
+    predictor: TilePredictor, probabilities: torch.Tensor, grid, region: Region, first
+) -> torch.Tensor:
+    """Unpadded networks on the device: each output tile's first ``tile_step`` rows and columns, in place (what
+    ``_TileCanvas`` does on the host); ``probabilities`` (rows x cols, out, out) in row-major tile order."""
+    top, bottom, left, right = region
+    step = predictor.geometry.tile_step(predictor.input_size)
+    blocks = probabilities[:, :step, :step].reshape(grid[0], grid[1], step, step)
+    canvas = blocks.permute(0, 2, 1, 3).reshape(grid[0] * step, grid[1] * step)
+    return canvas[: bottom - top, : right - left]
+
+
+def _blend_on_device(predictor: TilePredictor, probabilities: torch.Tensor, grid, region: Region, first):
+    """Padded networks on the device: tiles summed with the smooth window and divided by the summed window
+    (what ``_BlendCanvas`` does on the host), with ``fold`` over the tiles' regular grid."""
+    size, step = predictor.input_size, predictor._grid_step()
+    window = torch.from_numpy(_blend_window(size)).to(probabilities.device)
+    shape = ((grid[0] - 1) * step + size, (grid[1] - 1) * step + size)
+
+    def fold(tiles: torch.Tensor) -> torch.Tensor:
+        columns = tiles.reshape(len(tiles), size * size).T[None]
+        return torch.nn.functional.fold(columns, shape, kernel_size=size, stride=step)[0, 0]
+
+    total, weight = fold(probabilities * window), fold(window.expand(len(probabilities), size, size))
+    top, bottom, left, right = region
+    y, x = top - first[0], left - first[1]
+    return (total / weight)[y : y + bottom - top, x : x + right - left]
 
 
 class _TileCanvas:

@@ -110,6 +110,7 @@ class PredictionOptions:
     dtype: str
     input_size: int | None
     normalisation: str
+    compile: bool
     threads: int = 1  # the job's, not the config's
     image_key: str | None = None
     memory_mb: int | None = None
@@ -160,7 +161,9 @@ def predict_blocks(predictor: TilePredictor, image, work: WorkStore, blocks, dty
     """Predict ``blocks`` of a (z, y, x) image into the work store, overlapping reads, compute and writes.
 
     A reader thread prefetches the next windows and a writer thread stores finished chunks; at most
-    ``PREFETCH_BLOCKS`` wait on either side, which bounds memory.
+    ``PREFETCH_BLOCKS`` wait on either side, which bounds memory. On the device path (CUDA) a chunk's
+    probabilities stay on the device until the writer thread copies them back, so the main thread goes on
+    to queue the next chunk's work while they travel.
     """
 
     def fetch(block):
@@ -175,12 +178,23 @@ def predict_blocks(predictor: TilePredictor, image, work: WorkStore, blocks, dty
             block, read = pending.pop(0).result()
             if index + PREFETCH_BLOCKS < len(blocks):
                 pending.append(readers.submit(fetch, blocks[index + PREFETCH_BLOCKS]))
-            writes.append(writer.submit(work.store, block, predictor.region(read, block[1:]), dtype))
+            if predictor.stitches_on_device:
+                probability = predictor.region_tensor(read, block[1:])
+            else:
+                probability = predictor.region(read, block[1:])
+            writes.append(writer.submit(_store, work, block, probability, dtype))
             progress.update()
             while writes and (writes[0].done() or len(writes) > PREFETCH_BLOCKS):
                 writes.pop(0).result()  # re-raises a failed write; bounds the chunks waiting in memory
         for write in writes:
             write.result()
+
+
+def _store(work: WorkStore, block, probability, dtype: str) -> None:
+    """The writer thread's part: a chunk's probabilities, copied back from the device if they are there, stored."""
+    if isinstance(probability, torch.Tensor):
+        probability = probability.cpu().numpy()
+    work.store(block, probability, dtype)
 
 
 @dataclass(frozen=True)
@@ -230,6 +244,8 @@ def _open_work(model_path, image_path, out_path, options: PredictionOptions, cre
             raise
     used = {key: settings["normalisation"][key] for key in ("mean", "std")}
     predictor = replace(predictor, input_size=settings["input_size"], normalisation=used)
+    if options.compile and predictor.device.type == "cuda":  # after the tile choice, which measures other sizes
+        predictor = replace(predictor, model=torch.compile(predictor.model))
     return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work)
 
 
