@@ -12,6 +12,7 @@ from unet_pipeline.core.errors import InputDataError
 from unet_pipeline.data import volume_store
 from unet_pipeline.stages.evaluate import (
     EvaluationPlan,
+    describe,
     evaluate,
     evaluation_plan,
     plot_overlays,
@@ -109,6 +110,21 @@ def test_held_out_scores_use_the_threshold_chosen_on_validation(tmp_path):
     assert v_rand["best_over_thresholds"] == {"value": pytest.approx(1.0), "threshold": 0.4}
     assert v_rand["per_threshold"][0.3] == pytest.approx(test_rows.loc[0.3, "v_rand"])
     assert test_rows.loc[0.3, "v_rand"] < 0.7
+
+
+def test_the_summary_of_a_fine_tuned_model_says_what_fine_tuning_gained(tmp_path):
+    labels = two_cell_volume(tmp_path, {"train": "0", "validation": "1", "test": "2"})
+    write_prediction(tmp_path / "prediction.zarr", (labels > 0) * 0.8 + 0.1, tmp_path / "volume.zarr")
+    summary = evaluate(tmp_path / "prediction.zarr", tmp_path / "volume.zarr", tmp_path / "s.csv", tmp_path / "s.json")
+    assert "fine-tuned" not in describe(summary)
+    record = {"zero_shot_v_rand": 0.9161, "best_v_rand": 0.959, "best_step": 3000, "plateau_step": 2500}
+    summary["model"]["training"] = {"init_from": {"path": "isbi/model.pt"}, "fine_tuning": record}
+    assert (
+        "fine-tuned from isbi/model.pt: validation V_rand (threshold 0.5, no TTA) 0.9161 zero-shot, 0.9590 "
+        "best at step 3000, level from step 2500" in describe(summary)
+    )
+    summary["model"]["training"]["fine_tuning"] = record | {"best_v_rand": 0.9161, "best_step": 0, "plateau_step": 0}
+    assert describe(summary).endswith("fine-tuning did not improve on the starting model")
 
 
 def test_evaluation_plan():

@@ -335,6 +335,13 @@ def test_fine_tuning_starts_from_the_given_weights(synthetic, tmp_path):
     record = tuned["training"]["init_from"]
     assert record["sha256"] == sha256_of_file(start) and record["dataset"] == "synthetic"
     assert tuned["normalisation"] == base["normalisation"] and fresh["training"]["init_from"] is None
+    validation = [
+        row for row in csv.DictReader((tmp_path / "tuned" / "curve.csv").open()) if row["split"] == "validation"
+    ]
+    assert validation[0]["step"] == "0", "the starting model is scored before the first step"
+    tuned_record = tuned["training"]["fine_tuning"]
+    assert tuned_record["zero_shot_v_rand"] == pytest.approx(float(validation[0]["v_rand"]), abs=1e-12)
+    assert fresh["training"]["fine_tuning"] is None
 
     wider = UNetConfig(levels=3, base_channels=16, dropout=0.0)
     message = r"init_from .*model\.pt: its network \(.*base_channels 8, .*tiles 92\) is not the one trained here \("

@@ -4,6 +4,7 @@ import pytest
 import torch
 from unet_pipeline.core.errors import PipelineError
 from unet_pipeline.models.unet import UNetConfig
+from unet_pipeline.training.curve import curve_row, fine_tuning_record
 from unet_pipeline.training.optimisation import make_optimizer
 from unet_pipeline.training.options import TrainingOptions
 from unet_pipeline.training.trainer import Trainer, TrainingParts, prepared_model
@@ -65,3 +66,34 @@ def test_a_resumed_in_memory_run_ends_with_the_weights_of_an_uninterrupted_one(t
 def test_a_non_finite_loss_stops_the_loop_naming_its_step(tmp_path):
     with pytest.raises(PipelineError, match=r"training diverged at step 5 \(loss nan\)"):
         trainer(tmp_path, 8, poison_step=5).run()
+
+
+def test_fine_tuning_scores_the_starting_weights_first_and_keeps_them_when_nothing_beats_them(tmp_path):
+    scores = iter([0.95, 0.90, 0.93])  # the start, step 4, step 8
+    run = trainer(tmp_path, 8, validate=lambda model: {"misclassified": 0.1, "v_rand": next(scores)})
+    run.parts.validate_at_start = True
+    start = {key: value.clone() for key, value in run.model.state_dict().items()}
+    run.run()
+    assert [row["step"] for row in run.rows if row["split"] == "validation"] == [0, 4, 8]
+    assert run.best["step"] == 0
+    run.load_best()
+    assert all(torch.equal(value, start[key]) for key, value in run.model.state_dict().items())
+    assert fine_tuning_record(run.rows) == {
+        "zero_shot_v_rand": 0.95,
+        "best_v_rand": 0.95,
+        "best_step": 0,
+        "plateau_step": 0,
+        "gain_v_rand": 0.0,
+    }
+
+
+def test_the_fine_tuning_record_names_where_the_validation_curve_levelled_off():
+    rows = [
+        curve_row("validation", step, v_rand=v, misclassified=0.1)
+        for step, v in [(0, 0.91), (500, 0.95), (1000, 0.958), (1500, 0.959)]
+    ]
+    rows.insert(1, curve_row("train", 50, loss=0.3))
+    record = fine_tuning_record(rows)
+    assert record["best_step"] == 1500 and record["plateau_step"] == 1000
+    assert record["gain_v_rand"] == pytest.approx(0.049)
+    assert fine_tuning_record(rows[1:]) is None, "no validation of the starting weights: not fine-tuning"

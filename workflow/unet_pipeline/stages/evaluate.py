@@ -165,6 +165,14 @@ def describe(summary: dict) -> str:
             f"  {name:14s} {metric['value']:.6f} at threshold {metric['threshold']}   "
             f"(best over thresholds {best['value']:.6f} at {best['threshold']})"
         )
+    tuned = (summary["model"].get("training") or {}).get("fine_tuning")
+    if tuned:
+        lines.append(
+            f"  fine-tuned from {summary['model']['training']['init_from']['path']}: validation V_rand (threshold 0.5, "
+            f"no TTA) {tuned['zero_shot_v_rand']:.4f} zero-shot, {tuned['best_v_rand']:.4f} best at step "
+            f"{tuned['best_step']}, level from step {tuned['plateau_step']}"
+            + ("; fine-tuning did not improve on the starting model" if tuned["best_step"] == 0 else "")
+        )
     return "\n".join(lines)
 
 

@@ -46,7 +46,7 @@ from ..models.devices import amp_dtype, pick_device
 from ..models.unet import MODEL_FORMAT, UNetConfig, count_parameters, save_model
 from ..training import batches, distributed
 from ..training.checkpoints import initial_weights, run_signature
-from ..training.curve import CURVE_FIELDS, plot_curve
+from ..training.curve import CURVE_FIELDS, fine_tuning_record, plot_curve
 from ..training.distributed import World
 from ..training.optimisation import make_optimizer
 from ..training.options import TrainingOptions
@@ -173,6 +173,7 @@ def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distribut
         precision=amp_dtype(options.amp, device, cpu=True),
         world=world,
         validate=validator(job, setup, device, volume),
+        validate_at_start=start is not None,  # fine-tuning: the starting model's zero-shot score first
     )
     return Trainer(parts, options, job.checkpoints, run_signature(job.model, options, data.attrs, start)), setup
 
@@ -184,6 +185,7 @@ def model_metadata(job: TrainingJob, trainer: Trainer, setup: TrainingSetup) -> 
     training = {"preset": job.preset, "dataset": info["dataset"], "iterations": options.iterations}
     training |= {"options": asdict(options), "best": trainer.best, "device": str(trainer.device)}
     training |= {"processes": trainer.world.size, "init_from": setup.start}
+    training |= {"fine_tuning": fine_tuning_record(trainer.rows) if setup.start else None}
     return {
         "format": MODEL_FORMAT,
         "model": asdict(job.model),
@@ -233,6 +235,24 @@ def write_outputs(trainer: Trainer, outputs: dict, metadata: dict) -> None:
     plot_curve(trainer.rows, outputs["curve_png"])
 
 
+def report_fine_tuning(record: dict | None) -> None:
+    """Say in the log what fine-tuning gained over the starting model, and when it gained nothing."""
+    if record is None:
+        return
+    gained = (
+        f"validation V_rand {record['zero_shot_v_rand']:.4f} before fine-tuning (zero-shot), best "
+        f"{record['best_v_rand']:.4f} at step {record['best_step']}, level from step {record['plateau_step']}"
+    )
+    if record["best_step"] == 0:
+        log.warning(
+            "fine-tuning did not improve on the starting model (%s): the model keeps the starting weights; "
+            "train from scratch or try other settings (README, Fine-tuning)",
+            gained,
+        )
+    else:
+        log.info("fine-tuning: %s", gained)
+
+
 def train(job: TrainingJob) -> dict:
     """Train, validate, checkpoint and write the model, its JSON and the training curve.
 
@@ -278,6 +298,7 @@ def train_in_process(job: TrainingJob, world: World) -> dict:
             return {}
         trainer.load_best()
         metadata = model_metadata(job, trainer, setup)
+        report_fine_tuning(metadata["training"]["fine_tuning"])
         write_outputs(trainer, job.outputs, metadata)
         return metadata
     finally:

@@ -25,6 +25,23 @@ def plot_curve(rows: list[dict], path) -> None:
     plt.close(fig)
 
 
+PLATEAU_TOLERANCE = 0.002  # a validation V_rand within this of the best: the curve has levelled off
+
+
+def fine_tuning_record(rows: list[dict]) -> dict | None:
+    """What fine-tuning gained on the validation sections (V_rand at threshold 0.5, no TTA): the starting
+    model's score before the first step (zero-shot), the best, and the first validation step within
+    ``PLATEAU_TOLERANCE`` of the best (where the curve levelled off); None without a validation at step 0."""
+    valid = [row for row in rows if row["split"] == "validation"]
+    start = next((row for row in valid if row["step"] == 0), None)
+    if start is None:
+        return None
+    best = max(valid, key=lambda row: (row["v_rand"], -row["misclassified"]))
+    plateau = next(row["step"] for row in valid if row["v_rand"] >= best["v_rand"] - PLATEAU_TOLERANCE)
+    record = {"zero_shot_v_rand": start["v_rand"], "best_v_rand": best["v_rand"], "best_step": best["step"]}
+    return record | {"plateau_step": plateau, "gain_v_rand": best["v_rand"] - start["v_rand"]}
+
+
 CURVE_FIELDS = ["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"]
 
 

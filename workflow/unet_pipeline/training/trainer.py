@@ -32,7 +32,9 @@ class TrainingParts:
 
     ``batches`` maps a step to that step's (network input, labels, weights) on ``device``
     (``batches.batch_source``); ``validate`` scores the model on the validation sections, or is None
-    when there are none; ``precision`` is the autocast dtype (``devices.amp_dtype``).
+    when there are none; ``precision`` is the autocast dtype (``devices.amp_dtype``);
+    ``validate_at_start``: score the starting weights before the first step (fine-tuning: the starting
+    model's zero-shot score, which the tuned weights must beat to be kept).
     """
 
     model: torch.nn.Module
@@ -42,6 +44,7 @@ class TrainingParts:
     precision: torch.dtype | None = None
     world: World = distributed.SINGLE
     validate: Callable[[torch.nn.Module], dict] | None = None
+    validate_at_start: bool = False
 
 
 class Trainer:
@@ -194,7 +197,10 @@ class Trainer:
 
     def run(self) -> None:
         """Train from the current step to ``options.iterations``, logging, validating and checkpointing."""
-        options, losses, timed = self.options, [], (time.perf_counter(), self.step)
+        options = self.options
+        if self.step == 0 and self.parts.validate_at_start:
+            self._validate()
+        losses, timed = [], (time.perf_counter(), self.step)
         self.model.train()
         while self.step < options.iterations:
             losses.append(self.train_step())
@@ -206,10 +212,14 @@ class Trainer:
             elif validates:
                 self.checked_mean(losses)  # no checkpoint of diverged weights
             if validates:
-                if self.parts.validate is not None and self.world.main:
-                    self.validation_step()
+                self._validate()
                 self.save_checkpoint()
                 timed = (time.perf_counter(), self.step)
+
+    def _validate(self) -> None:
+        """A validation step where there are validation sections, on the rank that validates."""
+        if self.parts.validate is not None and self.world.main:
+            self.validation_step()
 
     def load_best(self) -> None:
         """The best validated weights; the last ones when there are no validation sections (logged)."""
