@@ -69,3 +69,21 @@ def test_padded_networks_blend_on_the_device_as_on_the_host():
     torch.manual_seed(0)
     host, device = predictors(build_model(config).eval(), config.geometry, 64, batch_size=4)
     np.testing.assert_allclose(device.region(read, REGIONS[1]), host.region(read, REGIONS[1]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine; CI has none)")
+def test_a_gpu_predicts_on_the_device_path_what_the_cpu_predicts_on_the_host():
+    """The path a GPU takes by itself (pinned window, tiles and stitching on the device), against the CPU's host
+    path; TF32 convolutions round differently, hence the tolerance."""
+    torch.manual_seed(0)
+    config = UNetConfig(levels=3, base_channels=4)
+    network = build_model(config).eval()
+    host, _ = predictors(network, config.geometry, 92, batch_size=8, tta=True)
+    gpu_network = build_model(config).eval()
+    gpu_network.load_state_dict(network.state_dict())
+    gpu_network = gpu_network.to("cuda").to(memory_format=torch.channels_last)
+    on_gpu = dataclasses.replace(host, model=gpu_network, device=torch.device("cuda"))
+    assert on_gpu.stitches_on_device
+    read = mirrored_reader(SECTION)
+    for region in REGIONS:
+        np.testing.assert_allclose(on_gpu.region(read, region), host.region(read, region), atol=1e-2, rtol=0)
