@@ -14,6 +14,7 @@ from unet_pipeline.stages.predict import PredictionOptions
 from unet_pipeline.stages.segment import SegmentationOptions
 from unet_pipeline.training.options import TrainingOptions
 
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 # class, schema section, keys of the section that the workflow handles rather than the class
 OPTION_CLASSES = [
     (DownloadOptions, "download", set()),
@@ -57,16 +58,12 @@ def leaves(config: dict, prefix=()):
 
 
 def schema_default(path: tuple):
-    """The schema's default of a config key path (presets.NAME.* maps onto the preset definition)."""
+    """The schema's default of a config key path (presets.NAME.* maps onto the preset definition); KeyError
+    for a key without one."""
     *parents, key = path
-    section = "/".join(["$defs", "preset", *parents[2:]]) if parents[:1] == ["presets"] else "/".join(parents)
-    if not parents:
-        spec = section_schema(key) if key != "presets" else {}
-        return spec.get("default", KeyError)
-    if parents[:1] == ["presets"] and len(parents) == 2:
-        spec = section_schema("$defs/preset")["properties"].get(key, {})
-        return spec.get("default", KeyError)
-    return schema_defaults(section).get(key, KeyError)
+    section = "/".join(["$defs", "preset", *parents[2:]] if parents[:1] == ["presets"] else parents)
+    properties = section_schema(section)["properties"] if section else SCHEMA["properties"]
+    return properties.get(key, {}).get("default", KeyError)
 
 
 def test_the_shipped_config_states_only_what_differs_from_the_defaults():
@@ -92,7 +89,6 @@ def test_config_readme_shows_every_option_of_the_schema():
 
 def test_every_schema_description_is_one_string():
     """An unquoted comma in a YAML flow mapping ends a description there and adds a key without value."""
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     cut = []
 
     def walk(node, where):
@@ -104,5 +100,5 @@ def test_every_schema_description_is_one_string():
             for index, value in enumerate(node):
                 walk(value, f"{where}[{index}]")
 
-    walk(schema, "schema")
+    walk(SCHEMA, "schema")
     assert not cut, cut

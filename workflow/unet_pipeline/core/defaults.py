@@ -9,8 +9,8 @@ of its own for a key of the schema is refused at import.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
+import json
 from pathlib import Path
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
@@ -61,11 +61,7 @@ def defaults_from_schema(section: str, required: tuple[str, ...] = ()):
                 continue
             if name in cls.__dict__:
                 raise TypeError(f"{cls.__name__}.{name}: its default lives in {SCHEMA_PATH.name} ({section})")
-            value = defaults[name]
-            mutable = isinstance(value, list | dict)
-            setattr(
-                cls, name, dataclasses.field(default_factory=lambda v=value: copy.deepcopy(v)) if mutable else value
-            )
+            setattr(cls, name, defaults[name])
         return cls
 
     return decorate
@@ -82,8 +78,6 @@ def _leaves(node: dict, prefix: str):
 
 
 def _shown(value) -> str:
-    import json
-
     return f"`{value}`" if isinstance(value, str) else f"`{json.dumps(value)}`"
 
 

@@ -83,6 +83,14 @@ def _dihedral(batch: torch.Tensor, index: int, inverse: bool = False) -> torch.T
     return torch.rot90(batch, turns, dims=(-2, -1))
 
 
+def _average(views) -> torch.Tensor:
+    """The mean of the views' probabilities, summed in their order (the host and device paths round alike)."""
+    total, count = None, 0
+    for probability in views:
+        total, count = (probability if total is None else total + probability), count + 1
+    return total / count
+
+
 def blend_overlap(input_size: int) -> int:
     """Pixels that neighbouring tiles of a padded network share (a quarter of the tile)."""
     return input_size // 4
@@ -151,13 +159,11 @@ class TilePredictor:
         """Foreground probabilities (n, out, out) of uint8 input tiles (n, in, in)."""
         inputs = network_input(tiles, self.normalisation, self.device, channels_last=self.device.type == "cuda")
         transforms = range(8) if self.tta else range(1)
-        total = None
         with autocast(self.device, self.amp_dtype):
-            for index in transforms:
-                logits = self.model(_dihedral(inputs, index)).float()
-                probability = _dihedral(torch.softmax(logits, dim=1)[:, 1], index, inverse=True)
-                total = probability if total is None else total + probability
-        return (total / len(transforms)).cpu().numpy()
+            views = (self.model(_dihedral(inputs, index)).float() for index in transforms)
+            probabilities = (torch.softmax(logits, dim=1)[:, 1] for logits in views)
+            total = _average(_dihedral(p, index, inverse=True) for p, index in zip(probabilities, transforms))
+        return total.cpu().numpy()
 
     def origins(self, region: Region) -> tuple[list[int], list[int]]:
         """First input row and column of every tile that ``region`` needs."""
@@ -218,8 +224,16 @@ class TilePredictor:
         tiles = window.unfold(0, size, step).unfold(1, size, step).reshape(-1, size, size)  # row-major origins
         per_pass = max(1, self.batch_size // (8 if self.tta else 1))
         probabilities = torch.cat([self._views_probability(part) for part in tiles.split(per_pass)])
-        stitch = _blend_on_device if self.geometry.padded else _tiles_on_device
-        return stitch(self, probabilities, (len(rows), len(cols)), region, (rows[0], cols[0]))
+        grid = (len(rows), len(cols))
+        if self.geometry.padded:  # the canvas starts at the first tile's input
+            canvas, top, left = (
+                _blend_on_device(probabilities, grid, size, step),
+                region[0] - rows[0],
+                region[2] - cols[0],
+            )
+        else:  # the first tile's output is the region's first pixel
+            canvas, top, left = _tiles_on_device(probabilities, grid, step), 0, 0
+        return canvas[top : top + region[1] - region[0], left : left + region[3] - region[2]]
 
     def _grid_step(self) -> int:
         """The distance between neighbouring tiles' origins (``input_origins``)."""
@@ -237,11 +251,7 @@ class TilePredictor:
         with autocast(self.device, self.amp_dtype):
             logits = torch.cat([self.model(part).float() for part in stacked.split(self.batch_size)])
         per_view = torch.softmax(logits, dim=1)[:, 1].unflatten(0, (len(views), len(tiles)))
-        total = None
-        for position, index in enumerate(views):
-            probability = _dihedral(per_view[position], index, inverse=True)
-            total = probability if total is None else total + probability
-        return total / len(views)
+        return _average(_dihedral(per_view[position], index, inverse=True) for position, index in enumerate(views))
 
     def section(self, section: np.ndarray) -> np.ndarray:
         """Foreground probabilities of a whole in-memory 2D section, mirrored at its borders."""
@@ -249,22 +259,16 @@ class TilePredictor:
         return self.region(mirrored_reader(section), (0, height, 0, width))
 
 
-def _tiles_on_device(
-    predictor: TilePredictor, probabilities: torch.Tensor, grid, region: Region, first
-) -> torch.Tensor:
-    """Unpadded networks on the device: each output tile's first ``tile_step`` rows and columns, in place (what
+def _tiles_on_device(probabilities: torch.Tensor, grid: tuple[int, int], step: int) -> torch.Tensor:
+    """Unpadded networks on the device: each output tile's first ``step`` rows and columns side by side (what
     ``_TileCanvas`` does on the host); ``probabilities`` (rows x cols, out, out) in row-major tile order."""
-    top, bottom, left, right = region
-    step = predictor.geometry.tile_step(predictor.input_size)
     blocks = probabilities[:, :step, :step].reshape(grid[0], grid[1], step, step)
-    canvas = blocks.permute(0, 2, 1, 3).reshape(grid[0] * step, grid[1] * step)
-    return canvas[: bottom - top, : right - left]
+    return blocks.permute(0, 2, 1, 3).reshape(grid[0] * step, grid[1] * step)
 
 
-def _blend_on_device(predictor: TilePredictor, probabilities: torch.Tensor, grid, region: Region, first):
+def _blend_on_device(probabilities: torch.Tensor, grid: tuple[int, int], size: int, step: int) -> torch.Tensor:
     """Padded networks on the device: tiles summed with the smooth window and divided by the summed window
     (what ``_BlendCanvas`` does on the host), with ``fold`` over the tiles' regular grid."""
-    size, step = predictor.input_size, predictor._grid_step()
     window = torch.from_numpy(_blend_window(size)).to(probabilities.device)
     shape = ((grid[0] - 1) * step + size, (grid[1] - 1) * step + size)
 
@@ -272,10 +276,7 @@ def _blend_on_device(predictor: TilePredictor, probabilities: torch.Tensor, grid
         columns = tiles.reshape(len(tiles), size * size).T[None]
         return torch.nn.functional.fold(columns, shape, kernel_size=size, stride=step)[0, 0]
 
-    total, weight = fold(probabilities * window), fold(window.expand(len(probabilities), size, size))
-    top, bottom, left, right = region
-    y, x = top - first[0], left - first[1]
-    return (total / weight)[y : y + bottom - top, x : x + right - left]
+    return fold(probabilities * window) / fold(window.expand(len(probabilities), size, size))
 
 
 class _TileCanvas:
