@@ -57,8 +57,11 @@ def synthetic_sections(rng, count=4, size=96):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synthetic")
-    image, labels = synthetic_sections(np.random.default_rng(0))
+    return prepared(tmp_path_factory.mktemp("synthetic"), *synthetic_sections(np.random.default_rng(0)))
+
+
+def prepared(folder, image, labels):
+    """``folder`` with the stack ingested, its weight maps and its augmented set, as the workflow makes them."""
     tifffile.imwrite(folder / "image.tif", image, photometric="minisblack")
     tifffile.imwrite(folder / "labels.tif", np.where(labels, 255, 0).astype(np.uint8), photometric="minisblack")
     config = {"image": {"source": "i"}, "labels": {"source": "l"}, "sections": {"train": "0-2", "validation": "3"}}
@@ -334,7 +337,9 @@ def test_fine_tuning_starts_from_the_given_weights(synthetic, tmp_path):
     assert float(fresh_first["loss"]) != pytest.approx(expected, rel=1e-2), "a fresh start has another loss"
     record = tuned["training"]["init_from"]
     assert record["sha256"] == sha256_of_file(start) and record["dataset"] == "synthetic"
-    assert tuned["normalisation"] == base["normalisation"] and fresh["training"]["init_from"] is None
+    fitted = {key: tuned["normalisation"][key] for key in ("mean", "std")}
+    assert fitted == pytest.approx({key: base["normalisation"][key] for key in fitted}), "the same stack: as it was"
+    assert fresh["training"]["init_from"] is None
     validation = [
         row for row in csv.DictReader((tmp_path / "tuned" / "curve.csv").open()) if row["split"] == "validation"
     ]
@@ -350,6 +355,23 @@ def test_fine_tuning_starts_from_the_given_weights(synthetic, tmp_path):
     with pytest.raises(PipelineError, match=r"missing\.pt: model file not found"):
         run(synthetic, tmp_path / "missing", model=model, init_from=tmp_path / "missing.pt", iterations=1)
     assert not (tmp_path / "wider" / "model.pt").exists()
+
+
+def test_fine_tuning_on_an_inverted_stack_turns_its_contrast_back_unless_told_to_keep_it(synthetic, tmp_path):
+    model = UNetConfig(levels=3, base_channels=8, dropout=0.0)
+    base = run(synthetic, tmp_path / "base", model=model, iterations=2)
+    image, labels = synthetic_sections(np.random.default_rng(0))
+    (tmp_path / "inverted").mkdir()
+    inverted = prepared(tmp_path / "inverted", 255 - image, labels)
+    start = tmp_path / "base" / "model.pt"
+    settings = {"model": model, "init_from": start, "iterations": 2}
+    fitted = run(inverted, tmp_path / "fitted", **settings)["normalisation"]
+    assert fitted["std"] == pytest.approx(-base["normalisation"]["std"], rel=1e-6)
+    assert fitted["mean"] == pytest.approx(1 - base["normalisation"]["mean"], rel=1e-6)
+    assert fitted["class_means"] == pytest.approx([1 - mean for mean in base["normalisation"]["class_means"]])
+    kept = run(inverted, tmp_path / "fitted", init_normalisation="keep", **settings)
+    assert kept["normalisation"] == base["normalisation"], "keep: the starting model's"
+    assert kept["training"]["options"]["init_normalisation"] == "keep"
 
 
 class _Payload:

@@ -13,9 +13,11 @@ optimisation settings and the data, and is used only when the signature matches
 (``training.checkpoints``, which loads them as weights only).
 
 Fine-tuning (``init_from``): the weights of a trained model file replace the random
-ones before the first step; its network and tile size must be this run's. The
-starting model's input normalisation is kept (the weights were trained for it), its
-file's sha256 joins the checkpoint signature and the model metadata.
+ones before the first step; its network and tile size must be this run's. The input
+normalisation is fitted so that the new stack's membranes and cells reach the network as
+the starting stack's did (``normalisation.for_new_stack``; ``init_normalisation: keep``
+keeps the starting model's); the starting file's sha256 joins the checkpoint signature
+and the model metadata.
 
 With ``processes > 1`` (a preset's ``gpus``) the run is data-parallel
 (DistributedDataParallel, launched by ``distributed.launch``): every rank draws the
@@ -108,10 +110,25 @@ def check_batch_split(options: TrainingOptions, processes: int) -> None:
 
 
 def normalisation_of(volume, sections) -> dict:
-    """Mean and standard deviation of the training sections' gray values (scaled to [0, 1]), and their robust
-    range (``normalisation.PERCENTILES``, gray values) that per-volume normalisation maps new volumes onto."""
-    image = volume[volume_store.IMAGE_PATH]
-    return normalisation.statistics(normalisation.histogram(image[z] for z in sections))
+    """Mean and standard deviation of the training sections' gray values (scaled to [0, 1]), their robust
+    range (``normalisation.PERCENTILES``, gray values) that per-volume normalisation maps new volumes onto,
+    and the mean gray value of each class (``class_means``), which fine-tuning from this model matches."""
+    image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
+    stats = normalisation.statistics(normalisation.histogram(image[z] for z in sections))
+    return stats | {
+        "class_means": normalisation.class_means((image[z] for z in sections), (labels[z] for z in sections))
+    }
+
+
+def run_normalisation(volume, sections, start: dict | None, options: TrainingOptions) -> dict:
+    """The network's input normalisation: the training sections' own, or with ``init_from`` the starting
+    model's (``init_normalisation: keep``) or one fitted to carry the new stack onto it (``fit``)."""
+    own = normalisation_of(volume, sections)
+    if start is None:
+        return own
+    if options.init_normalisation == "keep":
+        return start["normalisation"]
+    return normalisation.for_new_stack(start["normalisation"], own)
 
 
 @dataclass(frozen=True)
@@ -163,7 +180,7 @@ def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distribut
     )
     model = prepared_model(job.model, options, device, state)
     info = volume_store.provenance(volume)
-    norm = start["normalisation"] if start else normalisation_of(volume, info["sections"]["train"])
+    norm = run_normalisation(volume, info["sections"]["train"], start, options)
     setup = TrainingSetup(data.attrs, info, norm, start)
     parts = TrainingParts(
         model=model,

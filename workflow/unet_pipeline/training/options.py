@@ -29,6 +29,7 @@ class TrainingOptions:
     channels_last: bool
     compile: bool
     validation_batch_size: int
+    init_normalisation: str
 
     # settings that change the result; the rest (logging, device, speed) may change on resume
     RESULT_FIELDS = (
@@ -41,4 +42,5 @@ class TrainingOptions:
         "warmup",
         "online_augmentation",
         "seed",
+        "init_normalisation",
     )

@@ -8,6 +8,11 @@ set's, which amounts to another mean and std in the same formula (``for_volume``
 The volume's percentiles come from a streamed sample (``sample_histogram``): a few
 sections spread over the volume, a window of at most ``WINDOW`` pixels around each
 centre, so the cost does not grow with the volume.
+
+Fine-tuning starts from a network trained for another stack's gray values. With labels on
+both sides, ``for_new_stack`` maps the new stack so that its membrane and cell means reach
+the network where the starting stack's did (a contrast-inverted stack gets a negative std),
+rather than keeping the starting model's mean and std.
 """
 
 from __future__ import annotations
@@ -42,6 +47,46 @@ def statistics(counts: np.ndarray) -> dict:
     mean = float(counts @ values / total)
     std = float(np.sqrt(counts @ (values - mean) ** 2 / total))
     return {"mean": mean, "std": max(std, 1e-3), "percentiles": percentiles(counts)}
+
+
+def class_means(image_sections, label_sections) -> list[float]:
+    """The mean gray value (scaled to [0, 1]) of the background (label 0) and foreground (label > 0) pixels.
+
+    Args:
+        image_sections: uint8 sections (an iterable of arrays).
+        label_sections: their labels, section by section (0 = background, membranes in ISBI 2012).
+
+    Returns:
+        ``[background mean, foreground mean]``; None for a class without pixels (JSON has no NaN).
+    """
+    sums, counts = np.zeros(2), np.zeros(2, np.int64)
+    for image, labels in zip(image_sections, label_sections, strict=True):
+        foreground = np.asarray(labels).ravel() > 0
+        values = np.asarray(image, np.float64).ravel() / 255.0
+        counts += [np.count_nonzero(~foreground), np.count_nonzero(foreground)]
+        sums += [values[~foreground].sum(), values[foreground].sum()]
+    return [float(total / count) if count else None for total, count in zip(sums, counts, strict=True)]
+
+
+def for_new_stack(start: dict, new: dict) -> dict:
+    """The normalisation of a fine-tuning run: ``new`` (the new stack's ``statistics`` and ``class_means``) with
+    the mean and std that put its class means where ``start``'s network saw its own.
+
+    The network sees z = (x - mean) / std. With the starting model's class means S (in its stack's gray values)
+    and the new stack's N, requiring (N_k - mean') / std' = (S_k - mean) / std for both classes gives
+    std' = std (N_fg - N_bg) / (S_fg - S_bg) and mean' = N_bg - std' (S_bg - mean) / std. When either side lacks
+    two distinct class means (a model trained before they were recorded, a stack with one class), the new
+    stack's own mean and std: the network then sees zero mean and unit variance, as it did in training.
+
+    Returns:
+        ``new`` with ``mean`` and ``std`` replaced (its ``percentiles`` and ``class_means`` stay the new stack's,
+        so per-volume normalisation and a further fine-tuning start from them).
+    """
+    (s_bg, s_fg), (n_bg, n_fg) = start.get("class_means", [None] * 2), new.get("class_means", [None] * 2)
+    if None in (s_bg, s_fg, n_bg, n_fg) or min(abs(s_fg - s_bg), abs(n_fg - n_bg)) < 1 / 255:
+        return dict(new)
+    std = start["std"] * (n_fg - n_bg) / (s_fg - s_bg)
+    return new | {"mean": float(n_bg - std * (s_bg - start["mean"]) / start["std"]), "std": float(std)}
 
 
 def sample_histogram(image, sections: int = SAMPLE_SECTIONS, window: int = WINDOW) -> np.ndarray:
