@@ -12,7 +12,8 @@ import json
 
 import pytest
 import torch
-from helpers import run_snakemake, shipped_config, tiny_config, write_config
+import yaml
+from helpers import REPO, run_snakemake, shipped_config, tiny_config, write_config
 from unet_pipeline.core.checksums import sha256_of_file
 from unet_pipeline.data import volume_store
 from unet_pipeline.models.tile_geometry import geometry_of
@@ -111,12 +112,26 @@ def test_a_preset_with_two_gpus_trains_data_parallel_through_the_workflow(workdi
     assert len(checkpoint["rng"]) == 2, "rank 0 wrote the random states of both ranks"
 
 
+def readme_fine_tuning_preset() -> dict:
+    """The fine-tuning preset of README's "Fine-tuning the ISBI model on your own labelled stack"."""
+    section = (REPO / "README.md").read_text().split("## Fine-tuning the ISBI model", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (preset,) = yaml.safe_load(block)["presets"].values()
+    return preset
+
+
 def test_a_fine_tuning_preset_starts_from_the_model_of_another(workdir, tiny_isbi):
-    """init_from names another preset's model: snakemake trains that first, then fine-tunes from it."""
+    """README's fine-tuning preset, shrunk: snakemake trains the model it names first, then fine-tunes from it
+    with the input normalisation fitted to the new stack."""
     config = tiny_config(tiny_isbi.as_uri())
     base = shrunk(SHIPPED["presets"]["laptop"])
-    tuned = copy.deepcopy(base) | {"train_dataset": "tiny", "init_from": "results/tiny/models/base/model.pt"}
-    tuned["training"].update(learning_rate=1e-4, iterations=3)
+    readme = readme_fine_tuning_preset()
+    assert (
+        base["model"] | readme["model"] == base["model"]
+        and readme["init_from"] == "results/isbi2012/models/laptop/model.pt"
+    )
+    tuned = shrunk(readme | {"train_dataset": "tiny", "init_from": "results/tiny/models/base/model.pt"})
+    tuned["input_size"], tuned["training"]["iterations"], tuned["training"]["warmup"] = base["input_size"], 3, 2
     config["preset"], config["presets"] = "base", {"base": base, "tuned": tuned}
     write_config(workdir / "tuned.yaml", config)
     result = run_snakemake(workdir, "results/tiny/models/tuned/model.json", "--configfile", "tuned.yaml")
@@ -125,6 +140,10 @@ def test_a_fine_tuning_preset_starts_from_the_model_of_another(workdir, tiny_isb
     start = metadata["training"]["init_from"]
     assert start["sha256"] == sha256_of_file(workdir / "results/tiny/models/base/model.pt")
     assert start["preset"] == "base" and metadata["training"]["iterations"] == 3
+    assert metadata["training"]["options"]["init_normalisation"] == "fit"  # the schema's default, as README says
+    base_metadata = json.loads((workdir / "results/tiny/models/base/model.json").read_text())
+    for key in ("mean", "std"):  # the same stack: fitting its class means onto the base's changes nothing
+        assert metadata["normalisation"][key] == pytest.approx(base_metadata["normalisation"][key], rel=1e-6)
 
     wrong = copy.deepcopy(config)
     wrong["presets"]["tuned"]["model"]["base_channels"] = 8
