@@ -36,7 +36,6 @@ that is already there with the same pixels is not rewritten).
 
 import argparse
 import copy
-import csv
 import json
 import shutil
 import time
@@ -189,10 +188,9 @@ def model_row(results: Path, stack: str, preset: str, trainset: str) -> dict:
     row = {name: summary["metrics"][name]["value"] for name in ("v_rand", "rand_error", "warping_error")}
     row |= {"iterations": metadata["training"]["options"]["iterations"]}
     row |= {"minutes": float(benchmark.splitlines()[1].split()[0]) / 60}
-    validation = [row for row in csv.DictReader((model / "training_curve.csv").open()) if row["split"] == "validation"]
-    best = max((r for r in validation if r["step"] != "0"), key=lambda r: float(r["v_rand"]), default=None)
-    if trainset == stack and best is not None:  # the base's curve is of ISBI 2012, not of this stack
-        row |= {"best_val": float(best["v_rand"]), "best_step": int(best["step"])}
+    best = metadata["training"]["best"]  # the validation that chose the kept checkpoint
+    if trainset == stack and best is not None:  # the base's validation is of ISBI 2012, not of this stack
+        row |= {"best_val": best["v_rand"], "best_step": best["step"]}
     fine_tuning = metadata["training"].get("fine_tuning")
     if trainset == stack and fine_tuning:
         row |= {"zero_shot_val": fine_tuning["zero_shot_v_rand"]}

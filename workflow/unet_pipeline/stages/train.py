@@ -114,21 +114,17 @@ def normalisation_of(volume, sections) -> dict:
     range (``normalisation.PERCENTILES``, gray values) that per-volume normalisation maps new volumes onto,
     and the mean gray value of each class (``class_means``), which fine-tuning from this model matches."""
     image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
-    stats = normalisation.statistics(normalisation.histogram(image[z] for z in sections))
-    return stats | {
-        "class_means": normalisation.class_means((image[z] for z in sections), (labels[z] for z in sections))
-    }
+    counts = normalisation.class_histograms((image[z] for z in sections), (labels[z] for z in sections))
+    return normalisation.statistics(counts.sum(axis=0)) | {"class_means": normalisation.means_of(counts)}
 
 
 def run_normalisation(volume, sections, start: dict | None, options: TrainingOptions) -> dict:
     """The network's input normalisation: the training sections' own, or with ``init_from`` the starting
     model's (``init_normalisation: keep``) or one fitted to carry the new stack onto it (``fit``)."""
-    own = normalisation_of(volume, sections)
-    if start is None:
-        return own
-    if options.init_normalisation == "keep":
+    if start is not None and options.init_normalisation == "keep":
         return start["normalisation"]
-    return normalisation.for_new_stack(start["normalisation"], own)
+    own = normalisation_of(volume, sections)
+    return own if start is None else normalisation.for_new_stack(start["normalisation"], own)
 
 
 @dataclass(frozen=True)

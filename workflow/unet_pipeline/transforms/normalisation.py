@@ -49,23 +49,33 @@ def statistics(counts: np.ndarray) -> dict:
     return {"mean": mean, "std": max(std, 1e-3), "percentiles": percentiles(counts)}
 
 
-def class_means(image_sections, label_sections) -> list[float]:
-    """The mean gray value (scaled to [0, 1]) of the background (label 0) and foreground (label > 0) pixels.
+def class_histograms(image_sections, label_sections) -> np.ndarray:
+    """Counts (2, 256) of the gray values of background (label 0) and foreground (label > 0) pixels.
 
     Args:
         image_sections: uint8 sections (an iterable of arrays).
         label_sections: their labels, section by section (0 = background, membranes in ISBI 2012).
 
     Returns:
-        ``[background mean, foreground mean]``; None for a class without pixels (JSON has no NaN).
+        Row 0 the background's counts, row 1 the foreground's; their sum is ``histogram(image_sections)``.
     """
-    sums, counts = np.zeros(2), np.zeros(2, np.int64)
+    counts = np.zeros(2 * 256, np.int64)
     for image, labels in zip(image_sections, label_sections, strict=True):
-        foreground = np.asarray(labels).ravel() > 0
-        values = np.asarray(image, np.float64).ravel() / 255.0
-        counts += [np.count_nonzero(~foreground), np.count_nonzero(foreground)]
-        sums += [values[~foreground].sum(), values[foreground].sum()]
-    return [float(total / count) if count else None for total, count in zip(sums, counts, strict=True)]
+        index = np.asarray(image, np.uint8).ravel() + 256 * (np.asarray(labels).ravel() > 0)
+        counts += np.bincount(index, minlength=2 * 256)
+    return counts.reshape(2, 256)
+
+
+def means_of(class_counts: np.ndarray) -> list[float | None]:
+    """The mean gray value (scaled to [0, 1]) of each class of ``class_histograms``; None for a class without
+    pixels (JSON has no NaN)."""
+    values = np.arange(256) / 255.0
+    return [float(counts @ values / counts.sum()) if counts.sum() else None for counts in class_counts]
+
+
+def class_means(image_sections, label_sections) -> list[float | None]:
+    """``[background mean, foreground mean]`` of the sections' gray values (``means_of`` their ``class_histograms``)."""
+    return means_of(class_histograms(image_sections, label_sections))
 
 
 def for_new_stack(start: dict, new: dict) -> dict:
