@@ -1,17 +1,17 @@
 """Prediction throughput and peak memory: the predict stage vs MONAI's sliding_window_inference.
 
-    pip install monai==1.6.1      # for the comparison only
+    pip install -r benchmarks/requirements.txt      # MONAI, for the comparison only
     python benchmarks/predict_speed.py [--shape 8 16384 16384] [--input-size 508] [--batch-size 4] [--preset laptop]
                                        [--model results/isbi2012/models/laptop/model.pt] [--device auto] [--amp bf16]
-                                       [--tta] [--compile]
+                                       [--sides stage monai compute] [--tta] [--compile]
 
 A synthetic uint8 volume of --shape (random gray values, written chunk by chunk
-to Zarr) is predicted three ways, each in its own subprocess so that peak RSS is
-its own:
+to Zarr) is predicted by each of --sides (default: the first three below), each in
+its own subprocess so that peak RSS is its own:
 
 - stage: unet_pipeline.stages.predict.predict_volume (Zarr in, Zarr out, chunk by chunk), test-time
-  augmentation off; with --tta also ``stage_tta`` (its 8 views), with --compile also ``stage_compiled``
-  (``prediction.compile``, compile time included);
+  augmentation off; ``stage_tta`` (--tta adds it) with its 8 views, ``stage_compiled`` (--compile adds
+  it and ``compiled``) with ``prediction.compile``, compile time included;
 - monai: per section, monai.inferers.sliding_window_inference over the section
   as one tensor, with the same network wrapped to mirror-pad its input by the
   context margin (so its output matches the ROI), ROI = the output tile, overlap
@@ -25,7 +25,9 @@ its own:
 The stage and MONAI are timed as a user meets them, first batch (allocations, cuDNN's
 kernel choice) included; the compute sides predict one batch before their clock
 starts. Time per section is the time over the number of sections (--shape 30 512 512
-is ISBI's test volume); a large volume gives the steady throughput.
+is ISBI's test volume); a large volume gives the steady throughput. Each side's line
+is printed when it ends; a side that fails prints its error and the others still run
+(the ratios print for the sides that ran).
 
 Every side runs on the same device (--device, default: CUDA when present) with
 the same tile (--input-size), batch (--batch-size) and precision (--amp: bf16
@@ -201,6 +203,7 @@ def arguments():
     parser.add_argument("--batch-size", type=int, default=4, help="network inputs per pass, for every side")
     parser.add_argument("--model", type=Path, help="a trained model.pt (default: a random network of --preset)")
     parser.add_argument("--preset", default="laptop", help="the shipped preset whose network is used without --model")
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=["stage", "monai", "compute"])
     parser.add_argument("--tta", action="store_true", help="also run the stage with test-time augmentation")
     parser.add_argument("--compile", action="store_true", help="also run the stage and the compute side compiled")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -210,36 +213,53 @@ def arguments():
     return parser.parse_args()
 
 
-def measure(method: str, run: dict) -> dict:
-    """One side in its own process (its peak RSS is its own)."""
+def measure(method: str, run: dict):
+    """One side in its own process (its peak RSS is its own).
+
+    Returns:
+        The side's figures, or None when it failed (its error is printed).
+    """
     command = [sys.executable, __file__, "--child", method, json.dumps(run)]
-    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        print(f"{method:15s} failed (exit {done.returncode}): {last}", flush=True)
+        return None
+    return json.loads(done.stdout.splitlines()[-1])
 
 
-def report(results: dict, shape, voxels: int) -> None:
-    """Each side's rate, then the ratios the prediction issue asks for (the stage against MONAI and the
-    network, TTA against none, compiled against not)."""
-    for method, result in results.items():
-        print(
-            f"{method:15s} {result['seconds']:9.2f} s  {voxels / result['seconds'] / 1e6:8.2f} Mvoxel/s  "
-            f"{1e3 * result['seconds'] / shape[0]:9.1f} ms/section  peak RSS {result['peak_rss_mib']:8.0f} MiB"
-        )
-    stage, monai, compute = (results[m] for m in ("stage", "monai", "compute"))
+def print_side(method: str, result: dict, shape, voxels: int) -> None:
     print(
-        f"stage vs MONAI: {monai['seconds'] / stage['seconds']:.2f}x the speed, "
-        f"{stage['peak_rss_mib'] / monai['peak_rss_mib']:.2f}x the peak memory"
+        f"{method:15s} {result['seconds']:9.2f} s  {voxels / result['seconds'] / 1e6:8.2f} Mvoxel/s  "
+        f"{1e3 * result['seconds'] / shape[0]:9.1f} ms/section  peak RSS {result['peak_rss_mib']:8.0f} MiB",
+        flush=True,
     )
-    print(
-        f"stage vs the network alone: {compute['seconds'] / stage['seconds']:.2f}x its speed ({compute['tiles']} tiles)"
-    )
-    if "stage_tta" in results:
-        print(f"stage with TTA: {stage['seconds'] / results['stage_tta']['seconds']:.2f}x the rate without")
-    if "compiled" in results:
+
+
+def report(results: dict) -> None:
+    """The ratios the prediction issue asks for, of the sides that ran: the stage against MONAI and the
+    network, TTA against none, compiled against not."""
+    stage, monai, compute = (results.get(m) for m in ("stage", "monai", "compute"))
+    tta, compiled, stage_compiled = (results.get(m) for m in ("stage_tta", "compiled", "stage_compiled"))
+    if stage and monai:
         print(
-            f"torch.compile: the network {compute['seconds'] / results['compiled']['seconds']:.2f}x "
-            f"(compiling {results['compiled']['warm_up_s']:.1f} s), the stage "
-            f"{stage['seconds'] / results['stage_compiled']['seconds']:.2f}x (compile time included)"
+            f"stage vs MONAI: {monai['seconds'] / stage['seconds']:.2f}x the speed, "
+            f"{stage['peak_rss_mib'] / monai['peak_rss_mib']:.2f}x the peak memory"
         )
+    if stage and compute:
+        print(
+            f"stage vs the network alone: {compute['seconds'] / stage['seconds']:.2f}x its speed "
+            f"({compute['tiles']} tiles)"
+        )
+    if stage and tta:
+        print(f"stage with TTA: {stage['seconds'] / tta['seconds']:.2f}x the rate without")
+    if compute and compiled:
+        print(
+            f"torch.compile: the network {compute['seconds'] / compiled['seconds']:.2f}x "
+            f"(compiling {compiled['warm_up_s']:.1f} s)"
+        )
+    if stage and stage_compiled:
+        print(f"torch.compile: the stage {stage['seconds'] / stage_compiled['seconds']:.2f}x (compile time included)")
 
 
 def main():
@@ -261,11 +281,14 @@ def main():
         )
         run = {"model": str(model), "volume": str(folder / "volume.zarr"), "input_size": args.input_size}
         run |= {"batch_size": args.batch_size, "threads": args.threads, "device": args.device, "amp": args.amp}
-        methods = (
-            ["stage", "monai", "compute"] + ["stage_tta"] * args.tta + ["stage_compiled", "compiled"] * args.compile
-        )
-        results = {method: measure(method, run | {"out": str(folder / f"{method}.zarr")}) for method in methods}
-        report(results, args.shape, voxels)
+        methods = args.sides + ["stage_tta"] * args.tta + ["stage_compiled", "compiled"] * args.compile
+        results = {}
+        for method in dict.fromkeys(methods):
+            result = measure(method, run | {"out": str(folder / f"{method}.zarr")})
+            if result is not None:
+                print_side(method, result, args.shape, voxels)
+                results[method] = result
+        report(results)
 
 
 if __name__ == "__main__":
