@@ -3,7 +3,9 @@
 #
 #     bash benchmarks/gpu_figures.sh [PEAK_TF32 PEAK_BF16]    # dense TFLOP/s, default: H100/H200 SXM
 #
-# with the pipeline's environment active (pip install -e . and monai, see predict_speed.py).
+# with the pipeline's environment active, or on an offline GPU machine with the wheels of gpu_wheels.sh carried
+# (gpu_env.sh installs them). For the training and prediction issues' evidence within 8 minutes, run
+# gpu_pipeline.sh instead: the limits of this script's steps add up to 16 minutes.
 #
 # Paper-preset training in float32 (TF32 convolutions) and bf16, NCHW and channels_last,
 # bf16 with torch.compile; the laptop preset likewise; prediction of an ISBI-sized volume
@@ -14,7 +16,9 @@
 set -u
 peak_tf32=${1:-494.7}
 peak_bf16=${2:-989.4}
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."
+source benchmarks/gpu_env.sh || exit 1
+cd benchmarks
 export PYTHONUNBUFFERED=1
 step() {
     local limit=$1

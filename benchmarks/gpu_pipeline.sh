@@ -1,38 +1,58 @@
 #!/usr/bin/env bash
-# The shipped paper preset end to end through snakemake on one GPU machine: ISBI 2012 from a loopback
-# server (the real download rule), ingest, weight maps, augment, train, predict with TTA as shipped,
-# evaluation of the held-out sections, prediction of the challenge's test volume.
+# The GPU evidence of the training and prediction issues in one run on one GPU machine, within DEADLINE seconds
+# from the start (install included):
+#  1. the shipped paper preset end to end through snakemake on ISBI 2012 from a loopback server (the real download
+#     rule): ingest, weight maps, augment, train, predict with TTA as shipped, evaluation of the held-out sections,
+#     prediction of the challenge's test volume; then each rule's time, the predict stage's own time per volume, the
+#     training loop's tiles/s and the held-out scores (pipeline_figures.py);
+#  2. the bare training step of the same preset (train_speed.py), beside the loop's tiles/s;
+#  3. prediction (predict_speed.py, a random network of the preset, the same tile, batch and precision for every
+#     side): the ISBI-sized volume with TTA and without, LARGE against MONAI and the bare network, then the
+#     0.5 GB HALF_GB with TTA and without.
+# Each step has a time limit, cut to what is left before the deadline, so that one failure or overrun does not hide
+# the figures of the others.
 #
-#     bash ../shared/tools/offline_wheels.sh            # here, once: .whl (snakemake, zarr, dask), about 29 MB
-#     bash benchmarks/gpu_pipeline.sh [CORES]           # there, with .whl carried; CORES default: all
+#     bash benchmarks/gpu_wheels.sh                     # here, once: .whl (snakemake, zarr, dask, MONAI), to carry
+#     bash benchmarks/gpu_pipeline.sh [CORES]           # there; CORES default: all
 #
-# Environment: ISBI (folder of the three ISBI TIFF stacks, default ../shared/data/isbi2012 or
-# $UNET_SHARED_DATA), PRESET (default paper), OVERLAY (a further config file, e.g. fewer iterations for a
-# CPU smoke test of this script). Prints each rule's time (from its benchmark file), the training loop's
-# tiles/s beside the bare step's (train_speed.py), and the held-out scores (summary.json).
+# Environment: ISBI (folder of the three ISBI TIFF stacks, default ../shared/data/isbi2012 or $UNET_SHARED_DATA),
+# PRESET (default paper), OVERLAY (a further config file, e.g. fewer iterations for a CPU smoke test of this
+# script), DEADLINE (default 480 s), PIPELINE_LIMIT (default 330 s), LARGE (default "4 8192 8192"), HALF_GB
+# (default "2 16384 16384"), TILE (default 508) and BATCH (default 8) for step 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
 cores=${1:-$(nproc)}
 preset=${PRESET:-paper}
 isbi=${ISBI:-${UNET_SHARED_DATA:-../shared/data/isbi2012}}
+deadline=$((start + ${DEADLINE:-480}))
 results=results-gpu-pipeline
 export PYTHONUNBUFFERED=1
-start=$(date +%s)
 
-if ! python3 -c "import snakemake, zarr, dask" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target .site .whl/*.whl
-    export PYTHONPATH=$PWD/.site:$PWD/workflow${PYTHONPATH:+:$PYTHONPATH}
-fi
-echo "install: $(( $(date +%s) - start )) s"
+# step LIMIT COMMAND...: COMMAND under LIMIT seconds or what is left before the deadline, whichever is less
+step() {
+    local limit=$1 left=$((deadline - $(date +%s)))
+    shift
+    ((left < limit)) && limit=$left
+    if ((limit < 10)); then
+        echo "skipped, deadline reached: $*"
+        return
+    fi
+    echo "\$ $*  (limit ${limit} s)"
+    timeout --kill-after=10 "$limit" "$@" || echo "(exit $?)"
+}
+
+source benchmarks/gpu_env.sh
+echo "install: $(($(date +%s) - start)) s"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.cuda.is_available())"
 
 port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 python3 -m http.server "$port" --bind 127.0.0.1 --directory "$isbi" > /dev/null 2>&1 &
 server=$!
-trap 'kill $server 2> /dev/null' EXIT
+trap 'kill $server 2> /dev/null || true' EXIT
 mkdir -p "$results"
-cat > "$results/overlay.yaml" <<EOT
+cat > "$results/overlay.yaml" << EOT
 results: $results
 preset: $preset
 datasets:
@@ -40,22 +60,18 @@ datasets:
   isbi2012_test: {base: "http://127.0.0.1:$port"}
 EOT
 targets=("$results/isbi2012/evaluation/$preset/summary.json" "$results/isbi2012_test/predictions/$preset.zarr")
-python3 -m snakemake --cores "$cores" --configfile config/config.yaml "$results/overlay.yaml" ${OVERLAY:+"$OVERLAY"} \
-    -- "${targets[@]}"
-echo "workflow: $(( $(date +%s) - start )) s in all, install included"
+# --resources gpu=1: one GPU job at a time, so that each predict stage's time is its own
+step "${PIPELINE_LIMIT:-330}" python3 -m snakemake --cores "$cores" --resources gpu=1 \
+    --configfile config/config.yaml "$results/overlay.yaml" ${OVERLAY:+"$OVERLAY"} -- "${targets[@]}"
+echo "workflow: $(($(date +%s) - start)) s from the start, install included"
+python3 benchmarks/pipeline_figures.py "$results" "$preset"
 
-python3 - "$results" "$preset" <<'EOT'
-import csv, json, sys
-from pathlib import Path
-
-results, preset = Path(sys.argv[1]), sys.argv[2]
-for tsv in sorted((results / "benchmarks").glob("*/*.tsv")):
-    row = next(csv.DictReader(tsv.open(), delimiter="\t"))
-    print(f"rule {tsv.parent.name:16s} {tsv.stem:40s} {float(row['s']):8.1f} s, max RSS {row['max_rss']} MB")
-curve = [row for row in csv.DictReader((results / "isbi2012/models" / preset / "training_curve.csv").open())]
-rates = sorted(float(row["tiles_per_s"]) for row in curve if row["split"] == "train")
-print(f"training loop: median {rates[len(rates) // 2]:.1f} tiles/s over the log windows (validation excluded)")
-summary = json.loads((results / "isbi2012/evaluation" / preset / "summary.json").read_text())
-print("held-out scores:", json.dumps({k: v["value"] for k, v in summary["metrics"].items()}))
-EOT
-python3 benchmarks/train_speed.py --presets "$preset" --amp bf16 --variants channels_last --steps 100
+cd benchmarks
+step 45 python3 train_speed.py --presets "$preset" --amp bf16 --variants channels_last --steps 100
+prediction=(--preset "$preset" --input-size "${TILE:-508}" --batch-size "${BATCH:-8}")
+step 40 python3 predict_speed.py "${prediction[@]}" --shape 30 512 512 --sides stage --tta
+# shellcheck disable=SC2086 # the shapes are three numbers each
+step 90 python3 predict_speed.py "${prediction[@]}" --shape ${LARGE:-4 8192 8192}
+# shellcheck disable=SC2086
+step 240 python3 predict_speed.py "${prediction[@]}" --shape ${HALF_GB:-2 16384 16384} --sides stage --tta
+echo "all: $(($(date +%s) - start)) s"
