@@ -2,6 +2,7 @@
 
     python benchmarks/loop_overhead.py [--preset laptop] [--rounds 4] [--steps 100] [--device auto]
     python benchmarks/loop_overhead.py --preset paper --trivial    # the host's share alone
+    python benchmarks/loop_overhead.py --loop-only [--glibc-defaults]    # the loop alone, allocator as set or not
 
 The loop is ``Trainer.train_step`` as the train rule runs it, on ``--samples`` tiles augmented
 from ISBI training sections with the paper's weight maps (``optimiser_check.augmented_tiles``,
@@ -11,6 +12,10 @@ each round by the loop's one wait per log window (``Trainer.checked_mean``). The
 the trainer uses on this device. Both run ``--rounds`` times in turns, since these CPUs drift by
 several per cent within minutes; printed: each round's rates and the loop's share of the bare rate.
 
+The process keeps freed memory for reuse as the train rule does (``core.allocator``), unless
+``--glibc-defaults``. Whether that pays shows in the loop alone (``--loop-only``, no bare steps in
+between, as the train rule runs), in separate runs with and without it.
+
 ``--trivial`` replaces the network by a module that crops the input to the output tile and scales
 it into two logits (the same batches, loss and optimiser calls): the loop's steps per second then
 measure what the host does per step, which must stay well above the GPU's bare step rate. On the
@@ -19,6 +24,7 @@ prints each part's milliseconds (batch, module, loss forward and backward, optim
 """
 
 import argparse
+import resource
 import tempfile
 import time
 
@@ -27,6 +33,7 @@ import torch
 from shipped_workflow import ISBI_DATA as ISBI
 from shipped_workflow import cpu_model, shipped_config
 from train_speed import measure
+from unet_pipeline.core.allocator import keep_freed_memory
 from unet_pipeline.models.tile_geometry import geometry_of
 from unet_pipeline.training.optimiser_check import augmented_tiles, preset_trainer
 
@@ -107,7 +114,12 @@ def main():
     parser.add_argument("--device", default="auto")
     parser.add_argument("--trivial", action="store_true", help="a trivial module in place of the network")
     parser.add_argument("--parts", action="store_true", help="also time each part of a step alone")
+    parser.add_argument("--loop-only", action="store_true", help="the loop alone in its process, as in the train rule")
+    parser.add_argument(
+        "--glibc-defaults", action="store_true", help="without the train rule's allocator setting (keep_freed_memory)"
+    )
     args = parser.parse_args()
+    kept = not args.glibc_defaults and keep_freed_memory()
     preset = shipped_config()["presets"][args.preset]
     with tempfile.TemporaryDirectory() as folder:
         trainer, tile = make_trainer(preset, args.samples, folder, args.device)
@@ -118,6 +130,7 @@ def main():
         amp = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "none"}[trainer.parts.precision]
         print(f"device: {where}, {torch.get_num_threads()} threads; preset {args.preset}, batch {batch}, tiles {tile}")
         print(f"precision {amp}{', trivial module' if args.trivial else ''}, {args.samples} augmented tiles")
+        print(f"freed memory {'kept for reuse' if kept else 'returned to the system (glibc defaults)'}")
         trainer.model.train()
         loop_seconds(trainer, 3)  # warm-up, as measure() warms up its own model
         loop_total = bare_total = 0.0
@@ -125,15 +138,17 @@ def main():
             loop = loop_seconds(trainer, args.steps)
             loop_total += loop
             line = f"round {round_}: loop {args.steps / loop:.1f} steps/s ({args.steps * batch / loop:.1f} tiles/s)"
-            if not args.trivial:
+            if not (args.trivial or args.loop_only):
                 bare = args.steps * measure(preset, amp, args.steps, device, "channels_last")["step_s"]
                 bare_total += bare
                 line += f", bare {args.steps * batch / bare:.1f} tiles/s"
             print(line, flush=True)
         if args.parts:
             print("parts (ms):", {name: round(ms, 2) for name, ms in part_milliseconds(trainer, args.steps).items()})
-    if args.trivial:
-        print(f"loop with a trivial module: {args.rounds * args.steps / loop_total:.1f} steps/s")
+    if args.trivial or args.loop_only:
+        module = "a trivial module" if args.trivial else "the network"
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"loop with {module}: {args.rounds * args.steps / loop_total:.1f} steps/s, peak RSS {peak:.0f} MiB")
     else:
         print(f"loop / bare over all rounds: {bare_total / loop_total:.3f}")
 

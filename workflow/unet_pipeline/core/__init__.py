@@ -1,1 +1,1 @@
-"""Plumbing every stage shares: errors, atomic writes, checksums, progress, rule logging, figures."""
+"""Plumbing every stage shares: errors, atomic writes, checksums, progress, rule logging, figures, allocator."""

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.allocator import keep_freed_memory
 from ..core.atomic import atomic_file
 from ..core.checksums import sha256_of_file
 from ..core.errors import InputDataError, PipelineError
@@ -291,6 +292,7 @@ def train(job: TrainingJob) -> dict:
 def train_in_process(job: TrainingJob, world: World) -> dict:
     """This process's share of ``train``: all of it in a single process, one rank of a data-parallel run."""
     torch.set_num_threads(max(job.threads // world.size, 1))
+    keep_freed_memory()
     data = open_training_data(job.augmented, job.volume, job.model.geometry)
     trainer, setup = build_trainer(job, data, world)
     try:
