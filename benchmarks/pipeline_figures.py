@@ -34,21 +34,13 @@ def stage_times(results: Path) -> None:
             print(f"predict stage {log.stem:32s} {seconds:7.2f} s for {megavoxels:.1f} Mvoxel ({match[1]})")
 
 
-def loop_rate(results: Path, dataset: str, preset: str) -> None:
-    curve = results / dataset / "models" / preset / "training_curve.csv"
-    if not curve.exists():
-        print(f"training loop: no {curve}")
-        return
+def loop_rate(curve: Path) -> None:
     rates = sorted(float(row["tiles_per_s"]) for row in csv.DictReader(curve.open()) if row["split"] == "train")
     if rates:
         print(f"training loop: median {rates[len(rates) // 2]:.1f} tiles/s over {len(rates)} log windows")
 
 
-def held_out(results: Path, dataset: str, preset: str) -> None:
-    path = results / dataset / "evaluation" / preset / "summary.json"
-    if not path.exists():
-        print(f"held-out scores: no {path}")
-        return
+def held_out(path: Path) -> None:
     summary = json.loads(path.read_text())
     scores = {name: round(metric["value"], 4) for name, metric in summary["metrics"].items()}
     print(f"held-out scores (sections {summary['sections']}, TTA {summary['tta']}):", json.dumps(scores))
@@ -62,8 +54,15 @@ def main():
     args = parser.parse_args()
     rule_times(args.results)
     stage_times(args.results)
-    loop_rate(args.results, args.dataset, args.preset)
-    held_out(args.results, args.dataset, args.preset)
+    folder = args.results / args.dataset
+    for report, path in [
+        (loop_rate, folder / "models" / args.preset / "training_curve.csv"),
+        (held_out, folder / "evaluation" / args.preset / "summary.json"),
+    ]:
+        if path.exists():
+            report(path)
+        else:
+            print(f"{report.__name__}: no {path}")
 
 
 if __name__ == "__main__":
