@@ -19,10 +19,10 @@ def keep_freed_memory() -> bool:
     By default glibc maps a large allocation afresh and unmaps it when freed (above a threshold that it moves
     between 128 KiB and 32 MiB as blocks are freed, and trims the heap's free top beyond 128 KiB), so each
     training step faults in and zeroes the pages of its activations again. With the mmap threshold at its
-    documented maximum and a trim threshold of 1 GiB, freed blocks stay in the heap for the next step: the
-    laptop preset's training loop ran 1.06-1.14x as fast on a CPU, peak memory unchanged (``benchmarks/README.md``,
-    "Training loop"). The setting is the process's, for every thread; tensors above 32 MiB are still mapped
-    each time.
+    documented maximum and a trim threshold of 1 GiB, freed blocks stay in the heap for the next step
+    (the gain: ``benchmarks/loop_overhead.py --loop-only`` with and without ``--glibc-defaults``, recorded in
+    ``benchmarks/README.md``). The setting is the process's, for every thread; tensors above 32 MiB are still
+    mapped each time.
 
     Returns:
         Whether the setting took; False where the C library has no ``mallopt`` (macOS, not glibc).
