@@ -2,6 +2,7 @@
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.core.rule_logging import rule_logging
+from unet_pipeline.data.readers import MemoryLimit
 from unet_pipeline.stages.ingest import ingest
 
 with rule_logging(snakemake):
@@ -11,4 +12,7 @@ with rule_logging(snakemake):
         snakemake.input.image,
         snakemake.input.get("labels"),
         snakemake.output[0],
+        memory=MemoryLimit.of_job(
+            snakemake.resources.mem_mb, snakemake.rule
+        ),  # sections it cannot hold: refused unread
     )

@@ -21,11 +21,13 @@ def isbi_dir() -> Path:
 
 
 class RequestLog(list):
-    """(path, Range header) of every request, in order; ``if_range``: their If-Range headers."""
+    """(path, Range header) of every request, in order; ``if_range`` and ``auth``: their If-Range and
+    Authorization headers."""
 
     def __init__(self):
         super().__init__()
         self.if_range = []
+        self.auth = []
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -39,7 +41,9 @@ class _Handler(SimpleHTTPRequestHandler):
     /nolength/<file>  no Content-Length; the body always ends halfway, at connection close
     /error500/<file>  always answers 500
     /wrongrange/<file> like flaky, then answers a resume with a range that starts at 0 (206, whole file)
-    Every answer carries a Last-Modified validator.
+    /offrange/<file>  answers every request with 206 and the file's last tenth (a range nobody asked for)
+    /drip/<file>      sends the headers, then one byte of the body every 0.25 s
+    A query string is ignored (signed URLs). Every answer carries a Last-Modified validator.
     """
 
     requests: ClassVar[RequestLog] = RequestLog()
@@ -53,7 +57,8 @@ class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self):
         type(self).requests.append((self.path, self.headers.get("Range")))
         type(self).requests.if_range.append(self.headers.get("If-Range"))
-        parts = self.path.lstrip("/").split("/", 1)
+        type(self).requests.auth.append(self.headers.get("Authorization"))
+        parts = self.path.split("?")[0].lstrip("/").split("/", 1)
         mode, name = (parts[0], parts[1]) if len(parts) == 2 else ("plain", parts[0])
         if mode == "error500":
             self.send_error(500, "boom")
@@ -70,8 +75,11 @@ class _Handler(SimpleHTTPRequestHandler):
         start = 0
         if range_header and mode not in ("truncate", "norange"):
             start = int(range_header.split("=")[1].split("-")[0])
-        if range_header and mode == "wrongrange":
-            self._send_wrong_range(data)
+        if (range_header and mode == "wrongrange") or mode == "offrange":
+            self._send_wrong_range(data, start=len(data) * 9 // 10 if mode == "offrange" else 0)
+            return
+        if mode == "drip":
+            self._send_drip(data)
             return
         truncate = mode in ("truncate", "nolength") or (
             mode in self.FIRST_TRUNCATED and name not in type(self).seen_flaky
@@ -93,13 +101,29 @@ class _Handler(SimpleHTTPRequestHandler):
         if truncate:
             self.close_connection = True
 
-    def _send_wrong_range(self, data: bytes):
+    def _send_wrong_range(self, data: bytes, start: int = 0):
         """A 206 whose Content-Range does not start where the client asked: appending it would splice the file."""
         self.send_response(206)
-        self.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def _send_drip(self, data: bytes):
+        """The whole file announced, one byte sent every 0.25 s: each read gets data, none completes a block."""
+        import time
+
+        self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            for byte in data[:40]:  # ten seconds at most: the client must give up long before
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.25)
+        except OSError:
+            pass  # the client hung up, as it should
+        self.close_connection = True
 
     def _send_chunked(self, body: bytes, truncate: bool, start: int, total: int):
         self.protocol_version = "HTTP/1.1"

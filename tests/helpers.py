@@ -101,3 +101,17 @@ def shipped_config() -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     return config
+
+
+def declared_bomb(path, side=200_000, height=None):
+    """A TIFF of about 130 bytes whose header declares one section of ``height`` (default ``side``) x ``side``
+    uint8 pixels (40 GB for 200000)."""
+    import struct
+
+    tags = [(256, 4, side), (257, 4, height or side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 8)]
+    tags += [(277, 3, 1), (278, 4, height or side), (279, 4, 10)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags
+    )
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 18) + b"\x78\x9c" + b"\x00" * 8 + ifd + b"\x00" * 4)
+    return path

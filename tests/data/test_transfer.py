@@ -1,6 +1,8 @@
 """The download code against a real HTTP server on 127.0.0.1 serving ../shared/data/isbi2012."""
 
+import base64
 import socket
+import time
 
 import pytest
 from conftest import _Handler
@@ -167,3 +169,36 @@ def test_a_full_disk_fails_at_once(http_server, tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match=r"x\.tif\.part: cannot write the download: no space left on the device"):
         download(f"{base}/train-labels.tif", tmp_path / "x.tif", **FAST)
     assert len(requests) == 1, "not retried"
+
+
+def test_the_deadline_holds_against_a_server_that_drips(http_server, tmp_path):
+    base, _ = http_server
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"drip/train-labels\.tif: not finished within the deadline of 1 s"):
+        download(f"{base}/drip/train-labels.tif", tmp_path / "x.tif", **FAST, deadline_s=1.0)
+    assert time.monotonic() - started < 2.0, "each read waits at most the time left"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_range_nobody_asked_for_is_never_written_as_the_file(http_server, tmp_path):
+    base, requests = http_server
+    with pytest.raises(DownloadError, match=r"offrange/train-labels\.tif: the server answered the range 'bytes \d+-"):
+        download(f"{base}/offrange/train-labels.tif", tmp_path / "x.tif", **FAST)
+    assert len(requests) == FAST["retries"] + 1 and leftovers(tmp_path) == []
+
+
+def test_credentials_in_a_url_stay_out_of_logs_and_errors(http_server, tmp_path, caplog):
+    base, requests = http_server
+    host = base.removeprefix("http://")
+    signed = "X-Amz-Signature=0123456789abcdef&X-Amz-Credential=AKIDSECRET"
+    caplog.set_level("DEBUG")
+    dest = tmp_path / "train-labels.tif"
+    download(f"http://alice:s3cret@{host}/flaky/train-labels.tif?{signed}", dest, **FAST)
+    assert sha256_of_file(dest) == ISBI_FILE_SHA256["train-labels.tif"]
+    assert requests.auth[0] == "Basic " + base64.b64encode(b"alice:s3cret").decode(), "sent as HTTP basic auth"
+    with pytest.raises(DownloadError) as failure:
+        download(f"http://alice:s3cret@{host}/error500/x.tif?{signed}", tmp_path / "y.tif", **FAST)
+    said = caplog.text + str(failure.value)
+    assert "retrying" in said and "127.0.0.1" in said
+    for secret in ("alice", "s3cret", "0123456789abcdef", "AKIDSECRET"):
+        assert secret not in said

@@ -6,9 +6,10 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
-from helpers import run_snakemake, tiny_config, write_config
+from helpers import declared_bomb, run_snakemake, tiny_config, write_config
 from unet_pipeline.core.errors import DownloadError
 from unet_pipeline.data import volume_store
+from unet_pipeline.data.readers import MemoryLimit
 from unet_pipeline.stages.download import Candidate, candidates, fetch_verified
 
 OPTIONS = {"retries": 0, "backoff_s": 0.01, "timeout_s": 5.0}
@@ -60,7 +61,7 @@ def test_first_mirror_down_wrong_pixels_skipped_the_right_one_accepted(published
         Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3))),
     ]
     dest = tmp_path / "out" / "train-volume.tif"
-    accepted = fetch_verified(found, dest, pixel_sha256(image), OPTIONS)
+    accepted = fetch_verified(found, dest, {"pixel_sha256": pixel_sha256(image)}, OPTIONS)
     assert accepted is found[2]
     np.testing.assert_array_equal(tifffile.imread(dest), image)
     assert "HTTP 500" in caplog.text and "its pixels differ from the expected ones" in caplog.text
@@ -75,7 +76,7 @@ def test_an_hdf5_mirror_without_a_suffix_is_read_by_its_key(published, serve, tm
     base, _ = serve(folder)
     file_sha = hashlib.sha256((folder / "isbi.h5").read_bytes()).hexdigest()
     found = [Candidate((f"{base}/missing.tif",)), Candidate((f"{base}/download",), key="raw", sha256=file_sha)]
-    fetch_verified(found, tmp_path / "v.tif", pixel_sha256(image), OPTIONS)
+    fetch_verified(found, tmp_path / "v.tif", {"pixel_sha256": pixel_sha256(image)}, OPTIONS)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "v.tif"), image)
 
 
@@ -84,7 +85,7 @@ def test_nothing_usable_names_every_candidate_and_leaves_nothing(published, serv
     base, _ = serve(folder)
     found = [Candidate((f"{base}/missing.tif",)), Candidate(tuple(f"{base}/plain/inverted/{z}.tif" for z in range(3)))]
     with pytest.raises(DownloadError, match=r"(?s)neither the source nor any mirror.*404.*pixels differ"):
-        fetch_verified(found, tmp_path / "out" / "v.tif", pixel_sha256(image), OPTIONS)
+        fetch_verified(found, tmp_path / "out" / "v.tif", {"pixel_sha256": pixel_sha256(image)}, OPTIONS)
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -108,28 +109,18 @@ def test_the_workflow_falls_back_to_a_mirror(published, serve, tiny_isbi, tmp_pa
     assert "404" in log and "pixels differ" in log and "accepted" in log
 
 
-def declared_bomb(path, side=200_000):
-    """A TIFF of about 130 bytes whose header declares one side x side uint8 section (40 GB for 200000)."""
-    import struct
-
-    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 8)]
-    tags += [(277, 3, 1), (278, 4, side), (279, 4, 10)]
-    ifd = struct.pack("<H", len(tags)) + b"".join(
-        struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags
-    )
-    path.write_bytes(b"II*\x00" + struct.pack("<I", 18) + b"\x78\x9c" + b"\x00" * 8 + ifd + b"\x00" * 4)
-    return path
-
-
 def test_a_file_declaring_sections_the_job_cannot_hold_is_refused_unread(serve, tmp_path):
     folder = tmp_path / "served"
     folder.mkdir()
     declared_bomb(folder / "bomb.tif")
     base, _ = serve(folder)
     dest = tmp_path / "out" / "bomb.tif"
-    message = r"declares 1 sections of 200000 x 200000 uint8 \(40\.00 GB each\), more than this job's memory \(268 MB\)"
+    message = (
+        r"each of its 1 sections of 200000 x 200000 uint8 needs 160000 MB to read, more than this job's memory "
+        r"\(268 MB\) allows; .*--set-resources download:mem_mb=N"
+    )
     with pytest.raises(DownloadError, match=message):
-        fetch_verified([Candidate((f"{base}/bomb.tif",))], dest, None, OPTIONS, memory_bytes=256 * 2**20)
+        fetch_verified([Candidate((f"{base}/bomb.tif",))], dest, {}, OPTIONS, MemoryLimit(256 * 2**20, "download"))
     assert sorted(p.name for p in dest.parent.iterdir()) == []
 
 
@@ -137,7 +128,7 @@ def test_a_relative_mirror_path_moves_on_to_the_next_mirror(published, serve, tm
     folder, image = published
     base, _ = serve(folder)
     found = [Candidate(("sections/0.tif",)), Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))]
-    accepted = fetch_verified(found, tmp_path / "out" / "image.tif", pixel_sha256(image), OPTIONS)
+    accepted = fetch_verified(found, tmp_path / "out" / "image.tif", {"pixel_sha256": pixel_sha256(image)}, OPTIONS)
     assert accepted is found[1]
 
 
@@ -148,5 +139,5 @@ def test_a_killed_runs_download_folder_is_removed_by_the_next(published, serve, 
     stale = dest.parent / f".{dest.name}.abc123" / "sections"  # what TemporaryDirectory left at a SIGKILL
     stale.mkdir(parents=True)
     (stale / "000000.tif").write_bytes(b"x" * 1000)
-    fetch_verified([Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))], dest, None, OPTIONS)
+    fetch_verified([Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))], dest, {}, OPTIONS)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["image.tif"]

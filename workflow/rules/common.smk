@@ -11,7 +11,15 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import WorkflowError
 from unet_pipeline.core.checksums import hash_prefix_in_name
-from unet_pipeline.data.sources import SAFE_FILENAME, Source, check_outside, resolve_source
+from unet_pipeline.data.sources import (
+    SAFE_FILENAME,
+    Source,
+    check_outside,
+    pretrained_url,
+    public_location,
+    public_spec,
+    resolve_source,
+)
 from unet_pipeline.models.tile_geometry import geometry_of
 
 RESULTS = config["results"]
@@ -170,11 +178,10 @@ def encoder_weights_file(preset):
 
 
 def pretrained_source(wildcards):
-    """The pretrained-weights URL a download_weights job fetches, and the sha256 prefix its name carries."""
-    for url in PRETRAINED.values():
-        if Source(url, remote=True).filename == wildcards.filename:
-            return {"url": url, "sha256": hash_prefix_in_name(wildcards.filename)}
-    raise ValueError(f"no URL of pretrained_weights has the file name {wildcards.filename}")
+    """The pretrained-weights URL a download_weights job fetches, without credentials (the job reads the whole
+    URL from the config: Snakemake records params), and the sha256 prefix its name carries."""
+    url = public_location(pretrained_url(PRETRAINED, wildcards.filename))
+    return {"url": url, "sha256": hash_prefix_in_name(wildcards.filename)}
 
 
 def trained_on(preset):

@@ -15,8 +15,9 @@ rule download:
         mem_mb=256,
         runtime=60,
     params:
-        url=lambda wildcards: remote_source(wildcards).location,
-        spec=lambda wildcards: DATASETS[wildcards.dataset][wildcards.role],
+        # without credentials: Snakemake records params in its metadata; the job reads them from the config
+        url=lambda wildcards: remote_source(wildcards).public,
+        spec=lambda wildcards: public_spec(DATASETS[wildcards.dataset][wildcards.role]),
     script:
         "../../scripts/download.py"
 

@@ -15,7 +15,9 @@ source's ``channel:`` option picks one channel.
 from __future__ import annotations
 
 import math
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,30 @@ from ..core.errors import InputDataError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+SECTION_COPIES = 4  # a section in memory at once: as read, as gray/uint8, its checksum bytes, a writer's copy
+ZARR_CONCURRENCY = 10  # chunks zarr-python decodes at once (its default ``async.concurrency``)
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    """What a job may spend on reading a source: ``bytes``, from the rule's ``mem_mb``, and ``rule``, named in the
+    error as the setting that raises it."""
+
+    bytes: int
+    rule: str
+
+    @classmethod
+    def of_job(cls, mem_mb: int, rule: str) -> MemoryLimit:
+        return cls(int(mem_mb) * 2**20, rule)
+
+    def check(self, path, needed: int, what: str) -> None:
+        """Refuse ``what`` of ``path`` when reading it needs more than the limit (nothing was decoded yet)."""
+        if needed > self.bytes:
+            raise InputDataError(
+                f"{path}: {what} needs {needed / 1e6:.0f} MB to read, more than this job's memory "
+                f"({self.bytes / 1e6:.0f} MB) allows; if the file is real, raise the {self.rule} rule's memory "
+                f"(snakemake --set-resources {self.rule}:mem_mb=N)"
+            )
 
 
 def read_error(where, error: BaseException, damaged: str) -> InputDataError:
@@ -133,13 +159,26 @@ class TiffStack:
 
 
 class ImageFolder:
-    """A folder of equally sized 2D TIFF or PNG images, one per section, in natural name order."""
+    """A folder of equally sized 2D TIFF or PNG images, one per section, in natural name order.
 
-    def __init__(self, path: str | Path, channel: int | None = None):
-        self.path, self.channel = Path(path), channel
-        self.files = sorted((p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+    Any other file in it is refused (an error page saved as a section would otherwise vanish from the stack);
+    hidden files (a name starting with '.') are passed over. Each image's header is checked, against
+    ``memory`` and the first image's size, before the image is decoded.
+    """
+
+    def __init__(self, path: str | Path, channel: int | None = None, memory: MemoryLimit | None = None):
+        self.path, self.channel, self.memory = Path(path), channel, memory
+        entries = sorted((p for p in self.path.iterdir() if not p.name.startswith(".")), key=_natural_key)
+        others = [p.name for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file()]
+        if others:
+            raise InputDataError(
+                f"{self.path}: {others[:5]} {'is' if len(others) == 1 else 'are'} not a TIFF or PNG image; a folder "
+                f"source holds only its sections ({'/'.join(IMAGE_SUFFIXES)})"
+            )
+        self.files = entries
         if not self.files:
             raise InputDataError(f"{self.path}: folder holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        self._check_header(self.files[0], None)
         first = self._read(self.files[0])
         self.shape = (len(self.files), *first.shape)
         self.dtype = first.dtype
@@ -158,8 +197,21 @@ class ImageFolder:
             raise read_error(file, error, "not a readable image (corrupt or truncated?)") from error
         return to_gray(data, str(file), self.channel)
 
+    def _check_header(self, file: Path, size: tuple | None) -> None:
+        """Before ``file`` is decoded: its declared pixels fit the job's memory, and its height and width are
+        ``size`` (the first image's)."""
+        height, width, samples, itemsize = image_header(file)
+        if size is not None and (height, width) != size:
+            raise InputDataError(
+                f"{file}: declares {height} x {width} pixels, unlike the folder's first image {self.files[0].name} "
+                f"({size[0]} x {size[1]})"
+            )
+        if self.memory is not None:
+            self.memory.check(file, height * width * samples * itemsize * SECTION_COPIES, "this section")
+
     def section(self, index: int) -> np.ndarray:
         file = self.files[index]
+        self._check_header(file, self.shape[1:])
         data = self._read(file)
         if data.shape != self.shape[1:] or data.dtype != self.dtype:
             raise InputDataError(
@@ -172,6 +224,32 @@ class ImageFolder:
         pass
 
 
+def image_header(file: Path) -> tuple[int, int, int, int]:
+    """(height, width, samples per pixel, bytes per sample) of a 2D TIFF or PNG, from its header alone."""
+    try:
+        if file.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(file) as image:  # lazy: reads the header, decodes nothing
+                width, height = image.size
+                samples = len(image.getbands())
+                itemsize = 2 if image.mode.startswith("I;16") else 4 if image.mode in ("I", "F") else 1
+                samples = 4 if image.mode == "P" else samples  # a palette is expanded to RGB(A) on reading
+            return height, width, samples, itemsize
+        import tifffile
+
+        with tifffile.TiffFile(file) as tiff:
+            series = tiff.series[0]
+            shape, axes, itemsize = tuple(series.shape), series.axes, np.dtype(series.dtype).itemsize
+    except Exception as error:
+        raise read_error(file, error, "not a readable image (corrupt or truncated?)") from error
+    samples = shape[-1] if axes.endswith("S") else 1
+    plane = shape[:-1] if axes.endswith("S") else shape
+    if len(plane) != 2:
+        raise InputDataError(f"{file}: expected a 2D image, found shape {shape} with axes {axes!r}")
+    return plane[0], plane[1], samples, itemsize
+
+
 class ZarrVolume:
     """A 2D or 3D Zarr array; in a group, the array named by ``key``, the first OME-Zarr level, or the only array."""
 
@@ -179,6 +257,9 @@ class ZarrVolume:
         import zarr
 
         self.path = Path(path)
+        if key is not None and ".." in Path(key).parts:
+            raise InputDataError(f"{self.path}: key {key!r} leads out of the Zarr store")
+        check_no_links_out(self.path)
         try:
             node = zarr.open(str(self.path), mode="r")
         except Exception as error:
@@ -190,6 +271,7 @@ class ZarrVolume:
         self.array = node
         self.shape = (1, *node.shape) if node.ndim == 2 else tuple(node.shape)
         self.dtype = np.dtype(node.dtype)
+        self.decode_bytes = chunks_per_section(self.shape, node.chunks, self.dtype, ZARR_CONCURRENCY)
 
     def _pick_array(self, group, key):
         import zarr
@@ -218,6 +300,27 @@ class ZarrVolume:
         pass
 
 
+def check_no_links_out(root: Path) -> None:
+    """Refuse a store with a file or folder that is a link to somewhere outside it: its bytes would be read as
+    pixels (a chunk linked to a file of the machine). Links within the store are fine."""
+    top = root.resolve()
+    for folder, subfolders, files in os.walk(top):
+        for name in (*subfolders, *files):
+            entry = Path(folder) / name
+            if entry.is_symlink() and not entry.resolve().is_relative_to(top):
+                raise InputDataError(
+                    f"{root}: {entry.relative_to(top)} is a link to {os.readlink(entry)}, outside the Zarr store; "
+                    "refused (copy the data into the store)"
+                )
+
+
+def chunks_per_section(shape: tuple, chunks: tuple, dtype, at_once: int) -> int:
+    """Bytes of the chunks decoded at once to read one section (z, y, x) of an array chunked ``chunks``."""
+    chunks = (1, *chunks) if len(chunks) == 2 else tuple(chunks)
+    per_section = math.ceil(shape[1] / chunks[1]) * math.ceil(shape[2] / chunks[2])
+    return math.prod(chunks) * np.dtype(dtype).itemsize * min(per_section, at_once)
+
+
 class Hdf5Volume:
     """A 2D or 3D dataset of an HDF5 file: the one named by ``key``, or the file's only dataset."""
 
@@ -229,6 +332,11 @@ class Hdf5Volume:
             self._file = h5py.File(self.path, "r")
         except Exception as error:
             raise read_error(self.path, error, "not a readable HDF5 file (corrupt or truncated?)") from error
+        try:
+            self._refuse_outside_references()
+        except InputDataError:
+            self._file.close()
+            raise
         names = []
         self._file.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
         if key is None and len(names) != 1:
@@ -244,6 +352,28 @@ class Hdf5Volume:
             raise InputDataError(f"{self.path}: dataset {key!r} has shape {self._dataset.shape}, expected (z, y, x)")
         self.shape = (1, *self._dataset.shape) if self._dataset.ndim == 2 else tuple(self._dataset.shape)
         self.dtype = np.dtype(self._dataset.dtype)
+        chunks = self._dataset.chunks  # h5py decodes a whole chunk, one at a time, and keeps its filter's buffer
+        self.decode_bytes = 2 * chunks_per_section(self.shape, chunks, self.dtype, 1) if chunks else 0
+
+    def _refuse_outside_references(self) -> None:
+        """External links, external storage and virtual datasets read other files of the machine as pixels."""
+        import h5py
+
+        found = []
+
+        def visit(name, link):
+            if isinstance(link, h5py.ExternalLink):
+                found.append(f"{name!r} is an external link to {link.filename}")
+                return
+            item = self._file.get(name)
+            if isinstance(item, h5py.Dataset) and item.external:
+                found.append(f"dataset {name!r} keeps its data in external files {[e[0] for e in item.external]}")
+            elif isinstance(item, h5py.Dataset) and item.is_virtual:
+                found.append(f"dataset {name!r} is virtual (its data lives in other files)")
+
+        self._file.visititems_links(visit)
+        if found:
+            raise InputDataError(f"{self.path}: {found[0]}; refused: a source is read from its own file only")
 
     def section(self, index: int) -> np.ndarray:
         try:
@@ -255,24 +385,18 @@ class Hdf5Volume:
         self._file.close()
 
 
-SECTION_COPIES = 4  # a section in memory at once: as read, as gray/uint8, its checksum bytes, a writer's copy
+def check_section_size(reader, path: Path, memory: MemoryLimit) -> None:
+    """Refuse a volume whose declared sections, and the chunks decoded to read one, the job cannot hold, before
+    any is read.
 
-
-def check_section_size(reader, path: Path, memory_bytes: int) -> None:
-    """Refuse a volume whose declared sections the job cannot hold, before any is read.
-
-    A tiny damaged or hostile file can declare sections of 200000 x 200000 (as Pillow's ``MAX_IMAGE_PIXELS``
-    guards against for PNG): the header is all that is read here.
+    A tiny damaged or hostile file can declare sections of 200000 x 200000, or chunks of 40 x 2000 x 2000 behind
+    each section: the header and metadata are all that is read here.
     """
     itemsize = np.dtype(reader.dtype).itemsize * getattr(reader, "samples_per_pixel", 1)
-    needed = math.prod(reader.shape[1:]) * itemsize * SECTION_COPIES
-    if needed > memory_bytes:
-        size = " x ".join(str(n) for n in reader.shape[1:])
-        raise InputDataError(
-            f"{path}: declares {reader.shape[0]} sections of {size} {reader.dtype} ({needed / SECTION_COPIES / 1e9:.2f} "
-            f"GB each), more than this job's memory ({memory_bytes / 1e6:.0f} MB) holds; if the file is real, raise "
-            "the rule's mem_mb (snakemake --set-resources RULE:mem_mb=N)"
-        )
+    section = math.prod(reader.shape[1:]) * itemsize
+    size = " x ".join(str(n) for n in reader.shape[1:])
+    what = f"each of its {reader.shape[0]} sections of {size} {reader.dtype}"
+    memory.check(path, section * SECTION_COPIES + getattr(reader, "decode_bytes", 0), what)
 
 
 def open_volume(path: str | Path, key: str | None = None, channel: int | None = None, **options):
@@ -282,21 +406,22 @@ def open_volume(path: str | Path, key: str | None = None, channel: int | None = 
         path: the file or folder.
         key: the array in a Zarr group or HDF5 file.
         channel: the channel of color images (``to_gray``).
-        options: ``axes`` ("zyx": a TIFF's color samples are sections, ``TiffStack``) and ``memory_bytes`` (the
-            job's memory: a volume whose sections it cannot hold is refused before reading, ``check_section_size``).
+        options: ``axes`` ("zyx": a TIFF's color samples are sections, ``TiffStack``) and ``memory`` (a
+            ``MemoryLimit``: a volume whose sections the job cannot hold is refused before reading,
+            ``check_section_size``).
     """
-    reader = _open(Path(path), key, channel, options.get("axes"))
-    memory_bytes = options.get("memory_bytes")
-    if memory_bytes is not None:
+    memory = options.get("memory")
+    reader = _open(Path(path), key, channel, options.get("axes"), memory)
+    if memory is not None:
         try:
-            check_section_size(reader, Path(path), memory_bytes)
+            check_section_size(reader, Path(path), memory)
         except InputDataError:
             reader.close()
             raise
     return reader
 
 
-def _open(path: Path, key: str | None, channel: int | None, axes: str | None):
+def _open(path: Path, key: str | None, channel: int | None, axes: str | None, memory: MemoryLimit | None):
     if not path.exists():
         raise InputDataError(f"{path}: no such file or folder")
     is_zarr = (
@@ -308,7 +433,7 @@ def _open(path: Path, key: str | None, channel: int | None, axes: str | None):
     if is_zarr:
         return ZarrVolume(path, key)
     if path.is_dir():
-        return ImageFolder(path, channel)
+        return ImageFolder(path, channel, memory)
     if path.suffix.lower() in (".tif", ".tiff"):
         return TiffStack(path, channel, axes)
     if path.suffix.lower() in HDF5_SUFFIXES:

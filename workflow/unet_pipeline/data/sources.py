@@ -62,6 +62,26 @@ def public_location(text: str) -> str:
     return urlunparse((parsed.scheme, netloc, parsed.path, "", "", ""))
 
 
+def public_spec(spec: dict) -> dict:
+    """A source entry (``image`` or ``labels`` of a dataset) with every URL in it made public: what a rule may
+    carry as a param, since Snakemake records params in its metadata and may print them."""
+    public = dict(spec, source=public_location(str(spec["source"])))
+    mirrors = []
+    for mirror in spec.get("mirrors") or []:
+        source = mirror["source"]
+        source = public_location(source) if isinstance(source, str) else [public_location(url) for url in source]
+        mirrors.append(dict(mirror, source=source))
+    return public | ({"mirrors": mirrors} if "mirrors" in spec else {})
+
+
+def pretrained_url(pretrained: dict, filename: str) -> str:
+    """The URL among ``pretrained_weights`` whose file name is ``filename``."""
+    for url in pretrained.values():
+        if Source(url, remote=True).filename == filename:
+            return url
+    raise PipelineError(f"no URL of pretrained_weights has the file name {filename}")
+
+
 def _has_scheme(text: str) -> bool:
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text))
 

@@ -11,7 +11,9 @@ pixel array, independent of the file format); a mirror whose pixels differ
 (another polarity, another crop) is rejected with a message that says so, and
 the next one is tried. What is accepted is stored as a TIFF stack at the
 download path (or, for the source itself, as downloaded), so ingest reads one
-form whatever the mirror.
+form whatever the mirror. A section file that is neither TIFF nor PNG (an error
+page served with status 200) fails its candidate: a stack one section short is
+never accepted.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import numpy as np
 
 from ..core.atomic import atomic_file, remove_stale
 from ..core.errors import DownloadError, InputDataError
-from ..data.readers import open_volume
-from ..data.sources import REMOTE_SCHEMES
+from ..data.readers import MemoryLimit, open_volume
+from ..data.sources import REMOTE_SCHEMES, public_location
 from ..data.transfer import download
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ class Candidate:
     sha256: str | None = None
 
     def __str__(self) -> str:
-        return self.urls[0] if len(self.urls) == 1 else f"{self.urls[0]} and {len(self.urls) - 1} more section files"
+        first = public_location(self.urls[0])
+        return first if len(self.urls) == 1 else f"{first} and {len(self.urls) - 1} more section files"
 
 
 def candidates(primary_url: str, spec: dict) -> list[Candidate]:
@@ -80,12 +83,17 @@ def _fetch(candidate: Candidate, folder: Path, options: dict) -> Path:
     """Download a candidate into ``folder``: its one file, or a subfolder of section files in order."""
     for url in candidate.urls:
         if urlparse(url).scheme not in REMOTE_SCHEMES:
-            raise DownloadError(f"{url}: a mirror must be an http(s) URL (a local copy goes in the dataset's source)")
+            raise DownloadError(
+                f"{public_location(url)}: a mirror must be an http(s) URL (a local copy goes in the dataset's source)"
+            )
     if len(candidate.urls) == 1:
         return _with_format_suffix(download(candidate.urls[0], folder / "source.bin", candidate.sha256, **options))
     sections = folder / "sections"
     for z, url in enumerate(candidate.urls):
-        _with_format_suffix(download(url, sections / f"{z:06d}.bin", None, **options))
+        section = _with_format_suffix(download(url, sections / f"{z:06d}.bin", None, **options))
+        if section.suffix not in (".tif", ".png"):
+            head = section.read_bytes()[:16]
+            raise DownloadError(f"{public_location(url)}: section {z} is neither a TIFF nor a PNG (it starts {head!r})")
     return sections
 
 
@@ -106,11 +114,13 @@ def _pixel_checksum(reader, tiff_path: Path | None = None) -> str:
 def _accept(candidate: Candidate, fetched: Path, keep: bool, dest: Path, check: dict) -> None:
     """Check the fetched pixels and put them at ``dest``: the file itself (``keep``), else as a TIFF stack.
 
-    ``check``: the expected ``pixel_sha256`` (or None) and the job's ``memory_bytes`` (or None).
+    ``check``: the source's entry (``pixel_sha256``, and ``channel`` and ``axes`` as ingest reads them) and the
+    job's ``memory`` (a ``MemoryLimit``, or None).
     """
     pixel_sha256 = check.get("pixel_sha256")
+    read = {"axes": check.get("axes"), "memory": check.get("memory")}
     with (
-        closing(open_volume(fetched, candidate.key, memory_bytes=check.get("memory_bytes"))) as reader,
+        closing(open_volume(fetched, candidate.key, check.get("channel"), **read)) as reader,
         atomic_file(dest) as tmp,
     ):
         actual = _pixel_checksum(reader, None if keep else tmp)
@@ -124,17 +134,18 @@ def _accept(candidate: Candidate, fetched: Path, keep: bool, dest: Path, check: 
 
 
 def fetch_verified(
-    found: list[Candidate], dest, pixel_sha256: str | None, options: dict, memory_bytes: int | None = None
+    found: list[Candidate], dest, spec: dict, options: dict, memory: MemoryLimit | None = None
 ) -> Candidate:
-    """Fetch the first candidate whose pixels have ``pixel_sha256`` (any that downloads, when it is None).
+    """Fetch the first candidate whose pixels have the source's ``pixel_sha256`` (any that reads, without one).
 
     Args:
         found: ``candidates`` of a source.
         dest: the download path; written atomically, as downloaded for the source itself when it has the
             download path's format, else (mirrors) as a TIFF stack.
-        pixel_sha256: expected sha256 of the pixel array (C order, section after section).
+        spec: the source's entry: ``pixel_sha256``, the sha256 of the pixel array (C order, section after
+            section, as read with the entry's ``channel`` and ``axes``; all three optional).
         options: retries, backoff_s, timeout_s of the download config.
-        memory_bytes: the job's memory: a candidate whose sections it cannot hold is refused unread.
+        memory: the job's memory: a candidate whose sections it cannot hold is refused unread.
 
     Returns:
         The accepted candidate. Raises DownloadError naming every candidate and why it failed.
@@ -148,7 +159,7 @@ def fetch_verified(
             try:
                 fetched = _fetch(candidate, Path(folder), options)
                 keep = candidate is found[0] and fetched.is_file() and fetched.suffix == dest.suffix
-                _accept(candidate, fetched, keep, dest, {"pixel_sha256": pixel_sha256, "memory_bytes": memory_bytes})
+                _accept(candidate, fetched, keep, dest, {**spec, "memory": memory})
             except (DownloadError, InputDataError) as error:
                 log.warning("%s", error)
                 failures.append(str(error))

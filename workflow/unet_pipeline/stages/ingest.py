@@ -27,7 +27,7 @@ from ..core.checksums import verify_sha256
 from ..core.errors import InputDataError, PipelineError
 from ..core.progress import Progress
 from ..data import volume_store
-from ..data.readers import ZarrVolume, open_volume
+from ..data.readers import MemoryLimit, ZarrVolume, open_volume
 from ..data.sources import ROLES, parse_sections, resolve_source
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,12 @@ def binary_labels(section: np.ndarray, classes: dict, where: str) -> np.ndarray:
     """
     foreground, background, threshold = classes["foreground"], classes["background"], classes.get("threshold")
     if threshold is not None:
+        if section.dtype.kind == "f" and not np.isfinite(section).all():
+            bad = int(np.count_nonzero(~np.isfinite(section)))
+            raise InputDataError(
+                f"{where}: {bad} label values are NaN or infinite, which belong to neither class; replace them "
+                "in the source (NaN would fall below the threshold and become a class)"
+            )
         above = section > threshold
         return (above if foreground > background else ~above).astype(np.uint8)
     is_foreground = section == foreground
@@ -152,11 +158,13 @@ def _check_pixel_checksum(actual: str, spec: dict, path: Path) -> None:
         raise InputDataError(f"{path}: pixel sha256 mismatch: expected {expected.lower()}, got {actual}")
 
 
-def ingest(name: str, dataset: dict, image_path, labels_path, out_path) -> dict:
+def ingest(name: str, dataset: dict, image_path, labels_path, out_path, memory: MemoryLimit | None = None) -> dict:
     """Write the volume store of dataset ``name`` and return its provenance attributes.
 
     ``image_path``/``labels_path`` are the local files of the dataset's sources:
     the download rule's output for a remote source, the source itself otherwise.
+    ``memory``: the job's (``readers.MemoryLimit``); a source whose sections it cannot hold is refused before
+    anything is decoded.
     """
     import zarr
 
@@ -164,7 +172,7 @@ def ingest(name: str, dataset: dict, image_path, labels_path, out_path) -> dict:
     labels_path = Path(labels_path) if dataset.get("labels") else None
     check_rescale(dataset["image"].get("rescale"), f"{name}: image {image_path}")
     with ExitStack() as readers:
-        image_reader, labels_reader = _open_readers(dataset, image_path, labels_path, readers)
+        image_reader, labels_reader = _open_readers(dataset, (image_path, labels_path), readers, memory)
         sections = {
             split: parse_sections(
                 dataset.get("sections", {}).get(split), image_reader.shape[0], f"{name}: sections.{split}"
@@ -196,23 +204,19 @@ def ingest(name: str, dataset: dict, image_path, labels_path, out_path) -> dict:
     return attrs
 
 
-def _open_readers(dataset: dict, image_path: Path, labels_path: Path | None, readers: ExitStack):
+def _open_reader(spec: dict, path: Path, readers: ExitStack, memory):
+    reader = open_volume(path, spec.get("key"), spec.get("channel"), axes=spec.get("axes"), memory=memory)
+    return readers.enter_context(closing(reader))
+
+
+def _open_readers(dataset: dict, paths: tuple, readers: ExitStack, memory):
     """Section readers of image and labels (None without labels), shapes and file checksums checked."""
+    image_path, labels_path = paths
     sources = {role: resolve_source(dataset, role) for role in ROLES}
-    image_spec = dataset["image"]
-    image_reader = readers.enter_context(
-        closing(open_volume(image_path, image_spec.get("key"), image_spec.get("channel"), axes=image_spec.get("axes")))
-    )
+    image_reader = _open_reader(dataset["image"], image_path, readers, memory)
     labels_reader = None
     if labels_path is not None:
-        labels_spec = dataset["labels"]
-        labels_reader = readers.enter_context(
-            closing(
-                open_volume(
-                    labels_path, labels_spec.get("key"), labels_spec.get("channel"), axes=labels_spec.get("axes")
-                )
-            )
-        )
+        labels_reader = _open_reader(dataset["labels"], labels_path, readers, memory)
         if labels_reader.shape != image_reader.shape:
             raise InputDataError(
                 f"{labels_path}: label shape {labels_reader.shape} differs from image shape "
