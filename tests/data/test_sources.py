@@ -1,7 +1,7 @@
 import pytest
 from helpers import run_snakemake, tiny_config, write_config
 from unet_pipeline.core.errors import PipelineError
-from unet_pipeline.data.sources import check_outside, parse_sections, resolve_source
+from unet_pipeline.data.sources import check_outside, check_results, parse_sections, resolve_source
 
 
 def test_remote_source_resolved_against_base_url():
@@ -62,6 +62,20 @@ def test_a_local_source_inside_the_results_folder_is_refused(tmp_path):
     check_outside(resolve_source({"image": {"source": "http://h/results/x.tif"}}, "image"), "results", "remote")
 
 
+def test_a_results_folder_that_would_write_where_it_must_not_is_refused(tmp_path):
+    (tmp_path / "sections").mkdir()
+    datasets = {"a": {"image": {"source": str(tmp_path / "sections")}}, "b": {"base": (tmp_path / "b").as_uri()}}
+    for results, message in [
+        ("", r"results: is empty"),
+        ("/", r"results: / is the file system's root"),
+        (str(tmp_path / "sections" / "out"), r"lies inside .*sections, a source folder of dataset 'a'"),
+        (str(tmp_path / "b"), r"results: .*b lies inside .*b, a source folder of dataset 'b'"),
+    ]:
+        with pytest.raises(PipelineError, match=message):
+            check_results(results, datasets)
+    check_results(str(tmp_path / "results"), datasets)
+
+
 @pytest.mark.workflow
 def test_the_workflow_refuses_such_sources_and_file_names(tmp_path, tiny_isbi):
     config = tiny_config(tiny_isbi.as_uri())
@@ -75,6 +89,10 @@ def test_the_workflow_refuses_such_sources_and_file_names(tmp_path, tiny_isbi):
     result = run_snakemake(tmp_path, "-n", "--configfile", "shell.yaml", check=False)
     assert result.returncode != 0 and "holds characters other than letters" in result.stdout + result.stderr
     assert not (tmp_path / "pwned").exists()
+    for results in ("", "/", str(tiny_isbi / "results")):
+        write_config(tmp_path / "results.yaml", tiny_config(str(tiny_isbi), results))
+        result = run_snakemake(tmp_path, "-n", "--configfile", "results.yaml", check=False)
+        assert result.returncode != 0 and "results: " in result.stdout + result.stderr, results
 
 
 def test_credentials_and_tokens_are_not_recorded():

@@ -141,3 +141,55 @@ def test_a_killed_runs_download_folder_is_removed_by_the_next(published, serve, 
     (stale / "000000.tif").write_bytes(b"x" * 1000)
     fetch_verified([Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))], dest, {}, OPTIONS)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["image.tif"]
+
+
+def test_a_section_list_with_an_error_page_fails_instead_of_losing_a_section(published, serve, tmp_path):
+    folder, _ = published
+    (folder / "sections" / "1.html").write_text("<!DOCTYPE html><html><title>Rate limited</title></html>")
+    base, _ = serve(folder)
+    urls = (f"{base}/plain/sections/0.tif", f"{base}/plain/sections/1.html", f"{base}/plain/sections/2.tif")
+    dest = tmp_path / "out" / "image.tif"
+    with pytest.raises(
+        DownloadError, match=r"sections/1\.html: section 1 is neither a TIFF nor a PNG \(it starts b'<!"
+    ):
+        fetch_verified([Candidate(urls)], dest, {}, OPTIONS)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_a_remote_source_is_read_with_its_channel_and_axes(serve, tmp_path):
+    rgb = np.random.default_rng(3).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    (tmp_path / "served").mkdir()
+    tifffile.imwrite(tmp_path / "served" / "rgb.tif", rgb, photometric="rgb")
+    stack = np.random.default_rng(4).integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "served" / "samples.tif", stack)  # one page of 3 samples: sections with axes zyx
+    base, _ = serve(tmp_path / "served")
+    spec = {"channel": 1, "pixel_sha256": pixel_sha256(rgb[..., 1])}
+    fetch_verified([Candidate((f"{base}/rgb.tif",))], tmp_path / "out" / "rgb.tif", spec, OPTIONS)
+    spec = {"axes": "zyx", "pixel_sha256": pixel_sha256(stack)}
+    fetch_verified([Candidate((f"{base}/samples.tif",))], tmp_path / "out" / "samples.tif", spec, OPTIONS)
+
+
+@pytest.mark.workflow
+def test_credentials_in_a_source_url_stay_out_of_logs_metadata_and_provenance(serve, tiny_isbi, tmp_path):
+    """A URL with user:password@ and a signed query, and a color image read by its channel, through snakemake."""
+    rgb = np.stack([tifffile.imread(tiny_isbi / "train-volume.tif")] * 3, axis=-1)
+    rgb[..., 0] = 0
+    (tmp_path / "served").mkdir()
+    tifffile.imwrite(tmp_path / "served" / "train-volume.tif", rgb, photometric="rgb")
+    base, requests = serve(tmp_path / "served")
+    host = base.removeprefix("http://")
+    config = tiny_config(str(tiny_isbi))
+    image = config["datasets"]["tiny"]["image"]
+    image["source"] = f"http://alice:s3cret@{host}/train-volume.tif?X-Amz-Signature=feedface0123&X-Amz-Expires=60"
+    image["channel"] = 1
+    write_config(tmp_path / "config.yaml", config)
+    run = run_snakemake(tmp_path, "results/tiny/volume.zarr", "--configfile", "config.yaml")
+    assert requests.auth[0] is not None, "the credentials reached the server"
+    stored = volume_store.open_store(tmp_path / "results" / "tiny" / "volume.zarr")
+    np.testing.assert_array_equal(stored[volume_store.IMAGE_PATH][:], rgb[..., 1])
+    assert volume_store.provenance(stored)["image"]["source"] == f"{base}/train-volume.tif"
+    texts = [run.stdout, run.stderr]
+    for folder in (tmp_path / ".snakemake", tmp_path / "results"):
+        texts += [path.read_bytes().decode("latin-1") for path in folder.rglob("*") if path.is_file()]
+    leaks = [secret for secret in ("s3cret", "alice", "feedface0123") if any(secret in text for text in texts)]
+    assert not leaks, f"{leaks} written by the run"

@@ -15,7 +15,9 @@ from unet_pipeline.data.sources import (
     SAFE_FILENAME,
     Source,
     check_outside,
+    check_results,
     pretrained_url,
+    public_dataset,
     public_location,
     public_spec,
     resolve_source,
@@ -100,6 +102,7 @@ for _name, _preset in PRESETS.items():
     _dataset = _preset.get("train_dataset") or TRAIN_DATASET
     if _dataset is not None and not labelled(_dataset):
         raise ValueError(f"preset {_name!r}: train_dataset {_dataset!r} must be a dataset of the config with labels")
+check_results(RESULTS, DATASETS)
 for _name, _dataset in DATASETS.items():
     for _role in ("image", "labels"):
         check_outside(resolve_source(_dataset, _role), RESULTS, f"dataset {_name!r}, {_role}")

@@ -17,6 +17,7 @@ checkpoint ingest:
         mem_mb=2048,
         runtime=60,
     params:
-        dataset=lambda wildcards: DATASETS[wildcards.dataset],
+        # URLs without credentials (Snakemake records params); ingest uses a remote source's URL for provenance only
+        dataset=lambda wildcards: public_dataset(DATASETS[wildcards.dataset]),
     script:
         "../../scripts/ingest.py"

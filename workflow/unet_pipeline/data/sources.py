@@ -74,6 +74,12 @@ def public_spec(spec: dict) -> dict:
     return public | ({"mirrors": mirrors} if "mirrors" in spec else {})
 
 
+def public_dataset(dataset: dict) -> dict:
+    """A dataset entry with every URL in it made public (``public_spec``), its ``base`` included."""
+    public = {key: public_spec(value) if key in ROLES and value else value for key, value in dataset.items()}
+    return public | ({"base": public_location(str(dataset["base"]))} if dataset.get("base") else {})
+
+
 def pretrained_url(pretrained: dict, filename: str) -> str:
     """The URL among ``pretrained_weights`` whose file name is ``filename``."""
     for url in pretrained.values():
@@ -119,6 +125,35 @@ def check_outside(source: Source | None, results: str, where: str) -> None:
             f"{where}: the source {source.location} lies inside the results folder {results}, whose outputs "
             f"Snakemake deletes before rerunning the jobs that write them; move it out of {results}"
         )
+
+
+def check_results(results: str, datasets: dict) -> None:
+    """Refuse a ``results:`` folder that would write where it must not: empty (the working directory itself),
+    the file system's root, or inside a dataset's local source folder (a folder of sections or a Zarr store,
+    or the dataset's local ``base``), where outputs would mix with the data and a rerun's clean-up delete it."""
+    if not str(results).strip():
+        raise PipelineError("results: is empty; name the folder below which outputs go (default: results)")
+    folder = Path(results).resolve()
+    if folder == Path(folder.anchor):
+        raise PipelineError(f"results: {results} is the file system's root; name a folder of its own")
+    for name, dataset in datasets.items():
+        for where in _source_folders(dataset):
+            if folder == where or folder.is_relative_to(where):
+                raise PipelineError(
+                    f"results: {results} lies inside {where}, a source folder of dataset {name!r}; put it elsewhere"
+                )
+
+
+def _source_folders(dataset: dict) -> list[Path]:
+    """The local folders a dataset reads from: its ``base`` and its sources that are folders."""
+    base = str(dataset.get("base") or "")
+    base = unquote(urlparse(base).path) if base.startswith("file://") else base
+    folders = [Path(base)] if base and not _has_scheme(base) else []
+    for role in ROLES:
+        source = resolve_source(dataset, role)
+        if source is not None and not source.remote and Path(source.location).is_dir():
+            folders.append(Path(source.location))
+    return [folder.resolve() for folder in folders]
 
 
 def parse_sections(spec, n_sections: int, what: str = "sections") -> list[int]:
