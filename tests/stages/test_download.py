@@ -136,7 +136,7 @@ def test_a_killed_runs_download_folder_is_removed_by_the_next(published, serve, 
     folder, _ = published
     base, _ = serve(folder)
     dest = tmp_path / "out" / "image.tif"
-    stale = dest.parent / f".{dest.name}.abc123" / "sections"  # what TemporaryDirectory left at a SIGKILL
+    stale = dest.parent / f".{dest.name}.download-abc123" / "sections"  # what a SIGKILL left of a download folder
     stale.mkdir(parents=True)
     (stale / "000000.tif").write_bytes(b"x" * 1000)
     fetch_verified([Candidate(tuple(f"{base}/plain/sections/{z}.tif" for z in range(3)))], dest, {}, OPTIONS)

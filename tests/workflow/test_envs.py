@@ -17,6 +17,7 @@ CONDA_PACKAGE = {
     "dask": "dask-core",
     "matplotlib": "matplotlib-base",
     "bioimageio": "bioimageio.spec",
+    "PIL": "pillow",
 }
 LIBRARY = "unet_pipeline"
 

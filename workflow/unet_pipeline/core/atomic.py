@@ -4,9 +4,12 @@ An interrupted stage (a crash, a failed check) therefore never leaves an output
 that looks finished to Snakemake or to a rerun, and leaves no temporary file
 behind either. A killed one (SIGKILL, a node lost) cannot clean up: the next
 write of the same output removes the temporaries such a kill left
-(``remove_stale``), so a copied TB volume does not leak. Files are flushed to
-disk before the rename, so a node crash cannot leave a truncated file under the
-final name.
+(``remove_stale``), so a copied TB volume does not leak. A writer holds a lock
+on its temporary for as long as it writes (``claimed``), and the clean-up passes
+over locked ones: two writers of one output (an old cluster job still running
+after Snakemake was restarted) never delete each other's work. Files, and for a
+store every file and folder in it, are flushed to disk before the rename, so a
+node crash cannot leave a truncated output under the final name.
 """
 
 from __future__ import annotations
@@ -19,15 +22,72 @@ from contextlib import contextmanager
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
+LOCK_SUFFIX = ".lock"
+_HELD: set[str] = set()  # this process's claimed temporaries: POSIX locks do not keep a process from itself
+
+
+def lock_file(path: Path, exclusive: bool = True):
+    """An open handle on ``path`` holding its lock (``fcntl.lockf``, which NFS supports), or None when another
+    process holds it."""
+    import fcntl
+
+    handle = open(path, "a+")  # noqa: SIM115 (the lock lives as long as the caller keeps the handle)
+    try:
+        fcntl.lockf(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def remove_stale(folder: Path, prefix: str) -> None:
-    """Remove what a killed run left in ``folder`` under names starting with ``prefix`` (files or folders)."""
-    for leftover in Path(folder).glob(f"{glob.escape(prefix)}*"):
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)
+    """Remove what a killed run left in ``folder`` under names starting with ``prefix`` (files or folders).
+
+    A temporary whose lock a running writer holds (``claimed``) is not stale and stays.
+    """
+    for leftover in sorted(Path(folder).glob(f"{glob.escape(prefix)}*")):
+        if leftover.name.endswith(LOCK_SUFFIX) or str(leftover) in _HELD:
+            continue
+        lock = leftover.with_name(leftover.name + LOCK_SUFFIX)
+        handle = lock_file(lock) if lock.exists() else None
+        if lock.exists() and handle is None:
+            continue  # its writer is alive
+        _remove(leftover)
+        if handle is not None:
+            lock.unlink(missing_ok=True)
+            handle.close()
+    for lock in Path(folder).glob(f"{glob.escape(prefix)}*{LOCK_SUFFIX}"):  # locks whose temporary is gone
+        owner = lock.with_name(lock.name.removesuffix(LOCK_SUFFIX))
+        handle = None if str(owner) in _HELD or owner.exists() else lock_file(lock)
+        if handle is not None:
+            lock.unlink(missing_ok=True)
+            handle.close()
+
+
+@contextmanager
+def claimed(final: Path, mark: str = TMP_MARK):
+    """Yield a fresh temporary path beside ``final``, locked while the context runs, and remove whatever is
+    written there when it ends; a killed run's temporaries of ``final`` go first (``remove_stale``)."""
+    final = Path(final)
+    remove_stale(final.parent, f".{final.name}{mark}")
+    tmp = final.with_name(f".{final.name}{mark}{uuid.uuid4().hex[:8]}")
+    lock = tmp.with_name(tmp.name + LOCK_SUFFIX)
+    handle = lock_file(lock)  # a fresh name: nobody else holds it
+    _HELD.add(str(tmp))
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+        lock.unlink(missing_ok=True)
+        _HELD.discard(str(tmp))
+        handle.close()
 
 
 def _fsync(path: Path) -> None:
@@ -44,25 +104,32 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder of a store to disk, deepest first (links, such as a linked source's
+    chunks, are not ours to flush)."""
+    for folder, subfolders, files in os.walk(root, topdown=False):
+        for name in files:
+            if not (Path(folder) / name).is_symlink():
+                _fsync(Path(folder) / name)
+        _fsync_folder(Path(folder))
+
+
 @contextmanager
 def atomic_store(final: str | os.PathLike):
-    """Yield a temporary path to write a Zarr store into; rename it to ``final`` on success.
+    """Yield a temporary path to write a Zarr store into; flush it to disk and rename it to ``final`` on success.
 
     On any exception the temporary store is deleted and ``final`` is left
     untouched, so no half-written store remains.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(final.parent, f".{final.name}{TMP_MARK}")
-    tmp = final.with_name(f".{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-    try:
+    with claimed(final) as tmp:
         yield tmp
+        _fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        _fsync_folder(final.parent)
 
 
 @contextmanager
@@ -72,12 +139,8 @@ def atomic_file(final: str | os.PathLike):
     On any exception the temporary file is removed and ``final`` is left untouched.
     """
     final = Path(final)
-    remove_stale(final.parent, f".{final.name}{TMP_MARK}")
-    tmp = final.with_name(f".{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-    try:
+    with claimed(final) as tmp:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, final)
         _fsync_folder(final.parent)
-    finally:
-        tmp.unlink(missing_ok=True)

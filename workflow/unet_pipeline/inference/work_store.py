@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.atomic import remove_stale
+from ..core.atomic import lock_file, remove_stale
 from ..core.errors import PipelineError
 from ..data import volume_store
 from ..data.pyramid import level_shapes, write_pyramid
@@ -50,12 +50,12 @@ class WorkStore:
         self.path = work_path(out_path)
         self.done = self.path / ".done"
         self.shape, self.chunks = shape, (1, *volume_store.section_chunks(shape)[1:])
+        self.lock = self.path.with_name(self.path.name + ".lock")  # beside the store: it outlives a discard
         remove_stale(self.path.parent, self._stale_markers_prefix)
         if self.path.exists() and self._signature() != signature:
             if not create:  # a shard job must not discard what other shards write into
                 raise PipelineError(f"{self.path}: belongs to another model, input or option set; rerun its setup")
-            log.info("discarding %s: it belongs to another model or input", self.path)
-            shutil.rmtree(self.path)
+            self._discard()
         if not self.path.exists():
             if not create:
                 raise PipelineError(f"{self.path}: no work store to predict into; its setup job has not run")
@@ -64,6 +64,19 @@ class WorkStore:
             root.attrs["signature"] = signature
         self.done.mkdir(exist_ok=True)  # also where a kill took it: its chunks are then computed again
         self.array = volume_store.open_store(self.path, mode="r+")[volume_store.IMAGE_PATH]
+
+    def _discard(self) -> None:
+        """Delete a work store of another signature, holding its lock: a job still writing into it (it holds the
+        lock shared, ``writer``) is not pulled from under, and this job fails instead."""
+        handle = lock_file(self.lock, exclusive=True)
+        if handle is None:
+            raise PipelineError(
+                f"{self.path}: belongs to another model, input or option set, and a job is still writing into it; "
+                "wait for that job or cancel it, then rerun"
+            )
+        with handle:
+            log.info("discarding %s: it belongs to another model or input", self.path)
+            shutil.rmtree(self.path)
 
     @property
     def settings(self) -> dict | None:
@@ -122,11 +135,15 @@ class WorkStore:
     def writer(self, shard: int):
         """Hold the lock of ``shard`` while this job writes it; a second writer (an old cluster job still running
         after Snakemake was restarted) is refused. The lock is the file system's (``fcntl.lockf``, which NFS
-        supports too): a killed job's lock goes with its process, and the file names the job that held it."""
+        supports too): a killed job's lock goes with its process, and the file names the job that held it. The
+        store's own lock is held shared meanwhile, so that no job of another signature discards the store."""
         import fcntl
 
+        store_lock = lock_file(self.lock, exclusive=False)
+        if store_lock is None:
+            raise PipelineError(f"{self.path}: being discarded by a job of another model or input; rerun later")
         lock = self.done / f"shard-{shard}.lock"
-        with open(lock, "a+") as handle:
+        with store_lock, open(lock, "a+") as handle:
             try:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -174,6 +191,7 @@ class WorkStore:
         # there, and a work store without them cannot be finished. Two renames put the markers aside; what a
         # kill leaves of them, the next prediction job of this output removes.
         os.replace(self.path, self.out_path)
+        self.lock.unlink(missing_ok=True)
         stale = self.path.parent / f"{self._stale_markers_prefix}{uuid.uuid4().hex[:8]}"
         os.replace(self.out_path / ".done", stale)
         shutil.rmtree(stale, ignore_errors=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import tempfile
 from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ..core.atomic import atomic_file, remove_stale
+from ..core.atomic import atomic_file, claimed
 from ..core.errors import DownloadError, InputDataError
 from ..data.readers import MemoryLimit, open_volume
 from ..data.sources import REMOTE_SCHEMES, public_location
@@ -37,6 +36,7 @@ from ..data.transfer import download
 
 log = logging.getLogger(__name__)
 
+DOWNLOAD_MARK = ".download-"  # a candidate's download folder: .NAME.download-XXXXXXXX beside the download path
 MAGIC = {b"\x89HDF\r\n\x1a\n": ".h5", b"II*\x00": ".tif", b"MM\x00*": ".tif", b"\x89PNG": ".png"}
 
 
@@ -152,10 +152,10 @@ def fetch_verified(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(dest.parent, f".{dest.name}.")  # a killed run's download folders
     failures = []
     for candidate in found:
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as folder:
+        with claimed(dest, DOWNLOAD_MARK) as folder:  # a killed run's download folders go first
+            folder.mkdir()
             try:
                 fetched = _fetch(candidate, Path(folder), options)
                 keep = candidate is found[0] and fetched.is_file() and fetched.suffix == dest.suffix
