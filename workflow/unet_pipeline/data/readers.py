@@ -333,22 +333,28 @@ class Hdf5Volume:
         except Exception as error:
             raise read_error(self.path, error, "not a readable HDF5 file (corrupt or truncated?)") from error
         try:
-            self._refuse_outside_references()
+            self._open_dataset(key)
         except InputDataError:
             self._file.close()
             raise
+        except Exception as error:  # h5py raises RuntimeError, KeyError, ValueError... on damaged structures
+            self._file.close()
+            raise read_error(self.path, error, "HDF5 structure cannot be read (corrupt file?)") from error
+
+    def _open_dataset(self, key: str | None) -> None:
+        """Check the file's links, find the dataset, and learn its shape, dtype and chunks (nothing decoded)."""
+        import h5py
+
+        self._refuse_outside_references()
         names = []
         self._file.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
         if key is None and len(names) != 1:
-            self._file.close()
             raise InputDataError(f"{self.path}: HDF5 file holds datasets {names}; name one with `key:` in the source")
         key = key if key is not None else names[0]
         if key not in self._file or not isinstance(self._file[key], h5py.Dataset):
-            self._file.close()
             raise InputDataError(f"{self.path}: no dataset {key!r} in this HDF5 file (it holds {names})")
         self._dataset = self._file[key]
         if self._dataset.ndim not in (2, 3):
-            self._file.close()
             raise InputDataError(f"{self.path}: dataset {key!r} has shape {self._dataset.shape}, expected (z, y, x)")
         self.shape = (1, *self._dataset.shape) if self._dataset.ndim == 2 else tuple(self._dataset.shape)
         self.dtype = np.dtype(self._dataset.dtype)
