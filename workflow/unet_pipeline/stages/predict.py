@@ -285,10 +285,14 @@ def _finish(run: _Run) -> dict:
     info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
     info["normalisation"] = work.settings["normalisation"]
     info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "shards": len(records)}
+    work.finish(output_attrs(info, run.image_path, work.levels))
+    # How long it took and how many chunks this run computed (fewer after a restart) go to the log and the
+    # caller, not into the store: an output is the same bytes however its run went.
     info["seconds"] = sum(r["seconds"] for r in records)
     info["chunks_computed"] = sum(r["chunks_computed"] for r in records)
-    work.finish(output_attrs(info, run.image_path, work.levels))
-    log.info("wrote %s: %.1f megavoxels in %.1f s", work.out_path, np.prod(run.image.shape) / 1e6, info["seconds"])
+    megavoxels = np.prod(run.image.shape) / 1e6
+    log.info("wrote %s: %.1f megavoxels in %.1f s", work.out_path, megavoxels, info["seconds"])
+    log.info("%s: %d chunks computed by this run", work.out_path, info["chunks_computed"])
     return info
 
 
