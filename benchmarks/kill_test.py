@@ -7,7 +7,9 @@
 2. For each stage (rule) and each of ``--kills`` moments: a copy of that finished run reruns the stage
    (``--forcerun RULE --until RULE``); once the stage's job has started, the whole run (Snakemake and its jobs)
    is killed with SIGKILL after a seeded random delay within the stage's own time in step 1, as a lost node
-   would be. Then ``snakemake --rerun-incomplete --until RULE`` finishes it. Later stages need not run again:
+   would be. Then ``snakemake --unlock`` and the same command with ``--rerun-incomplete`` finish it (the forced
+   stage's outputs were deleted by the killed run, and nothing later needs them, so a plain rerun would not
+   make them again). Later stages need not run again:
    they read nothing but the stage's outputs, which must come out the same.
 3. Every output file (logs and Snakemake's benchmark records aside, which record times) must equal the
    uninterrupted run's byte for byte, and no temporary may be left (``.tmp-``, ``.download-``, ``.partial``,
@@ -155,7 +157,8 @@ def kill_once(baseline: Path, trial: Path, rule: str, delay: float) -> str:
     except ProcessLookupError:
         landed = "after the run"
     process.wait()
-    finish(trial, "--rerun-incomplete", "--until", rule)
+    finish(trial, "--unlock")  # what a user does after a lost node: Snakemake's own lock outlived it
+    finish(trial, "--rerun-incomplete", "--forcerun", rule, "--until", rule)  # the same command again
     return landed
 
 
