@@ -1,6 +1,7 @@
 """ONNX and BioImage.IO export of a trained model, checked with onnxruntime and bioimageio.core."""
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -39,6 +40,7 @@ def test_onnx_takes_any_batch_and_legal_tile_size(trained, tmp_path):
     rng = np.random.default_rng(0)
     difference = export_onnx(packaged, rng.uniform(0, 255, (1, 1, 108, 108)).astype(np.float32), tmp_path / "m.onnx")
     assert difference <= export.TOLERANCE
+    assert not any(node.metadata_props for node in onnx.load(str(tmp_path / "m.onnx")).graph.node), "debug records"
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     for shape in ((3, 1, minimum, minimum), (2, 1, minimum + 5 * step, minimum + 2 * step)):
         raw = rng.uniform(0, 255, shape).astype(np.float32)
@@ -86,3 +88,19 @@ def test_test_tile_fits_small_sections(trained):
     assert export.test_tile(trained / "volume.zarr", large).shape == (1, 1, 128, 128), "largest legal size <= 128"
     deep = {**metadata, "model": {**metadata["model"], "levels": 6}}  # smallest legal tile 380 > 128: mirrored
     assert export.test_tile(trained / "volume.zarr", deep | {"input_size": 380}).shape == (1, 1, 380, 380)
+
+
+def test_a_package_is_the_same_bytes_whenever_it_is_made(tmp_path):
+    """Zip entries carry the time they were written; the package's are stamped alike (the kill test compares
+    outputs byte for byte, benchmarks/kill_test.py)."""
+    import zipfile
+
+    for name, hour in (("a.zip", 3), ("b.zip", 17)):
+        with zipfile.ZipFile(tmp_path / name, "w") as package:
+            entries = [("rdf.yaml", b"name: m"), ("weights.onnx", b"\x08\x09")]
+            for entry in entries if hour == 3 else entries[::-1]:  # the same entries, in another order
+                package.writestr(zipfile.ZipInfo(entry[0], date_time=(2026, 12, 3, hour, 0, 0)), entry[1])
+        export._same_bytes_zip(tmp_path / name)
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.zip") as package:
+        assert package.read("rdf.yaml") == b"name: m" and package.namelist() == ["rdf.yaml", "weights.onnx"]

@@ -90,6 +90,7 @@ def export_onnx(packaged: Packaged, test_input: np.ndarray, path) -> float:
             packaged, (example,), dynamo=True, opset_version=OPSET, dynamic_shapes=(dims,), verbose=False
         )
         program.save(str(tmp))
+        _without_debug_records(tmp)
         session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         exported = session.run(None, {session.get_inputs()[0].name: test_input})[0]
         with torch.no_grad():
@@ -100,6 +101,31 @@ def export_onnx(packaged: Packaged, test_input: np.ndarray, path) -> float:
                 f"{path}: ONNX differs from PyTorch by {difference:.2e} (> {TOLERANCE}) on the test tile"
             )
     return difference
+
+
+def _without_debug_records(path: Path) -> None:
+    """Drop the exporter's per-node debug records (stack traces with the paths of the calling script, which
+    Snakemake names anew for every job): the file is then the same bytes for the same network."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, str(path))
+
+
+def _same_bytes_zip(path: Path) -> None:
+    """Rewrite a zip with every entry stamped 1980-01-01 and in name order, so that the package of the same
+    model is the same bytes whenever it is made (zip entries otherwise carry the time they were written)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as source:
+        entries = [(info, source.read(info)) for info in sorted(source.infolist(), key=lambda info: info.filename)]
+    with zipfile.ZipFile(path, "w") as target:
+        for info, data in entries:
+            stamped = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            stamped.compress_type, stamped.external_attr = info.compress_type, info.external_attr
+            target.writestr(stamped, data)
 
 
 def test_tile(volume_path, metadata: dict) -> np.ndarray:
@@ -269,6 +295,7 @@ def export_model(model_path, volume_path, onnx_path, package_path, name: str) ->
         zipped = tmp.with_suffix(".zip")  # bioimageio.spec wants the .zip suffix
         try:
             save_bioimageio_package(_description(metadata, files, name, data), output_path=zipped)
+            _same_bytes_zip(zipped)
             zipped.replace(tmp)
         finally:
             zipped.unlink(missing_ok=True)
