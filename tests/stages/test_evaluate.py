@@ -125,6 +125,11 @@ def test_the_summary_of_a_fine_tuned_model_says_what_fine_tuning_gained(tmp_path
     )
     summary["model"]["training"]["fine_tuning"] = record | {"best_v_rand": 0.9161, "best_step": 0, "plateau_step": 0}
     assert describe(summary).endswith("fine-tuning did not improve on the starting model")
+    rising = record | {"verdict": "still rising", "next_step": "train longer: the validation curve was still rising"}
+    summary["model"]["training"]["fine_tuning"] = rising
+    assert describe(summary).endswith(
+        "level from step 2500 (still rising: train longer: the validation curve was still rising)"
+    )
 
 
 def test_evaluation_plan():

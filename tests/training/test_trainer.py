@@ -84,6 +84,8 @@ def test_fine_tuning_scores_the_starting_weights_first_and_keeps_them_when_nothi
         "best_step": 0,
         "plateau_step": 0,
         "gain_v_rand": 0.0,
+        "verdict": "no gain",
+        "next_step": "train from scratch, or fine-tune with other settings",
     }
 
 
@@ -96,4 +98,21 @@ def test_the_fine_tuning_record_names_where_the_validation_curve_levelled_off():
     record = fine_tuning_record(rows)
     assert record["best_step"] == 1500 and record["plateau_step"] == 1000
     assert record["gain_v_rand"] == pytest.approx(0.049)
+    assert (record["verdict"], record["next_step"]) == ("gained", None), "the last step gained under the tolerance"
     assert fine_tuning_record(rows[1:]) is None, "no validation of the starting weights: not fine-tuning"
+
+
+@pytest.mark.parametrize(
+    "scores, verdict, advice",
+    [
+        ([0.91, 0.93, 0.95, 0.96], "still rising", "train longer"),
+        ([0.95, 0.951, 0.9505, 0.9515], "within noise", "train from scratch"),
+        ([0.95, 0.94, 0.945], "no gain", "train from scratch"),
+        ([0.91, 0.96, 0.959, 0.9605], "gained", None),
+    ],
+)
+def test_the_fine_tuning_record_says_when_it_did_not_pay_and_what_to_do(scores, verdict, advice):
+    rows = [curve_row("validation", 500 * i, v_rand=v, misclassified=0.1) for i, v in enumerate(scores)]
+    record = fine_tuning_record(rows)
+    assert record["verdict"] == verdict
+    assert (record["next_step"] or "").startswith(advice or "") and (advice is None) == (record["next_step"] is None)

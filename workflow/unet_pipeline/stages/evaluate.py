@@ -172,6 +172,7 @@ def describe(summary: dict) -> str:
             f"no TTA) {tuned['zero_shot_v_rand']:.4f} zero-shot, {tuned['best_v_rand']:.4f} best at step "
             f"{tuned['best_step']}, level from step {tuned['plateau_step']}"
             + ("; fine-tuning did not improve on the starting model" if tuned["best_step"] == 0 else "")
+            + (f" ({tuned['verdict']}: {tuned['next_step']})" if tuned.get("next_step") else "")
         )
     return "\n".join(lines)
 

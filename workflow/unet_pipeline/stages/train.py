@@ -250,7 +250,7 @@ def write_outputs(trainer: Trainer, outputs: dict, metadata: dict) -> None:
 
 
 def report_fine_tuning(record: dict | None) -> None:
-    """Say in the log what fine-tuning gained over the starting model, and when it gained nothing."""
+    """Say in the log what fine-tuning gained over the starting model, and what to do when it did not pay."""
     if record is None:
         return
     gained = (
@@ -258,11 +258,12 @@ def report_fine_tuning(record: dict | None) -> None:
         f"{record['best_v_rand']:.4f} at step {record['best_step']}, level from step {record['plateau_step']}"
     )
     if record["best_step"] == 0:
+        advice = record.get("next_step") or "train from scratch"
         log.warning(
-            "fine-tuning did not improve on the starting model (%s): the model keeps the starting weights; "
-            "train from scratch or try other settings (README, Fine-tuning)",
-            gained,
+            "fine-tuning did not improve on the starting model (%s): it keeps the starting weights; %s", gained, advice
         )
+    elif record.get("next_step"):
+        log.warning("fine-tuning: %s; %s: %s", gained, record["verdict"], record["next_step"])
     else:
         log.info("fine-tuning: %s", gained)
 

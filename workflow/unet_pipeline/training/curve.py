@@ -26,12 +26,14 @@ def plot_curve(rows: list[dict], path) -> None:
 
 
 PLATEAU_TOLERANCE = 0.002  # a validation V_rand within this of the best: the curve has levelled off
+GAIN_NOISE = 0.002  # a gain over zero-shot below this is within noise: the step-to-step jitter of validation V_rand
 
 
 def fine_tuning_record(rows: list[dict]) -> dict | None:
     """What fine-tuning gained on the validation sections (V_rand at threshold 0.5, no TTA): the starting
-    model's score before the first step (zero-shot), the best, and the first validation step within
-    ``PLATEAU_TOLERANCE`` of the best (where the curve levelled off); None without a validation at step 0."""
+    model's score before the first step (zero-shot), the best, the first validation step within
+    ``PLATEAU_TOLERANCE`` of the best (where the curve levelled off), and the ``verdict`` with its ``next_step``
+    (``fine_tuning_verdict``); None without a validation at step 0."""
     valid = [row for row in rows if row["split"] == "validation"]
     start = next((row for row in valid if row["step"] == 0), None)
     if start is None:
@@ -39,7 +41,28 @@ def fine_tuning_record(rows: list[dict]) -> dict | None:
     best = max(valid, key=lambda row: (row["v_rand"], -row["misclassified"]))
     plateau = next(row["step"] for row in valid if row["v_rand"] >= best["v_rand"] - PLATEAU_TOLERANCE)
     record = {"zero_shot_v_rand": start["v_rand"], "best_v_rand": best["v_rand"], "best_step": best["step"]}
-    return record | {"plateau_step": plateau, "gain_v_rand": best["v_rand"] - start["v_rand"]}
+    record |= {"plateau_step": plateau, "gain_v_rand": best["v_rand"] - start["v_rand"]}
+    return record | fine_tuning_verdict(record, [row["v_rand"] for row in valid])
+
+
+def fine_tuning_verdict(record: dict, scores: list[float]) -> dict:
+    """Whether fine-tuning paid, and what to do next, from its validation V_rand ``scores`` in step order.
+
+    - ``no gain``: nothing beat the starting model (it is kept): train from scratch;
+    - ``within noise``: the best is less than ``GAIN_NOISE`` above zero-shot: train from scratch;
+    - ``still rising``: the last validation is the best and more than ``PLATEAU_TOLERANCE`` above the one before:
+      more iterations would likely gain more;
+    - ``gained``: it paid, and the curve levelled off before the end.
+    """
+    if record["best_step"] == 0:
+        verdict, advice = "no gain", "train from scratch, or fine-tune with other settings"
+    elif record["gain_v_rand"] < GAIN_NOISE:
+        verdict, advice = "within noise", "train from scratch: fine-tuning gained less than the validation noise"
+    elif len(scores) >= 3 and scores[-1] == max(scores) and scores[-1] - scores[-2] > PLATEAU_TOLERANCE:
+        verdict, advice = "still rising", "train longer: the validation curve was still rising at its last point"
+    else:
+        verdict, advice = "gained", None
+    return {"verdict": verdict, "next_step": advice}
 
 
 CURVE_FIELDS = ["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"]
