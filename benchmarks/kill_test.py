@@ -108,21 +108,21 @@ def stage_times(run: Path) -> dict[str, float]:
     return times
 
 
-def job_started(run: Path, rule: str) -> bool:
-    """Whether a job of ``rule`` runs now: Snakemake starts a rule's script as .snakemake/scripts/tmpXXX.NAME.py."""
+def job_started(run: Path, script: str) -> bool:
+    """Whether a job running ``script`` runs now in ``run``: Snakemake starts it as .snakemake/scripts/tmpXXX.NAME.py."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if ".snakemake/scripts/" in command and cwd.startswith(str(run)) and _script_rule(command) == rule:
+        if ".snakemake/scripts/" in command and cwd.startswith(str(run)) and _script_name(command) == script:
             return True
     return False
 
 
-def _script_rule(command: str) -> str | None:
-    """The rule a running script belongs to, from its log path argument-free command: the job's log tells."""
+def _script_name(command: str) -> str | None:
+    """The script a running job executes (tmpXXX.NAME.py -> NAME), or None for another process."""
     for part in command.split("\0"):
         if "/.snakemake/scripts/" in part:
             return Path(part).name.split(".", 1)[1].removesuffix(".py")

@@ -92,7 +92,8 @@ def _fetch(candidate: Candidate, folder: Path, options: dict) -> Path:
     for z, url in enumerate(candidate.urls):
         section = _with_format_suffix(download(url, sections / f"{z:06d}.bin", None, **options))
         if section.suffix not in (".tif", ".png"):
-            head = section.read_bytes()[:16]
+            with open(section, "rb") as handle:
+                head = handle.read(16)
             raise DownloadError(f"{public_location(url)}: section {z} is neither a TIFF nor a PNG (it starts {head!r})")
     return sections
 
