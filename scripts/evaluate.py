@@ -1,13 +1,23 @@
-"""Rule evaluate: ISBI 2012 scores of a prediction, table, summary and figures (see unet_pipeline.stages.evaluate)."""
+"""Rule evaluate: ISBI 2012 scores of a prediction and of its cells, tables, summary and figures (see
+unet_pipeline.stages.evaluate)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.core.rule_logging import rule_logging
-from unet_pipeline.stages.evaluate import evaluate, plot_overlays, plot_threshold_curves
+from unet_pipeline.segmentation.methods import SegmentationOptions
+from unet_pipeline.stages.evaluate import evaluate, plot_cell_overlays, plot_overlays, plot_threshold_curves
 
 with rule_logging(snakemake):
     output = snakemake.output
+    # the cells are scored at every setting of the method; a configured setting is the one the segment stage uses
+    cells = SegmentationOptions(**snakemake.params.segmentation)
     summary = evaluate(
-        snakemake.input.prediction, snakemake.input.volume, output.sections, output.summary, workers=snakemake.threads
+        snakemake.input.prediction,
+        snakemake.input.volume,
+        output.sections,
+        output.summary,
+        workers=snakemake.threads,
+        cells=cells,
+        cells_csv=output.cells,
     )
     plot_threshold_curves(summary, output.thresholds)
     plot_overlays(
@@ -16,3 +26,6 @@ with rule_logging(snakemake):
         output.overlays,
         threshold=summary["metrics"]["v_rand"]["threshold"],
     )
+    if getattr(cells, cells.tuned) is None:  # as the segment stage: the V_rand setting chosen on validation
+        cells = cells.with_setting(summary["cells"]["metrics"]["v_rand"]["threshold"])
+    plot_cell_overlays(snakemake.input.prediction, snakemake.input.volume, output.cell_overlays, cells)

@@ -5,7 +5,15 @@ import ast
 from helpers import REPO
 
 LIBRARY = REPO / "workflow" / "unet_pipeline"
-LAYERS = [{"core"}, {"data"}, {"models"}, {"transforms"}, {"metrics", "inference"}, {"training"}, {"stages"}]
+LAYERS = [
+    {"core"},
+    {"data"},
+    {"models"},
+    {"transforms"},
+    {"metrics", "inference"},
+    {"training", "segmentation"},
+    {"stages"},
+]
 LAYER = {group: index for index, groups in enumerate(LAYERS) for group in groups}
 
 

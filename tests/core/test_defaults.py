@@ -10,8 +10,9 @@ from helpers import REPO
 from unet_pipeline.core.defaults import defaults_from_schema, options_table, schema_defaults, section_schema
 from unet_pipeline.data.transfer import DownloadOptions
 from unet_pipeline.models.unet import UNetConfig
+from unet_pipeline.segmentation.fragments import FragmentOptions
+from unet_pipeline.segmentation.methods import SegmentationOptions
 from unet_pipeline.stages.predict import PredictionOptions
-from unet_pipeline.stages.segment import SegmentationOptions
 from unet_pipeline.training.options import TrainingOptions
 
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -21,7 +22,8 @@ OPTION_CLASSES = [
     (PredictionOptions, "prediction", {"shards", "submission_tiff"}),
     (TrainingOptions, "$defs/preset/training", set()),
     (UNetConfig, "$defs/preset/model", set()),
-    (SegmentationOptions, "segmentation", {"threshold"}),  # null in the schema: resolved before the class
+    (SegmentationOptions, "segmentation", set()),
+    (FragmentOptions, "segmentation/fragments", set()),
 ]
 
 
@@ -30,9 +32,12 @@ def test_option_classes_take_their_defaults_from_the_schema(cls, section, outsid
     defaults = schema_defaults(section)
     fields = {field.name: field for field in dataclasses.fields(cls)}
     assert set(defaults) - outside <= set(fields), f"{cls.__name__} lacks options of {section}"
-    built = cls(**({"threshold": 0.5} if cls is SegmentationOptions else {}))
+    built = cls()
     for key in set(defaults) - outside:
-        assert getattr(built, key) == defaults[key], f"{cls.__name__}.{key}"
+        value, expected = getattr(built, key), defaults[key]
+        if dataclasses.is_dataclass(value):  # an object of the schema: its own class, with its own defaults
+            value, expected = dataclasses.asdict(value), schema_defaults(f"{section}/{key}") | expected
+        assert value == (tuple(expected) if isinstance(expected, list) else expected), f"{cls.__name__}.{key}"
 
 
 def test_prediction_runs_with_test_time_augmentation_by_default_as_the_workflow_does():

@@ -12,9 +12,14 @@ from unet_pipeline.data import volume_store
 from unet_pipeline.data.pyramid import level_shapes, write_pyramid
 from unet_pipeline.metrics import section_scores
 from unet_pipeline.metrics.scores import fscore, rand_counts
+from unet_pipeline.segmentation.methods import SegmentationOptions, segment_section
 from unet_pipeline.stages.predict import output_attrs
-from unet_pipeline.stages.segment import SegmentationOptions, cell_table, segment_section, segment_volume
+from unet_pipeline.stages.segment import cell_table, segment_volume
 from unet_pipeline.transforms.cells import cells_of
+
+
+def by_threshold(threshold):
+    return SegmentationOptions(method="threshold", threshold=threshold)
 
 
 def three_cells():
@@ -27,14 +32,16 @@ def three_cells():
 
 
 def test_cells_tile_the_section_and_small_ones_are_dropped():
-    cells = segment_section(three_cells(), SegmentationOptions(threshold=0.5))
+    cells = segment_section(three_cells(), by_threshold(0.5))
     assert cells.dtype == np.uint32 and set(np.unique(cells)) == {0, 1, 2, 3}
     assert (cells[three_cells() > 0.5] > 0).all(), "every foreground pixel is in a cell"
     # the flooding splits the membrane among the cells: only the 1-px lines between them stay 0
     assert np.count_nonzero(cells == 0) < np.count_nonzero(three_cells() < 0.5) / 3
     sizes = np.bincount(cells.ravel())[1:]
     smallest = int(np.argmin(sizes)) + 1
-    without_small = segment_section(three_cells(), SegmentationOptions(threshold=0.5, min_size=int(sizes.min()) + 1))
+    without_small = segment_section(
+        three_cells(), SegmentationOptions(method="threshold", threshold=0.5, min_size=int(sizes.min()) + 1)
+    )
     assert set(np.unique(without_small)) == {0, 1, 2} and (without_small[cells == smallest] == 0).all()
 
 
@@ -42,15 +49,15 @@ def test_touching_cells_are_split_by_the_metrics_watershed_line():
     probability = np.full((6, 10), 0.9, np.float32)
     probability[:, 4:6] = 0.3  # a 2-px membrane the threshold 0.2 does not see ...
     probability[2, 4:6] = 0.1  # ... except where it is darker
-    cells = segment_section(probability, SegmentationOptions(threshold=0.2))
+    cells = segment_section(probability, by_threshold(0.2))
     assert len(np.unique(cells)) == 1, "one cell: the membrane is open above and below"
     probability[:, 4:6] = 0.1
-    split = segment_section(probability, SegmentationOptions(threshold=0.2))
+    split = segment_section(probability, by_threshold(0.2))
     assert set(np.unique(split)) == {0, 1, 2} and (split[:, 5] == 0).all(), "the line goes right, like Fiji's"
 
 
 def test_cell_table_gives_area_centroid_and_box():
-    cells = segment_section(three_cells(), SegmentationOptions(threshold=0.5))
+    cells = segment_section(three_cells(), by_threshold(0.5))
     table = pd.DataFrame(cell_table(4, cells)).set_index("label")
     for label, row in table.iterrows():
         ys, xs = np.nonzero(cells == label)
@@ -94,13 +101,13 @@ def test_pyramid_levels_halve_until_a_section_fits_one_chunk(tmp_path):
 def test_segment_volume_writes_a_valid_label_store_and_table(tmp_path):
     probability = np.stack([three_cells(), np.full((12, 24), 0.1, np.float32)])
     prediction_store(tmp_path / "p.zarr", probability, (1, 6, 12))
-    info = segment_volume(tmp_path / "p.zarr", tmp_path / "s.zarr", tmp_path / "c.csv", SegmentationOptions(0.5))
-    assert info["cells"] == 3 and info["threshold"] == 0.5
+    info = segment_volume(tmp_path / "p.zarr", tmp_path / "s.zarr", tmp_path / "c.csv", by_threshold(0.5))
+    assert info["cells"] == 3 and info["segmentation"]["threshold"] == 0.5
     assert isinstance(valid_ome_zarr(tmp_path / "s.zarr"), Labels)
     cells = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["cells"]
     assert cells["0"].dtype == np.uint32 and cells["0"].shape == (2, 12, 24) and "1" in cells
     assert cells.attrs["ome"]["image-label"]["source"]["image"] == "../../../volume.zarr"
-    np.testing.assert_array_equal(cells["0"][0], segment_section(three_cells(), SegmentationOptions(0.5)))
+    np.testing.assert_array_equal(cells["0"][0], segment_section(three_cells(), by_threshold(0.5)))
     table = pd.read_csv(tmp_path / "c.csv")
     assert table["section"].tolist() == [0, 0, 0] and table["area"].sum() == np.count_nonzero(cells["0"][0])
 
@@ -108,7 +115,7 @@ def test_segment_volume_writes_a_valid_label_store_and_table(tmp_path):
 def test_segment_volume_refuses_a_store_without_probabilities(tmp_path):
     zarr.open_group(str(tmp_path / "empty.zarr"), mode="w")
     with pytest.raises(InputDataError, match="empty.zarr: not a prediction store"):
-        segment_volume(tmp_path / "empty.zarr", tmp_path / "s.zarr", tmp_path / "c.csv", SegmentationOptions(0.5))
+        segment_volume(tmp_path / "empty.zarr", tmp_path / "s.zarr", tmp_path / "c.csv", by_threshold(0.5))
     assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "c.csv").exists()
 
 
@@ -123,5 +130,5 @@ def test_segmentation_scores_what_the_evaluation_scored(isbi_dir):
     truth = cells_of(labels)
     for threshold in (0.3, 0.5):
         evaluated = section_scores(probability, truth, [threshold])[0]["v_rand"]
-        cells = segment_section(probability, SegmentationOptions(threshold))
+        cells = segment_section(probability, by_threshold(threshold))
         assert fscore(**rand_counts(truth, cells))[2] == pytest.approx(evaluated, abs=1e-12)

@@ -18,6 +18,7 @@ CONDA_PACKAGE = {
     "matplotlib": "matplotlib-base",
     "bioimageio": "bioimageio.spec",
     "PIL": "pillow",
+    "elf": "python-elf",
 }
 LIBRARY = "unet_pipeline"
 
@@ -103,13 +104,15 @@ def imported_modules(path: Path, seen: set) -> set:
     return modules
 
 
+def dependencies(env_file: Path) -> list[str]:
+    """The env's conda packages and its pip packages (``name==version``), as written."""
+    listed = yaml.safe_load(env_file.read_text())["dependencies"]
+    pip = [entry["pip"] for entry in listed if isinstance(entry, dict)]
+    return [entry for entry in listed if isinstance(entry, str)] + [package for group in pip for package in group]
+
+
 def declared_packages(env_file: Path) -> set:
-    spec = yaml.safe_load(env_file.read_text())
-    names = set()
-    for dependency in spec["dependencies"]:
-        if isinstance(dependency, str):
-            names.add(re.split(r"[=<>! ]", dependency)[0])
-    return names
+    return {re.split(r"[=<>! ]", dependency)[0] for dependency in dependencies(env_file)}
 
 
 RULES = rules()
@@ -144,7 +147,8 @@ def test_env_versions_match_the_tested_requirements():
             package, version = line.split("==")
             pinned[CONDA_PACKAGE.get(package.strip().lower(), package.strip().lower())] = version.strip()
     for env in sorted((REPO / "envs").glob("*.yaml")):
-        for dependency in yaml.safe_load(env.read_text())["dependencies"]:
+        for dependency in dependencies(env):
             package, _, version = dependency.partition("=")
+            version = version.lstrip("=")
             if package in pinned:
                 assert version == pinned[package], f"{env.name}: {package}={version}, tests run {pinned[package]}"

@@ -15,7 +15,8 @@ from helpers import REPO, png_summary, run_snakemake, tiny_config, valid_ome_zar
 from ome_zarr_models.v05.image import Image
 from ome_zarr_models.v05.labels import Labels
 from unet_pipeline.data import volume_store
-from unet_pipeline.metrics.scores import fscore, rand_counts
+from unet_pipeline.metrics.scores import threshold_row
+from unet_pipeline.segmentation.proposal import proposal_of
 from unet_pipeline.transforms.cells import cells_of
 
 pytestmark = pytest.mark.workflow
@@ -46,9 +47,10 @@ def test_default_config_dag_resolves(tmp_path):
         "prediction_figure": 2,
         "headline_scores": 1,
         "segment": 2,
+        "cells_submission_tiff": 1,
         "export": 1,
         "all": 1,
-        "total": 19,
+        "total": 20,
     }
 
 
@@ -105,11 +107,20 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
         assert metric["value"] == pytest.approx(value, abs=1e-9), name
     assert summary["metrics"]["v_rand"]["value"] == pytest.approx(table["v_rand"].max(), abs=1e-6)
     assert not (results / "tiny_test" / "evaluation").exists(), "data without labels is not evaluated"
-    # Cells: the segmentation at the evaluation's V_rand threshold scores what the evaluation reported
+    # Cells: the segmentation at the evaluation's V_rand setting scores exactly what the evaluation reported
     cells = zarr.open_group(str(results / "tiny" / "segmentation" / "tiny.zarr"), mode="r")["cells"]["0"]
     truth = cells_of(volume_store.open_store(results / "tiny" / "volume.zarr")[volume_store.LABELS_PATH][2])
-    threshold = summary["metrics"]["v_rand"]["threshold"]
-    assert fscore(**rand_counts(truth, cells[2]))[2] == pytest.approx(table.loc[threshold, "v_rand"], abs=1e-9)
+    scored = threshold_row(truth, proposal_of(cells[2]).astype(np.float32), 0.5)
+    assert scored["v_rand"] == summary["cells"]["metrics"]["v_rand"]["value"]
+    assert pd.read_csv(results / "tiny" / "evaluation" / "tiny" / "cells.csv")["threshold"].tolist() == [
+        0.3,
+        0.4,
+        0.5,
+        0.6,
+        0.7,
+    ]
+    submitted = tifffile.imread(results / "tiny_test" / "segmentation" / "tiny.tif")
+    assert submitted.dtype == np.float32 and submitted.shape == (3, 128, 128)
     cell_rows = pd.read_csv(results / "tiny" / "segmentation" / "tiny_cells.csv")
     assert cells.dtype == np.uint32 and len(cell_rows) == sum(len(np.unique(c)) - 1 for c in cells[:])
     # Every store is valid OME-Zarr 0.5 to the community's validator (labels and pyramids included)
@@ -129,11 +140,11 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     assert embedded and base64.b64decode(embedded.group(1)) == table, "the report carries the metric table"
     for category in ("Weight maps", "Augmentation", "Training", "Evaluation", "Predictions", "Headline scores"):
         assert category in report
-    headline = pd.read_csv(results / "evaluation" / "headline_scores_tiny.csv")
-    assert headline[["dataset", "model"]].values.tolist() == [["tiny", "tiny"]]
+    headline = pd.read_csv(results / "evaluation" / "headline_scores_tiny.csv").set_index("score")
+    assert headline.columns.tolist() == ["tiny / tiny: threshold on p", "tiny / tiny: cells, multicut (edge_threshold)"]
     v_rand = summary["metrics"]["v_rand"]
     cell = f"{v_rand['value']:.6f} at {v_rand['threshold']}"
-    assert headline.loc[0, "V_rand"].startswith(cell) and "warping error" in headline
+    assert headline.loc["V_rand"].iloc[0].startswith(cell) and "warping error" in headline.index
     start = report.index("var workflow_desc = ") + len("var workflow_desc = ")
     front_page = json.JSONDecoder().raw_decode(report[start:])[0]
     assert "Headline scores (tiny)" in front_page and cell in front_page, "the front page opens with the scores"

@@ -23,6 +23,7 @@ from unet_pipeline.data.sources import (
     resolve_source,
 )
 from unet_pipeline.models.tile_geometry import geometry_of
+from unet_pipeline.segmentation.methods import TUNED as SEGMENTATION_TUNED
 
 RESULTS = config["results"]
 MODELS = f"{RESULTS}/{{trainset}}/models/{{preset}}"  # one folder per preset and training dataset
@@ -48,6 +49,7 @@ PATHS = {
     "headline_scores": f"{RESULTS}/evaluation/headline_scores_{{preset}}.csv",
     "segmentation": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}.zarr",
     "cell_table": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}_cells.csv",
+    "cells_submission": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}.tif",
     "prediction_figure": f"{RESULTS}/{{dataset}}/figures/prediction_{{preset}}.png",
 }
 # Each job's log and Snakemake benchmark record, named by its rule and wildcards (log_of, benchmark_of).
@@ -220,12 +222,13 @@ def augmentation_options(preset):
 
 
 def segment_inputs(wildcards):
-    """The prediction, and the evaluation whose V_rand threshold is used unless segmentation.threshold is set."""
+    """The prediction, and the evaluation whose V_rand setting of the cells is used unless the config sets it."""
     inputs = {"prediction": PATHS["prediction"].format(**wildcards)}
-    if config["segmentation"]["threshold"] is None:
+    tuned = SEGMENTATION_TUNED[config["segmentation"]["method"]]
+    if config["segmentation"][tuned] is None:
         trainset = trained_on(wildcards.preset)
         if trainset is None:
-            raise ValueError("segmentation.threshold is null and no train_dataset is evaluated to choose it; set it")
+            raise ValueError(f"segmentation.{tuned} is null and no train_dataset is evaluated to choose it; set it")
         inputs["summary"] = PATHS["summary"].format(dataset=trainset, preset=wildcards.preset)
     return inputs
 
@@ -261,4 +264,5 @@ def all_targets():
         targets += [path("summary", dataset=name) for name in DATASETS if labelled(name)]
         targets += [path("headline_scores")] if any(map(labelled, DATASETS)) else []
         targets += [path("submission", dataset=name) for name in config["prediction"]["submission_tiff"]]
+        targets += [path("cells_submission", dataset=name) for name in config["prediction"]["submission_tiff"]]
     return targets

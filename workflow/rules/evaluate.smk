@@ -25,6 +25,18 @@ rule evaluate:
             category="Evaluation",
             subcategory="{dataset}",
         ),
+        cells=report(
+            f"{PATHS['evaluation_dir']}/cells.csv",
+            caption="../report/evaluation_cells.rst",
+            category="Evaluation",
+            subcategory="{dataset}",
+        ),
+        cell_overlays=report(
+            f"{PATHS['evaluation_dir']}/cells.png",
+            caption="../report/evaluation_cell_overlays.rst",
+            category="Evaluation",
+            subcategory="{dataset}",
+        ),
     log:
         log_of("evaluate", "dataset", "preset"),
     benchmark:
@@ -35,6 +47,8 @@ rule evaluate:
     resources:
         mem_mb=2048,
         runtime=60,
+    params:
+        segmentation=config["segmentation"],
     script:
         "../../scripts/evaluate.py"
 

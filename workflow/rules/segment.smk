@@ -18,7 +18,25 @@ rule segment:
         mem_mb=2048,
         runtime=60,
     params:
-        threshold=config["segmentation"]["threshold"],
-        min_size=config["segmentation"]["min_size"],
+        options=config["segmentation"],
     script:
         "../../scripts/segment.py"
+
+
+rule cells_submission_tiff:
+    input:
+        PATHS["segmentation"],
+    output:
+        PATHS["cells_submission"],
+    log:
+        log_of("cells_submission_tiff", "dataset", "preset"),
+    benchmark:
+        benchmark_of("cells_submission_tiff", "dataset", "preset")
+    conda:
+        "../../envs/segment.yaml"
+    threads: 1
+    resources:
+        mem_mb=1024,
+        runtime=30,
+    script:
+        "../../scripts/cells_submission_tiff.py"

@@ -6,8 +6,10 @@ Layers, each importing only those above it:
 - ``data``: sources and their transfer, image readers, the OME-Zarr volume store;
 - ``models``: the networks, their tile geometry, device and precision;
 - ``transforms``: augmentation, loss weight maps, cells of label images, gray-value normalisation;
-- ``training``, ``inference``, ``metrics``: the trainer's parts, the overlap-tile
-  predictor, the ISBI 2012 scores;
+- ``inference``, ``metrics``: the overlap-tile predictor, the ISBI 2012 scores;
+- ``training``, ``segmentation``: the trainer's parts (its validation scores by the
+  metrics); cells from probabilities (fragments, region graph, partition), made so
+  that the metrics score them as written;
 - ``stages``: one module per pipeline stage (``stages.download``, ``stages.ingest``,
   ...), named as its rule file, script and env.
 

@@ -9,6 +9,7 @@ of its own for a key of the schema is refused at import.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -61,10 +62,20 @@ def defaults_from_schema(section: str, required: tuple[str, ...] = ()):
                 continue
             if name in cls.__dict__:
                 raise TypeError(f"{cls.__name__}.{name}: its default lives in {SCHEMA_PATH.name} ({section})")
-            setattr(cls, name, defaults[name])
+            setattr(cls, name, _field_default(defaults[name]))
         return cls
 
     return decorate
+
+
+def _field_default(value):
+    """A dataclass default of a schema default: a list as a tuple, an object as a fresh copy per instance
+    (dataclasses refuse mutable defaults)."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return dataclasses.field(default_factory=functools.partial(copy.deepcopy, value))
+    return value
 
 
 def _leaves(node: dict, prefix: str):

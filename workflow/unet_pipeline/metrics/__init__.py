@@ -52,6 +52,16 @@ Decided where Fiji has no answer: a section without any true cell has no V_rand,
 V_info or Rand error (NaN in its rows; Fiji would give 0 and NaN); stack values
 are over the sections with cells. The pixel and warping errors count it.
 
+Instance labels (cells, as the segment stage writes them) are scored as the
+proposal "foreground = id > 0", p = 1.0 inside cells and 0.0 elsewhere, at
+threshold 0.5 (any threshold in (0, 1) gives the same). So that this proposal
+is exactly the cells, the cells carry 1-px lines of id 0 between them, made by
+the thinning above repeated until it changes nothing: then 4-connectivity
+(Table-1 Rand error) and thinning (V_rand, V_info) of their foreground give
+back the same cells (``segmentation.proposal``, which also carves the lines
+into a partition whose cells touch; the round trip is tested there). The
+segment stage's submission TIFF of the cells is this p.
+
 Beyond Fiji, each row also carries the misclassified fraction and the
 foreground IoU (pooled over sections), which training uses to select
 checkpoints. Run ``python -m unet_pipeline.metrics --help`` to score TIFF stacks

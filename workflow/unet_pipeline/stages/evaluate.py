@@ -29,6 +29,9 @@ from ..core.figures import pyplot
 from ..data import volume_store
 from ..data.volume_store import decode_probability
 from ..metrics import section_scores, summarise
+from ..metrics.scores import threshold_row
+from ..segmentation.methods import cells_at, segment_section
+from ..segmentation.proposal import proposal_of
 from ..transforms.cells import cells_of
 
 log = logging.getLogger(__name__)
@@ -70,10 +73,31 @@ def evaluation_plan(info: dict) -> EvaluationPlan:
     return EvaluationPlan("all", every, "all", every)
 
 
-def _score_section(prediction_path: str, volume_path: str, section: int, label_type: str) -> list[dict]:
+def _section_arrays(prediction_path: str, volume_path: str, section: int, label_type: str):
+    """One section's probabilities (float32) and true cells."""
     probability = decode_probability(volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH][section])
     labels = volume_store.open_store(volume_path)[volume_store.LABELS_PATH][section]
-    return [{"section": section, **row} for row in section_scores(probability, cells_of(labels, label_type))]
+    return probability, cells_of(labels, label_type)
+
+
+def _score_section(prediction_path: str, volume_path: str, section: int, label_type: str, _=None) -> list[dict]:
+    """Every score of one section at every threshold of the probabilities."""
+    probability, truth = _section_arrays(prediction_path, volume_path, section, label_type)
+    return [{"section": section, **row} for row in section_scores(probability, truth)]
+
+
+def _score_cells(prediction_path: str, volume_path: str, section: int, label_type: str, options) -> list[dict]:
+    """Every score of one section's cells at every setting of the segmentation method (column ``threshold``).
+
+    The cells are scored as their proposal (``segmentation.proposal``): the metrics see the cells as written.
+    """
+    probability, truth = _section_arrays(prediction_path, volume_path, section, label_type)
+    cells = cells_at(probability, options)
+    rows = []
+    for value in options.settings:
+        proposal = proposal_of(cells(value)).astype(np.float32)
+        rows.append({"section": section, **threshold_row(truth, proposal, 0.5), "threshold": value})
+    return rows
 
 
 def _check_prediction_matches(prediction, prediction_info: dict, info: dict, prediction_path, volume_path) -> None:
@@ -94,24 +118,63 @@ def _check_prediction_matches(prediction, prediction_info: dict, info: dict, pre
         )
 
 
-def score_sections(prediction_path, volume_path, plan: EvaluationPlan, label_type: str, workers: int = 1) -> list[dict]:
-    """Every score of every section the plan names, at every threshold, each row with its split."""
+def score_sections(
+    prediction_path, volume_path, plan: EvaluationPlan, label_type: str, workers: int = 1, cells=None
+) -> list[dict]:
+    """Every score of every section the plan names, each row with its split: at every threshold of the
+    probabilities, or with ``cells`` (``SegmentationOptions``) of the cells at every setting of the method."""
     split_of = plan.split_of()
-    arguments = [(str(prediction_path), str(volume_path), section, label_type) for section in sorted(split_of)]
+    score = _score_section if cells is None else _score_cells
+    arguments = [(str(prediction_path), str(volume_path), section, label_type, cells) for section in sorted(split_of)]
     if workers > 1 and len(arguments) > 1:
         with ProcessPoolExecutor(min(workers, len(arguments)), mp_context=get_context("fork")) as pool:
-            per_section = list(pool.map(_score_section, *zip(*arguments)))
+            per_section = list(pool.map(score, *zip(*arguments)))
     else:
-        per_section = [_score_section(*args) for args in arguments]
+        per_section = [score(*args) for args in arguments]
     return [{"split": split_of[row["section"]], **row} for rows in per_section for row in rows]
 
 
-def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: int = 1) -> dict:
+def _summarised(rows: list[dict], plan: EvaluationPlan) -> dict:
+    """``metrics.summarise`` of the reported rows, each setting chosen on the plan's choosing rows."""
+    reported = [row for row in rows if row["split"] == plan.split]
+    selecting = [row for row in rows if row["split"] == plan.threshold_split] if plan.threshold_split else None
+    return summarise(reported, selecting)
+
+
+def evaluate_cells(prediction_path, volume_path, plan, label_type, cells_csv, options, workers: int = 1) -> dict:
+    """The cells' scores at every setting of the method (written to ``cells_csv``), each metric's setting
+    chosen on the plan's validation sections as the thresholds are.
+
+    Returns:
+        The summary's ``cells`` entry: method, the setting's name (``tuned``), fragments, min_size and
+        ``metrics`` (``metrics.summarise``; a metric's ``threshold`` is the chosen value of the setting).
+    """
+    import pandas as pd
+
+    rows = score_sections(prediction_path, volume_path, plan, label_type, workers, cells=options)
+    with atomic_file(cells_csv) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.12g")
+    return {
+        "method": options.method,
+        "tuned": options.tuned,
+        "fragments": asdict(options.fragments),
+        "min_size": options.min_size,
+        "metrics": _summarised(rows, plan),
+    }
+
+
+def evaluate(
+    prediction_path, volume_path, sections_csv, summary_json, workers: int = 1, cells=None, cells_csv=None
+) -> dict:
     """Score the plan's sections at every threshold; write the table (CSV) and the summary (JSON).
+
+    With ``cells`` (``SegmentationOptions``), the cells of that method are scored too, at every setting,
+    into ``cells_csv`` (``evaluate_cells``).
 
     Returns:
         The summary: dataset, split and sections reported, where the thresholds came from, whether the
-        scores are held out, every metric (``metrics.summarise``), model and data checksums.
+        scores are held out, every metric (``metrics.summarise``), the cells' (``cells``), model and data
+        checksums.
     """
     import pandas as pd
 
@@ -126,14 +189,12 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
     rows = score_sections(prediction_path, volume_path, plan, info["labels"]["type"], workers)
     with atomic_file(sections_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.12g")
-    reported = [row for row in rows if row["split"] == plan.split]
-    selecting = [row for row in rows if row["split"] == plan.threshold_split] if plan.threshold_split else None
     model = prediction_info.get("model_metadata", {})
     summary = {
         "dataset": info["dataset"],
         **asdict(plan),
         "held_out": plan.held_out,
-        "metrics": summarise(reported, selecting),
+        "metrics": _summarised(rows, plan),
         "model": {
             "file": prediction_info.get("model"),
             "architecture": model.get("model"),
@@ -146,6 +207,10 @@ def evaluate(prediction_path, volume_path, sections_csv, summary_json, workers: 
         },
         "tta": prediction_info.get("tta"),
     }
+    if cells is not None:
+        summary["cells"] = evaluate_cells(
+            prediction_path, volume_path, plan, info["labels"]["type"], cells_csv, cells, workers
+        )
     with atomic_file(summary_json) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%s", describe(summary))
@@ -158,13 +223,11 @@ def describe(summary: dict) -> str:
     held = "held out" if summary["held_out"] else "NOT held out"
     where = f"{summary['dataset']}, {summary['split']} sections {summary['sections']}"
     lines = [f"{where} ({held}; thresholds chosen on: {chosen}):"]
-    for name in HEADLINE:
-        metric = summary["metrics"][name]
-        best = metric["best_over_thresholds"]
-        lines.append(
-            f"  {name:14s} {metric['value']:.6f} at threshold {metric['threshold']}   "
-            f"(best over thresholds {best['value']:.6f} at {best['threshold']})"
-        )
+    lines += _metric_lines(summary["metrics"], "threshold")
+    if "cells" in summary:
+        cells = summary["cells"]
+        lines.append(f"the cells ({cells['method']}; {cells['tuned']} chosen on: {chosen}):")
+        lines += _metric_lines(cells["metrics"], cells["tuned"])
     tuned = (summary["model"].get("training") or {}).get("fine_tuning")
     if tuned:
         lines.append(
@@ -177,6 +240,18 @@ def describe(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _metric_lines(metrics: dict, setting: str) -> list[str]:
+    """One line per headline metric: the value at its operating setting, and the best over settings."""
+    lines = []
+    for name in HEADLINE:
+        metric, best = metrics[name], metrics[name]["best_over_thresholds"]
+        lines.append(
+            f"  {name:14s} {metric['value']:.6f} at {setting} {metric['threshold']}   "
+            f"(best over {setting}s {best['value']:.6f} at {best['threshold']})"
+        )
+    return lines
+
+
 HEADLINE_NAMES = {
     "v_rand": "V_rand",
     "v_info": "V_info",
@@ -187,32 +262,42 @@ HEADLINE_NAMES = {
 
 
 def headline_table(summaries: list[dict]):
-    """The report's front-page table: one row per evaluated dataset and model, the challenge's five scores.
+    """The report's front-page table: the challenge's five scores (rows) of each evaluated dataset and model, for
+    the probabilities thresholded and for the cells the segment stage writes (columns).
 
-    Each score cell reads "value at its operating threshold (best over thresholds at its threshold)".
+    Scores are rows so that the table stays narrow beside the rule graph however many datasets there are. A
+    cell reads "value at its setting (best over settings)": the threshold on the probabilities, or the setting
+    of the cells' method.
 
     Returns:
-        A pandas DataFrame with columns dataset, model, scored sections and one per score.
+        A pandas DataFrame: column ``score`` (``scored sections``, then the scores), one column per dataset,
+        model and what made the proposal.
     """
     import pandas as pd
 
-    rows = []
+    columns = {"score": ["scored sections", *HEADLINE_NAMES.values()]}
     for summary in summaries:
         sections = summary["sections"]
-        held = "held out" if summary["held_out"] else "thresholds chosen on these sections"
-        row = {
-            "dataset": summary["dataset"],
-            "model": Path(summary["model"]["file"] or "?").parent.name,
-            "scored sections": f"{summary['split']} {sections[0]}-{sections[-1]} ({held})",
-        }
-        for name, title in HEADLINE_NAMES.items():
-            metric = summary["metrics"][name]
-            best = metric["best_over_thresholds"]
-            row[title] = (
-                f"{metric['value']:.6f} at {metric['threshold']} (best {best['value']:.6f} at {best['threshold']})"
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
+        held = "held out" if summary["held_out"] else "settings chosen on these sections"
+        scored = f"{summary['split']} {sections[0]}-{sections[-1]} ({held})"
+        name = f"{summary['dataset']} / {Path(summary['model']['file'] or '?').parent.name}"
+        columns[f"{name}: threshold on p"] = [scored, *_score_strings(summary["metrics"])]
+        if "cells" in summary:
+            cells = summary["cells"]
+            columns[f"{name}: cells, {cells['method']} ({cells['tuned']})"] = [
+                scored,
+                *_score_strings(cells["metrics"]),
+            ]
+    return pd.DataFrame(columns)
+
+
+def _score_strings(metrics: dict) -> list[str]:
+    """ "value at setting (best value)" of each headline score."""
+    return [
+        f"{metrics[name]['value']:.6f} at {metrics[name]['threshold']} "
+        f"(best {metrics[name]['best_over_thresholds']['value']:.6f})"
+        for name in HEADLINE_NAMES
+    ]
 
 
 def write_headline_table(summary_paths, csv_path) -> None:
@@ -275,5 +360,35 @@ def plot_overlays(prediction_path, volume_path, path, threshold: float = 0.5, co
         axis.imshow(np.clip(rgb, 0, 1))
         axis.set_title(f"section {section}: truth green, prediction magenta (t={threshold})")
         axis.set_axis_off()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_cell_overlays(prediction_path, volume_path, path, options, count: int = 3) -> None:
+    """Image with the true membranes (green) and the lines between the cells of ``options`` (magenta), and
+    the cells in random colours beside it, for a few of the reported sections."""
+    plt = pyplot()
+    volume = volume_store.open_store(volume_path)
+    probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
+    sections = evaluation_plan(volume_store.provenance(volume)).sections[:count]
+    fig, axes = plt.subplots(
+        2, len(sections), figsize=(5 * len(sections), 10.4), constrained_layout=True, squeeze=False
+    )
+    colours = np.random.default_rng(0).uniform(0.2, 1.0, (2**16, 3))
+    for column, section in enumerate(sections):
+        cells = segment_section(decode_probability(probabilities[section]), options)
+        image = volume[volume_store.IMAGE_PATH][section].astype(np.float32) / 255.0
+        rgb = np.repeat(image[..., None], 3, axis=-1) * 0.8
+        truth_membrane = volume[volume_store.LABELS_PATH][section] == 0
+        rgb[truth_membrane] = rgb[truth_membrane] * 0.4 + np.array([0.0, 0.6, 0.0])
+        rgb[cells == 0] = np.array([1.0, 0.0, 1.0])
+        axes[0, column].imshow(np.clip(rgb, 0, 1))
+        axes[0, column].set_title(f"section {section}: true membrane green, cell borders magenta")
+        axes[1, column].imshow(np.where(cells[..., None] > 0, colours[cells % len(colours)], 0.0))
+        axes[1, column].set_title(f"{int(cells.max())} cells")
+        for axis in axes[:, column]:
+            axis.set_axis_off()
+    setting = f"{options.tuned} {getattr(options, options.tuned)}"
+    fig.suptitle(f"cells: {options.method} at {setting}")
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -1,14 +1,14 @@
 """Segment stage: cells as instance labels, from a foreground probability map, section by section.
 
-Each section is binarised at a threshold (the one the evaluation chose for V_rand
-on labelled data, or ``segmentation.threshold``); its 4-connected cells are the
-seeds of the watershed that the metrics use (``metrics.thinning``), which splits
-the predicted membrane among them and leaves 1-px lines between cells, so the
-cells tile the section and score exactly the evaluation's V_rand. Cells smaller
-than ``segmentation.min_size`` pixels become background. Ids are per section
-(1, 2, ... in each section; 0 = watershed lines and dropped cells), uint32; a
-section without any foreground has no cells (the metrics would flood it into one
-segment).
+Each section becomes cells by the configured method (``segmentation.methods``):
+watershed fragments of 1 - p joined by a multicut or by average linkage, or one
+threshold and 4-connected components. The method's setting (edge threshold or
+threshold) is the one the evaluation chose for V_rand on the validation sections
+of the training dataset (``chosen_setting``), unless the config sets it. The
+cells follow the proposal convention of ``segmentation.proposal``: 1-px lines
+(id 0) between cells, so that the metrics score them exactly as written. Ids
+are per section (1, 2, ... in each section; 0 = lines and dropped cells),
+uint32.
 
 The output is an OME-Zarr 0.5 labels group whose image-label ``cells`` points
 back at the dataset's volume store (``source.image``), with a multiscale pyramid.
@@ -20,66 +20,45 @@ centroid and bounding box, in pixels of level 0.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from ..core.atomic import atomic_file, atomic_store
-from ..core.defaults import defaults_from_schema
 from ..core.errors import InputDataError
 from ..core.progress import Progress
 from ..data import volume_store
 from ..data.pyramid import level_shapes, write_pyramid
-from ..metrics.scores import FIJI_VALUE
-from ..metrics.thinning import thinned_cells
+from ..segmentation.methods import SegmentationOptions, segment_section
 
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ["section", "label", "area", "centroid_y", "centroid_x", "top", "left", "bottom", "right"]
 
 
-@dataclass(frozen=True)
-@defaults_from_schema("segmentation", required=("threshold",))
-class SegmentationOptions:
-    """How probabilities become cells: ``threshold`` on the foreground probability (the config's null resolved
-    by ``evaluated_threshold``), ``min_size`` in pixels (default: the schema)."""
+def chosen_setting(summary_path, options: SegmentationOptions) -> SegmentationOptions:
+    """``options`` with its method's setting taken from an evaluation summary, where the config left it null.
 
-    threshold: float
-    min_size: int
-
-
-def evaluated_threshold(summary_path) -> float:
-    """The V_rand operating threshold of an evaluation summary (chosen on its validation sections)."""
-    import json
-
-    try:
-        return json.loads(Path(summary_path).read_text())["metrics"]["v_rand"]["threshold"]
-    except (OSError, ValueError, KeyError) as error:
-        raise InputDataError(f"{summary_path}: no V_rand threshold in this evaluation summary ({error})") from error
-
-
-def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np.ndarray:
-    """Instance labels of one section.
-
-    Args:
-        probability: (y, x) float32 foreground probability.
-        options: threshold (compared in double, Fiji's value for the labels 0.0, ..., 1.0) and minimum size.
-
-    Returns:
-        (y, x) uint32 ids 1..n of the cells, 0 on the watershed lines and dropped small cells.
+    The summary's cells were scored with the same method; its V_rand setting was chosen on the
+    validation sections (``stages.evaluate``).
     """
-    foreground = probability.astype(np.float64) > FIJI_VALUE.get(options.threshold, options.threshold)
-    if not foreground.any():  # the metrics' flooding would make the whole section one segment
-        return np.zeros(probability.shape, np.uint32)
-    cells = thinned_cells(foreground)
-    sizes = np.bincount(cells.ravel())
-    keep = sizes >= max(options.min_size, 1)
-    keep[0] = False
-    new_ids = np.where(keep, np.cumsum(keep), 0).astype(np.uint32)  # the kept cells, numbered 1..n
-    return new_ids[cells]
+    if getattr(options, options.tuned) is not None:
+        return options
+    try:
+        cells = json.loads(Path(summary_path).read_text())["cells"]
+        value = cells["metrics"]["v_rand"]["threshold"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputDataError(f"{summary_path}: no V_rand setting of the cells in this evaluation summary ({error})")
+    if cells.get("method") != options.method or cells.get("fragments") != dataclasses.asdict(options.fragments):
+        raise InputDataError(
+            f"{summary_path}: its cells were made by {cells.get('method')!r} with fragments {cells.get('fragments')}, "
+            f"not by the configured {options.method!r} with {dataclasses.asdict(options.fragments)}; rerun the evaluate rule"
+        )
+    return options.with_setting(value)
 
 
 def cell_table(section: int, cells: np.ndarray) -> list[dict]:
@@ -111,6 +90,23 @@ def _label_attrs(prediction, levels: int) -> dict:
     return attrs | {"image-label": {"source": {"image": "../../../volume.zarr"}}}
 
 
+def _check_probability_array(probabilities, path) -> None:
+    """Refuse what is not a (z, y, x) probability array before anything is written."""
+    if probabilities.ndim != 3 or not (probabilities.dtype == np.uint8 or probabilities.dtype.kind == "f"):
+        raise InputDataError(
+            f"{path}: {volume_store.IMAGE_PATH} is {probabilities.dtype} of shape {probabilities.shape}, not a (z, y, x) "
+            "probability array (uint8 or float)"
+        )
+
+
+def _section_probability(probabilities, z: int, path) -> np.ndarray:
+    """Section ``z`` as float32 in [0, 1]; NaN or values outside are refused, naming the store and section."""
+    section = volume_store.decode_probability(probabilities[z])
+    if not np.isfinite(section).all() or section.min(initial=0) < 0 or section.max(initial=0) > 1:
+        raise InputDataError(f"{path}: section {z} holds NaN, infinite or out-of-[0, 1] probabilities")
+    return section
+
+
 def segment_volume(prediction_path, out_path, table_path, options: SegmentationOptions) -> dict:
     """Segment every section of a prediction store into an OME-Zarr labels store and a per-cell CSV table.
 
@@ -118,7 +114,7 @@ def segment_volume(prediction_path, out_path, table_path, options: SegmentationO
     complete (``atomic``).
 
     Returns:
-        The provenance recorded in the store: threshold, minimum size, cell count, source prediction.
+        The provenance recorded in the store: the segmentation options, cell count, source prediction.
     """
     import pandas as pd
     import zarr
@@ -129,6 +125,7 @@ def segment_volume(prediction_path, out_path, table_path, options: SegmentationO
     if volume_store.IMAGE_PATH not in prediction:
         raise InputDataError(f"{prediction_path}: not a prediction store (no array {volume_store.IMAGE_PATH!r})")
     probabilities = prediction[volume_store.IMAGE_PATH]
+    _check_probability_array(probabilities, prediction_path)
     shape, chunks = probabilities.shape, probabilities.chunks
     rows = []
     with atomic_store(out_path) as tmp:
@@ -138,18 +135,44 @@ def segment_volume(prediction_path, out_path, table_path, options: SegmentationO
         labels = volume_store.create_level(cells_group, "0", shape, chunks, "uint32")
         progress = Progress(shape[0], f"segment {Path(out_path).name}: sections", log)
         for z in range(shape[0]):
-            cells = segment_section(volume_store.decode_probability(probabilities[z]), options)
+            cells = segment_section(_section_probability(probabilities, z, prediction_path), options)
             labels[z] = cells
             rows += cell_table(z, cells)
             progress.update()
         write_pyramid(cells_group, "nearest")
         cells_group.attrs["ome"] = _label_attrs(prediction, 1 + len(level_shapes(shape, chunks)))
-        info = {"prediction": str(prediction_path), "threshold": options.threshold, "min_size": options.min_size}
-        info |= {"cells": len(rows), "ids": "per section: 1..n, 0 = watershed lines and dropped cells"}
+        info = {"prediction": str(prediction_path), "segmentation": dataclasses.asdict(options), "cells": len(rows)}
+        info |= {"ids": "per section: 1..n, 0 = lines between cells and dropped cells"}
         root.attrs[volume_store.PROVENANCE_KEY] = info
         with atomic_file(table_path) as table_tmp:
             pd.DataFrame(rows, columns=TABLE_COLUMNS).to_csv(table_tmp, index=False)
+    setting = f"{options.tuned} {getattr(options, options.tuned)}"
     log.info(
-        "segmented %s at threshold %s: %d cells in %d sections", prediction_path, options.threshold, len(rows), shape[0]
+        "segmented %s by %s at %s: %d cells in %d sections",
+        prediction_path,
+        options.method,
+        setting,
+        len(rows),
+        shape[0],
     )
     return info
+
+
+def write_cells_tiff(segmentation_path, tiff_path) -> None:
+    """The cells as an ISBI 2012 submission: a multi-page float32 TIFF, 1 inside cells, 0 on the lines between
+    them (a boundary map, which the challenge accepted). Scored at any threshold in (0, 1) (``python -m
+    unet_pipeline.metrics``), it gives exactly the evaluation's scores of the cells (``segmentation.proposal``).
+
+    Pages are written one section at a time into a temporary file renamed into place when complete.
+    """
+    import tifffile
+
+    path = Path(segmentation_path)
+    try:
+        cells = volume_store.open_store(path)["cells"]["0"]
+    except (KeyError, FileNotFoundError) as error:
+        raise InputDataError(f"{path}: not a segmentation store (no array cells/0: {error})") from error
+    with atomic_file(tiff_path) as tmp, tifffile.TiffWriter(tmp) as tiff:
+        for section in range(cells.shape[0]):
+            page = (cells[section] > 0).astype(np.float32)
+            tiff.write(page, photometric="minisblack", contiguous=True)

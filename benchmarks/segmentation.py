@@ -1,0 +1,102 @@
+"""The segment stage's methods on the same probabilities: held-out ISBI scores of the cells, and their cost.
+
+    python benchmarks/segmentation.py [--results /path/of/a/laptop_accuracy/run] [--workers 2]
+                                      [--methods threshold multicut mean_linkage]
+                                      [--fragments '{"threshold": 0.5}' ...]
+
+Reads a finished run of ``laptop_accuracy.py`` (the default laptop model, its TTA prediction of
+``isbi2012``, the evaluation summary), scores the cells of each method at every setting of its
+search on the validation sections 20-24 and the held-out 25-29 exactly as the evaluate rule does
+(``stages.evaluate.evaluate_cells``), and prints one table:
+
+- first the probabilities thresholded (today's evaluation, from the run's summary);
+- per method, the cells the segment stage writes: every score at the one setting chosen for V_rand
+  on 20-24 (``stage`` rows);
+- per method, each score at its own setting chosen on 20-24, as the challenge reported them
+  (``own`` rows).
+
+The ``s/section`` column is the time to segment one 512 x 512 section at the chosen setting (the median
+of the 30 sections of the held-out volume ``isbi2012_test``), beside the predict rule's time per section
+from the run's benchmark file. ``--fragments`` adds variants of the fragments' settings (JSON, over the
+schema's defaults) for the agglomerating methods.
+"""
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+from shipped_workflow import cpu_model
+from unet_pipeline.data import volume_store
+from unet_pipeline.segmentation.fragments import FragmentOptions
+from unet_pipeline.segmentation.methods import SegmentationOptions, segment_section
+from unet_pipeline.stages.evaluate import evaluate_cells, evaluation_plan
+
+SCORES = ("v_rand", "v_info", "rand_error", "warping_error", "pixel_error")
+
+
+def stage_and_own(entry: dict) -> tuple[dict, dict]:
+    """The scores at V_rand's chosen setting, and each at its own chosen setting (with the settings)."""
+    at = entry["metrics"]["v_rand"]["threshold"]
+    stage = {name: (entry["metrics"][name]["per_threshold"][at], at) for name in SCORES}
+    own = {name: (entry["metrics"][name]["value"], entry["metrics"][name]["threshold"]) for name in SCORES}
+    return stage, own
+
+
+def seconds_per_section(prediction_path: Path, options: SegmentationOptions) -> float:
+    """The median time to segment one section of a prediction store."""
+    probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
+    times = []
+    for z in range(probabilities.shape[0]):
+        section = volume_store.decode_probability(probabilities[z])
+        start = time.perf_counter()
+        segment_section(section, options)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def row(label: str, scores: dict, cost: str = "") -> str:
+    cells = " | ".join(f"{value:.4f} ({setting})" for value, setting in scores.values())
+    return f"| {label} | {cells} | {cost} |"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results_laptop_accuracy")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=["threshold", "multicut", "mean_linkage"])
+    parser.add_argument("--fragments", nargs="*", default=[], help="JSON objects of fragment settings to try too")
+    args = parser.parse_args()
+    run = args.results.resolve()
+    prediction = run / "isbi2012" / "predictions" / "laptop.zarr"
+    volume = run / "isbi2012" / "volume.zarr"
+    held_out = run / "isbi2012_test" / "predictions" / "laptop.zarr"
+    summary = json.loads((run / "isbi2012" / "evaluation" / "laptop" / "summary.json").read_text())
+    plan = evaluation_plan(volume_store.provenance(volume_store.open_store(volume)))
+    predict_tsv = (run / "benchmarks" / "predict_shard" / "isbi2012_test.laptop.0-of-1.tsv").read_text()
+    predict_s = float(predict_tsv.splitlines()[1].split()[0]) / 30
+    print(f"{cpu_model()}; held-out sections {plan.sections}, settings chosen on {plan.threshold_sections}")
+    print(f"| cells | {' | '.join(SCORES)} | s/section (predict: {predict_s:.2f}) |")
+    print("|---|" + "---|" * (len(SCORES) + 1))
+    probabilities = {"metrics": summary["metrics"]}
+    stage, own = stage_and_own(probabilities)
+    print(row("probabilities thresholded, at V_rand's threshold", stage))
+    print(row("probabilities thresholded, each at its own threshold", own))
+    variants = [{}] + [json.loads(text) for text in args.fragments]
+    for method in args.methods:
+        for variant in variants if method != "threshold" else [{}]:
+            options = SegmentationOptions(method=method, fragments=FragmentOptions(**variant))
+            csv = run / f"segmentation_{method}_{len(variant)}.csv"
+            entry = evaluate_cells(prediction, volume, plan, "binary", csv, options, args.workers)
+            stage, own = stage_and_own(entry)
+            chosen = options.with_setting(stage["v_rand"][1])
+            label = method + (f" {json.dumps(variant)}" if variant else "")
+            print(row(f"{label}: the stage's cells", stage, f"{seconds_per_section(held_out, chosen):.2f}"))
+            print(row(f"{label}: each at its own setting", own))
+            print(f"<!-- {label}: {json.dumps(dataclasses.asdict(options.fragments))} -->")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Average linkage as the segment stage runs it (scikit-image's merge_hierarchical with the stage's merge rule)
+against a second implementation, bioimage-cpp's edge-weighted agglomeration without size regulariser, on
+the same region graphs of real ISBI fragments; and the partitions' contracts."""
+
+import numpy as np
+import pytest
+from unet_pipeline.segmentation.fragments import FragmentOptions, fragments
+from unet_pipeline.segmentation.graph import mean_linkage_partition, multicut_partition, region_graph
+
+
+def noisy_boundaries(isbi_dir, count=3, size=128):
+    import tifffile
+    from scipy import ndimage
+
+    labels = tifffile.imread(isbi_dir / "train-labels.tif")[20 : 20 + count, :size, :size] > 0
+    rng = np.random.default_rng(3)
+    for section in labels:
+        noisy = ndimage.gaussian_filter(section.astype(np.float32), 1.5) + rng.normal(0, 0.2, section.shape)
+        yield np.clip(1.0 - noisy, 0, 1).astype(np.float32)
+
+
+def same_partition(a, b):
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(pairs[0]) == len(np.unique(pairs[0])) == len(np.unique(pairs[1]))
+
+
+def bioimage_cpp_average_linkage(pieces, boundary, clusters):
+    """The same graph (scikit-image's border means and pixel counts) merged by bioimage-cpp to ``clusters``."""
+    import bioimage_cpp as bic
+    from skimage.graph import rag_boundary
+
+    rag = rag_boundary(pieces, boundary.astype(np.float64), connectivity=1)
+    uv = np.array([(u, v) for u, v in rag.edges()], np.uint64)
+    graph = bic.graph.undirected_graph(int(pieces.max()) + 1)
+    graph.insert_edges(uv)
+    weights = np.array([rag[u][v]["weight"] for u, v in uv])
+    counts = np.array([rag[u][v]["count"] for u, v in uv], np.float64)
+    empty = graph.number_of_nodes - len(np.unique(pieces))  # ids without pixels stay clusters of their own
+    policy = bic.graph.agglomeration.EdgeWeightedClusterPolicy(num_clusters_stop=clusters + empty, size_regularizer=0.0)
+    nodes = policy.optimize(graph, weights, edge_sizes=counts, node_sizes=np.ones(graph.number_of_nodes))
+    return nodes[pieces]
+
+
+def test_average_linkage_agrees_with_a_second_implementation(isbi_dir):
+    tried = agreed = 0
+    for boundary in noisy_boundaries(isbi_dir):
+        pieces = fragments(boundary, FragmentOptions(min_size=5))
+        for edge_threshold in (0.3, 0.5, 0.7):
+            ours = mean_linkage_partition(pieces, boundary, edge_threshold)
+            theirs = bioimage_cpp_average_linkage(pieces, boundary, len(np.unique(ours)))
+            tried += 1
+            agreed += same_partition(ours, theirs)
+    assert tried == 9 and agreed == tried, f"{agreed} of {tried} agglomerations agree"
+
+
+@pytest.mark.parametrize("method", ["multicut", "mean_linkage"])
+def test_partitions_join_fragments_and_go_from_oversegmentation_to_one_cell(isbi_dir, method):
+    boundary = next(noisy_boundaries(isbi_dir, 1))
+    pieces = fragments(boundary, FragmentOptions())
+    graph = region_graph(pieces, boundary)
+    counts = []
+    for edge_threshold in (0.02, 0.3, 0.5, 0.7, 0.98):
+        if method == "multicut":
+            partition = multicut_partition(pieces, graph, edge_threshold)
+        else:
+            partition = mean_linkage_partition(pieces, boundary, edge_threshold)
+        assert partition.dtype == np.uint32 and partition.shape == boundary.shape and partition.min() >= 1
+        pairs = np.unique(np.stack([pieces.ravel(), partition.ravel()]), axis=1)
+        assert len(np.unique(pairs[0])) == len(pairs[0]), "a fragment was split"
+        counts.append(len(np.unique(partition)))
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1] and counts[-1] <= 3
+    assert counts[0] >= len(np.unique(pieces)) * 0.8

@@ -1,0 +1,98 @@
+"""The segment stage's methods (``segmentation.method``): one section's cells from its probabilities.
+
+- ``threshold``: the foreground p > threshold, its 4-connected cells thinned as the metrics
+  thin them (the weakest method in the field's comparisons, kept as the baseline);
+- ``multicut`` and ``mean_linkage``: fragments of the boundary map 1 - p (``fragments``),
+  their region graph, and its partition at an edge threshold (``graph``).
+
+Each method has one setting that the evaluation chooses on the validation sections
+(``tuned``): the threshold, or the edge threshold. The cells of every method follow the
+proposal convention of ``proposal``, so the metrics score them exactly as written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.defaults import defaults_from_schema
+from .fragments import FragmentOptions, fragments
+from .graph import mean_linkage_partition, multicut_partition, region_graph
+
+# method -> the setting the evaluation chooses for it. The metrics (numba) are imported where used: the
+# workflow reads this module when it parses the Snakefile.
+TUNED = {"threshold": "threshold", "multicut": "edge_threshold", "mean_linkage": "edge_threshold"}
+
+
+@dataclass(frozen=True)
+@defaults_from_schema("segmentation")
+class SegmentationOptions:
+    """How probabilities become cells (defaults: the schema's ``segmentation``). ``threshold`` and
+    ``edge_threshold`` are None until chosen (``with_setting``); only the method's own one is needed."""
+
+    threshold: float | None
+    edge_threshold: float | None
+    method: str
+    min_size: int
+    search: tuple
+    fragments: FragmentOptions
+
+    def __post_init__(self):
+        if self.method not in TUNED:
+            raise ValueError(f"segmentation.method {self.method!r}: not one of {', '.join(TUNED)}")
+        if isinstance(self.fragments, dict):
+            object.__setattr__(self, "fragments", FragmentOptions(**self.fragments))
+        object.__setattr__(self, "search", tuple(self.search))
+
+    @property
+    def tuned(self) -> str:
+        """The name of the setting the evaluation chooses for this method."""
+        return TUNED[self.method]
+
+    @property
+    def settings(self) -> tuple:
+        """The values of ``tuned`` that the evaluation tries: Fiji's thresholds, or ``search``."""
+        from ..metrics.scores import THRESHOLDS
+
+        return THRESHOLDS if self.method == "threshold" else self.search
+
+    def with_setting(self, value: float) -> SegmentationOptions:
+        return dataclasses.replace(self, **{self.tuned: value})
+
+
+def cells_at(probability: np.ndarray, options: SegmentationOptions):
+    """A function of the method's setting that gives one section's cells at that setting.
+
+    The fragments and their graph do not depend on the setting: they are made once here, so a
+    search over settings (the evaluation's) pays for them once per section.
+
+    Args:
+        probability: (y, x) float32 foreground probability in [0, 1].
+        options: the method, its fragments and minimum cell size (its setting is not used).
+
+    Returns:
+        setting -> (y, x) uint32 cell ids 1..n, 0 on the 1-px lines between cells and on dropped small
+        cells (``proposal.cells_of_proposal``).
+    """
+    from ..metrics.scores import FIJI_VALUE
+    from .proposal import carved, cells_of_proposal
+
+    if options.method == "threshold":  # compared in double, Fiji's value for the labels 0.0, ..., 1.0
+        wide = probability.astype(np.float64)
+        return lambda value: cells_of_proposal(wide > FIJI_VALUE.get(value, value), options.min_size)
+    boundary = 1.0 - probability.astype(np.float32)
+    pieces = fragments(boundary, options.fragments)
+    if options.method == "multicut":
+        graph = region_graph(pieces, boundary)
+        return lambda value: cells_of_proposal(carved(multicut_partition(pieces, graph, value)), options.min_size)
+    return lambda value: cells_of_proposal(carved(mean_linkage_partition(pieces, boundary, value)), options.min_size)
+
+
+def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np.ndarray:
+    """One section's cells at the method's setting (``cells_at``; ``options.tuned`` must be set)."""
+    value = getattr(options, options.tuned)
+    if value is None:
+        raise ValueError(f"segmentation.{options.tuned} is not set (the evaluation chooses it)")
+    return cells_at(probability, options)(value)
