@@ -40,9 +40,9 @@ def test_option_classes_take_their_defaults_from_the_schema(cls, section, outsid
         assert value == (tuple(expected) if isinstance(expected, list) else expected), f"{cls.__name__}.{key}"
 
 
-def test_prediction_runs_with_test_time_augmentation_by_default_as_the_workflow_does():
-    assert PredictionOptions().tta is True
-    assert section_schema("prediction")["properties"]["tta"]["default"] is True
+def test_prediction_chooses_test_time_augmentation_by_default_as_the_workflow_does():
+    assert PredictionOptions().tta == "auto"
+    assert section_schema("prediction")["properties"]["tta"]["default"] == "auto"
 
 
 def test_a_class_that_writes_its_own_default_is_refused():
@@ -81,7 +81,7 @@ def test_the_shipped_config_states_only_what_differs_from_the_defaults():
 def test_the_check_of_the_shipped_config_finds_a_restated_default():
     assert schema_default(("presets", "paper", "training", "momentum")) == 0.99
     assert schema_default(("presets", "paper", "model", "levels")) == 5
-    assert schema_default(("prediction", "tta")) is True
+    assert schema_default(("prediction", "tta")) == "auto"
     assert schema_default(("presets", "paper", "input_size")) is KeyError
 
 

@@ -490,3 +490,21 @@ def test_the_device_path_through_the_stage_stores_what_the_host_path_stores(mode
     ]
     assert device["chunks_computed"] == host["chunks_computed"] == 3
     np.testing.assert_allclose(decode(stored[1]), decode(stored[0]), atol=1e-3, rtol=0)
+
+
+def test_auto_follows_the_tta_choice_the_model_records(model_path, tmp_path):
+    """``tta: auto`` (the schema's default) predicts as the model's validation chose; the output and the
+    prediction's signature record what ran, not "auto"."""
+    model, metadata = load_model(model_path)
+    for chosen in (False, True):
+        path = tmp_path / f"chose_{chosen}.pt"
+        save_model(model, path, metadata | {"training": {"tta": {"chosen": chosen}}})
+        (tmp_path / str(chosen)).mkdir()
+        image, _ = volume(tmp_path / str(chosen), shape=(1, 100, 100))
+        info = predict_volume(path, image, tmp_path / f"out_{chosen}.zarr", tta="auto")
+        assert info["tta"] is chosen
+        stored = volume_store.open_store(tmp_path / f"out_{chosen}.zarr")
+        assert volume_store.provenance(stored)["tta"] is chosen
+    with_tta = decode(volume_store.open_store(tmp_path / "out_True.zarr")[volume_store.IMAGE_PATH][0])
+    without = decode(volume_store.open_store(tmp_path / "out_False.zarr")[volume_store.IMAGE_PATH][0])
+    assert np.abs(with_tta - without).max() > 1e-3, "the two choices predicted differently"

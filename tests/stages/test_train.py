@@ -140,6 +140,9 @@ def test_training_drives_the_loss_down_and_writes_the_model(synthetic, tmp_path)
     best = max(validation, key=lambda row: (float(row["v_rand"]), -float(row["misclassified"])))
     assert written["training"]["best"]["step"] == int(best["step"])
     assert written["training"]["best"]["v_rand"] == pytest.approx(float(best["v_rand"]), abs=1e-12)
+    tta = written["training"]["tta"]  # the choice prediction.tta: auto follows, made on the validation sections
+    assert tta["sections"] == [3] and tta["chosen"] == (tta["v_rand"]["with"] > tta["v_rand"]["without"])
+    assert tta["v_rand"]["without"] >= float(best["v_rand"]) - 1e-12, "the best threshold includes 0.5"
     model, loaded = load_model(tmp_path / "model.pt")
     assert loaded["normalisation"] == metadata["normalisation"]
     best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["model"]

@@ -228,6 +228,13 @@ def describe(summary: dict) -> str:
         cells = summary["cells"]
         lines.append(f"the cells ({cells['method']}; {cells['tuned']} chosen on: {chosen}):")
         lines += _metric_lines(cells["metrics"], cells["tuned"])
+    tta = (summary["model"].get("training") or {}).get("tta")
+    if tta:
+        lines.append(
+            f"  test-time augmentation {'on' if summary['tta'] else 'off'}; the model's validation chose "
+            f"{'it' if tta['chosen'] else 'none'} (V_rand {tta['v_rand']['with']:.6f} with, "
+            f"{tta['v_rand']['without']:.6f} without)"
+        )
     tuned = (summary["model"].get("training") or {}).get("fine_tuning")
     if tuned:
         lines.append(

@@ -106,7 +106,7 @@ class PredictionOptions:
     batch_size: int
     device: str
     amp: str
-    tta: bool
+    tta: bool | str
     dtype: str
     input_size: int | None
     normalisation: str
@@ -118,6 +118,8 @@ class PredictionOptions:
     def __post_init__(self):
         if self.dtype not in PROBABILITY_DTYPES:
             raise PipelineError(f"output dtype must be one of {PROBABILITY_DTYPES}, not {self.dtype!r}")
+        if self.tta not in (True, False, "auto"):
+            raise PipelineError(f"tta must be true, false or auto, not {self.tta!r}")
         if self.normalisation not in NORMALISATIONS:
             raise PipelineError(f"normalisation must be one of {NORMALISATIONS}, not {self.normalisation!r}")
 
@@ -137,6 +139,15 @@ def prediction_signature(model_path, image, model_metadata: dict, options: Predi
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def resolved_tta(tta: bool | str, metadata: dict) -> bool:
+    """The configured test-time augmentation; ``auto``: what the model chose on its validation sections when it
+    was trained (``training.validation.tta_choice``), on for a model that records no choice."""
+    if tta != "auto":
+        return bool(tta)
+    choice = (metadata.get("training") or {}).get("tta")
+    return True if choice is None else bool(choice["chosen"])
+
+
 def load_predictor(model_path, options: PredictionOptions) -> tuple[TilePredictor, dict]:
     """The trained network as a ``TilePredictor`` with the options' device, precision and tiles; its metadata."""
     torch.set_num_threads(max(options.threads, 1))
@@ -152,7 +163,7 @@ def load_predictor(model_path, options: PredictionOptions) -> tuple[TilePredicto
         device,
         amp_dtype(options.amp, device),
         options.batch_size,
-        options.tta,
+        resolved_tta(options.tta, metadata),
     )
     return predictor, metadata
 
@@ -228,6 +239,7 @@ def choose_settings(predictor: TilePredictor, metadata: dict, image, work: WorkS
 
 def _open_work(model_path, image_path, out_path, options: PredictionOptions, create: bool) -> _Run:
     predictor, metadata = load_predictor(model_path, options)
+    options = replace(options, tta=predictor.tta)  # auto resolved: the signature and the output say what ran
     image = open_image(image_path, options.image_key)
     image3d = image if image.ndim == 3 else _AsStack(image)
     signature = prediction_signature(model_path, image3d, metadata, options)

@@ -54,7 +54,7 @@ from ..training.distributed import World
 from ..training.optimisation import make_optimizer
 from ..training.options import TrainingOptions
 from ..training.trainer import Trainer, TrainingParts, prepared_model
-from ..training.validation import validate
+from ..training.validation import tta_choice, validate
 from ..transforms import normalisation
 
 log = logging.getLogger("unet_pipeline.stages.train")  # also when torchrun runs this module as __main__
@@ -144,21 +144,36 @@ def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device, volu
     sections = setup.volume_info["sections"]["validation"]
     if not sections:
         return None
-    options, input_size = job.options, setup.data_attrs["input_size"]
 
     def scores(model: torch.nn.Module) -> dict:
-        predictor = TilePredictor(
-            model,
-            job.model.geometry,
-            input_size,
-            setup.normalisation,
-            device,
-            amp_dtype(options.amp, device),
-            options.validation_batch_size,
-        )
-        return validate(predictor, volume, sections)
+        return validate(validation_predictor(job, setup, device, model), volume, sections)
 
     return scores
+
+
+def validation_predictor(job: TrainingJob, setup: TrainingSetup, device: torch.device, model) -> TilePredictor:
+    """The network as the predict stage runs it: its training tiles, normalisation and amp on this device."""
+    options = job.options
+    return TilePredictor(
+        model,
+        job.model.geometry,
+        setup.data_attrs["input_size"],
+        setup.normalisation,
+        device,
+        amp_dtype(options.amp, device),
+        options.validation_batch_size,
+    )
+
+
+def choose_tta(job: TrainingJob, setup: TrainingSetup, trainer: Trainer) -> dict | None:
+    """The trained network's choice of test-time augmentation on its validation sections (``tta_choice``),
+    which ``prediction.tta: auto`` follows; None without validation sections."""
+    sections = setup.volume_info["sections"]["validation"]
+    if not sections:
+        return None
+    trainer.model.eval()  # as prediction runs it: no dropout
+    predictor = validation_predictor(job, setup, trainer.device, trainer.model)
+    return tta_choice(predictor, volume_store.open_store(job.volume), sections)
 
 
 def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distributed.SINGLE) -> tuple:
@@ -314,6 +329,7 @@ def train_in_process(job: TrainingJob, world: World) -> dict:
             return {}
         trainer.load_best()
         metadata = model_metadata(job, trainer, setup)
+        metadata["training"]["tta"] = choose_tta(job, setup, trainer)
         report_fine_tuning(metadata["training"]["fine_tuning"])
         write_outputs(trainer, job.outputs, metadata)
         return metadata

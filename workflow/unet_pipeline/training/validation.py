@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import numpy as np
 
 from ..data import volume_store
 from ..inference.overlap_tile import TilePredictor
 from ..metrics import validation_scores
+from ..metrics.scores import THRESHOLDS
 from ..transforms.cells import cells_of
+
+log = logging.getLogger(__name__)
 
 
 def validate(predictor: TilePredictor, volume, sections) -> dict:
@@ -23,3 +29,43 @@ def validate(predictor: TilePredictor, volume, sections) -> dict:
     scores = [validation_scores(predictor.section(image[z]), cells_of(labels[z], label_type)) for z in sections]
     # nanmean: a section without true cells has no V_rand (metrics docstring) but still a pixel score.
     return {name: float(np.nanmean([score[name] for score in scores])) for name in scores[0]}
+
+
+def v_rand_by_threshold(predictor: TilePredictor, volume, sections) -> dict:
+    """Threshold -> V_rand averaged over ``sections`` (as the evaluation forms the stack's V_rand), at every
+    threshold the evaluation tries."""
+    image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
+    label_type = volume_store.provenance(volume)["labels"]["type"]
+    per_section = []
+    for z in sections:
+        probability, truth = predictor.section(image[z]), cells_of(labels[z], label_type)
+        per_section.append([validation_scores(probability, truth, t)["v_rand"] for t in THRESHOLDS])
+    return dict(zip(THRESHOLDS, np.nanmean(np.array(per_section, np.float64), axis=0).tolist()))
+
+
+def tta_choice(predictor: TilePredictor, volume, sections) -> dict:
+    """Whether test-time augmentation helps this network, decided on its validation sections.
+
+    Each way (the predictor without TTA, and with it) is scored by its best V_rand over the evaluation's
+    thresholds, as the evaluation will choose its threshold; TTA is chosen only where it scores higher.
+    A network that is not equivariant to the flips and rotations (a short fine-tuning can leave one) loses
+    by averaging them, and then predicts without.
+
+    Returns:
+        {"chosen": bool, "v_rand": {"without": best, "with": best}, "threshold": {...}, "sections": [...]}
+    """
+    best, threshold = {}, {}
+    for name, tta in (("without", False), ("with", True)):
+        curve = v_rand_by_threshold(dataclasses.replace(predictor, tta=tta), volume, sections)
+        threshold[name] = max(curve, key=lambda t: (curve[t], -t))
+        best[name] = curve[threshold[name]]
+    chosen = best["with"] > best["without"]
+    log.info(
+        "test-time augmentation %s: validation V_rand %.6f with it (threshold %s), %.6f without (threshold %s)",
+        "on" if chosen else "off",
+        best["with"],
+        threshold["with"],
+        best["without"],
+        threshold["without"],
+    )
+    return {"chosen": chosen, "v_rand": best, "threshold": threshold, "sections": list(sections)}
