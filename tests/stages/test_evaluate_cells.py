@@ -134,3 +134,22 @@ def test_the_cells_submission_tiff_scores_what_the_summary_reports(isbi_dir, tmp
     with pytest.raises(InputDataError, match="prediction.zarr: not a segmentation store"):
         write_cells_tiff(folder / "prediction.zarr", folder / "wrong.tif")
     assert not (folder / "wrong.tif").exists()
+
+
+def test_ome_zarr_reads_the_cells_as_labels_of_their_volume(isbi_dir, tmp_path):
+    """napari's route: ome-zarr's reader finds the cells as an image-label and, through its source, the volume."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    folder = isbi_crops(isbi_dir, tmp_path)
+    options = SegmentationOptions(method="multicut", edge_threshold=0.5)
+    (folder / "segmentation").mkdir()
+    store = folder / "segmentation" / "cells.zarr"  # as results/{dataset}/segmentation/{preset}.zarr
+    segment_volume(folder / "prediction.zarr", store, folder / "cells.csv", options)
+    nodes = list(Reader(parse_url(str(store / "cells")))())
+    label = next(node for node in nodes if str(node.zarr.path).endswith("cells.zarr/cells"))
+    assert any(isinstance(spec, Label) for spec in label.specs)
+    written = zarr.open_group(str(store), mode="r")["cells"]["0"][:]
+    np.testing.assert_array_equal(label.data[0].compute(), written)
+    source = next(node for node in nodes if node is not label and any(isinstance(s, Multiscales) for s in node.specs))
+    assert source.data[0].shape == written.shape and str(source.zarr.path).endswith("volume.zarr")
