@@ -132,3 +132,49 @@ def test_segmentation_scores_what_the_evaluation_scored(isbi_dir):
         evaluated = section_scores(probability, truth, [threshold])[0]["v_rand"]
         cells = segment_section(probability, by_threshold(threshold))
         assert fscore(**rand_counts(truth, cells))[2] == pytest.approx(evaluated, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (np.full((2, 12, 24), 0.5, np.float32), None),
+        (
+            np.full((12, 24), 0.5, np.float32),
+            r"p.zarr: 0 is float32 of shape \(12, 24\), not a \(z, y, x\) probability",
+        ),
+        (np.full((2, 12, 24), 7, np.int32), r"p.zarr: 0 is int32 of shape \(2, 12, 24\)"),
+    ],
+)
+def test_segment_volume_refuses_a_store_of_the_wrong_shape_or_type(tmp_path, data, message):
+    root = zarr.open_group(str(tmp_path / "p.zarr"), mode="w")
+    root.create_array("0", data=data)
+    root.attrs.update(output_attrs({"model": "m.pt"}, tmp_path / "p.zarr"))
+    if message is None:  # the control: the same store, well formed, segments
+        segment_volume(tmp_path / "p.zarr", tmp_path / "s.zarr", tmp_path / "c.csv", by_threshold(0.4))
+        return
+    with pytest.raises(InputDataError, match=message):
+        segment_volume(tmp_path / "p.zarr", tmp_path / "s.zarr", tmp_path / "c.csv", by_threshold(0.4))
+    assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "c.csv").exists()
+
+
+def test_segment_volume_refuses_nan_and_leaves_nothing(tmp_path):
+    probability = np.stack([three_cells(), three_cells()])
+    probability[1, 3, 4] = np.nan
+    root = zarr.open_group(str(tmp_path / "p.zarr"), mode="w")
+    root.create_array("0", data=probability)
+    root.attrs.update(output_attrs({"model": "m.pt"}, tmp_path / "p.zarr"))
+    for method in ("threshold", "multicut"):
+        options = SegmentationOptions(method=method, threshold=0.5, edge_threshold=0.5)
+        with pytest.raises(InputDataError, match="p.zarr: section 1 holds NaN"):
+            segment_volume(tmp_path / "p.zarr", tmp_path / "s.zarr", tmp_path / "c.csv", options)
+        assert [path.name for path in tmp_path.iterdir()] == ["p.zarr"], "nothing half-written"
+
+
+def test_a_summary_without_cells_is_refused_by_name(tmp_path):
+    from unet_pipeline.stages.segment import chosen_setting
+
+    (tmp_path / "summary.json").write_text('{"metrics": {}}')
+    with pytest.raises(InputDataError, match="summary.json: no V_rand setting of the cells"):
+        chosen_setting(tmp_path / "summary.json", SegmentationOptions())
+    with pytest.raises(InputDataError, match="missing.json: no V_rand setting"):
+        chosen_setting(tmp_path / "missing.json", SegmentationOptions())
