@@ -2,7 +2,7 @@
 
     python benchmarks/segmentation.py [--results /path/of/a/laptop_accuracy/run] [--workers 2]
                                       [--methods threshold multicut mean_linkage]
-                                      [--fragments '{"threshold": 0.5}' ...]
+                                      [--fragments '{"threshold": 0.5}' ...] [--search 0.3 0.5 ...]
 
 Reads a finished run of ``laptop_accuracy.py`` (the default laptop model, its TTA prediction of
 ``isbi2012``, the evaluation summary), scores the cells of each method at every setting of its
@@ -17,8 +17,9 @@ search on the validation sections 20-24 and the held-out 25-29 exactly as the ev
 
 The ``s/section`` column is the time to segment one 512 x 512 section at the chosen setting (the median
 of the 30 sections of the held-out volume ``isbi2012_test``), beside the predict rule's time per section
-from the run's benchmark file. ``--fragments`` adds variants of the fragments' settings (JSON, over the
-schema's defaults) for the agglomerating methods.
+of that volume from the run's benchmark files. ``--fragments`` adds variants of the fragments' settings (JSON, over the
+schema's defaults) for the agglomerating methods; each row also gives the validation sections' V_rand and
+warping error at the chosen setting, by which variants are compared without reading the held-out ones.
 """
 
 import argparse
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from shipped_workflow import cpu_model
 from unet_pipeline.data import volume_store
+from unet_pipeline.metrics.summary import stack_scores
 from unet_pipeline.segmentation.fragments import FragmentOptions
 from unet_pipeline.segmentation.methods import SegmentationOptions, segment_section
 from unet_pipeline.stages.evaluate import evaluate_cells, evaluation_plan
@@ -40,7 +42,11 @@ SCORES = ("v_rand", "v_info", "rand_error", "warping_error", "pixel_error")
 def stage_and_own(entry: dict) -> tuple[dict, dict]:
     """The scores at V_rand's chosen setting, and each at its own chosen setting (with the settings)."""
     at = entry["metrics"]["v_rand"]["threshold"]
-    stage = {name: (entry["metrics"][name]["per_threshold"][at], at) for name in SCORES}
+    # keyed by the setting, or by its text where the entry was read back from the summary's JSON
+    curves = {
+        name: {str(key): value for key, value in entry["metrics"][name]["per_threshold"].items()} for name in SCORES
+    }
+    stage = {name: (curves[name][str(at)], at) for name in SCORES}
     own = {name: (entry["metrics"][name]["value"], entry["metrics"][name]["threshold"]) for name in SCORES}
     return stage, own
 
@@ -57,6 +63,15 @@ def seconds_per_section(prediction_path: Path, options: SegmentationOptions) -> 
     return statistics.median(times)
 
 
+def validation_scores(csv: Path, setting: float) -> dict:
+    """The stack scores of the validation sections at ``setting``: what chose it, and what compares fragment
+    variants without looking at the held-out sections."""
+    import pandas as pd
+
+    rows = pd.read_csv(csv).to_dict("records")
+    return stack_scores([r for r in rows if r["split"] == "validation" and r["threshold"] == setting])
+
+
 def row(label: str, scores: dict, cost: str = "") -> str:
     cells = " | ".join(f"{value:.4f} ({setting})" for value, setting in scores.values())
     return f"| {label} | {cells} | {cost} |"
@@ -68,6 +83,7 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=["threshold", "multicut", "mean_linkage"])
     parser.add_argument("--fragments", nargs="*", default=[], help="JSON objects of fragment settings to try too")
+    parser.add_argument("--search", nargs="+", type=float, help="edge thresholds to try (default: the schema's)")
     args = parser.parse_args()
     run = args.results.resolve()
     prediction = run / "isbi2012" / "predictions" / "laptop.zarr"
@@ -75,8 +91,9 @@ def main():
     held_out = run / "isbi2012_test" / "predictions" / "laptop.zarr"
     summary = json.loads((run / "isbi2012" / "evaluation" / "laptop" / "summary.json").read_text())
     plan = evaluation_plan(volume_store.provenance(volume_store.open_store(volume)))
-    predict_tsv = (run / "benchmarks" / "predict_shard" / "isbi2012_test.laptop.0-of-1.tsv").read_text()
-    predict_s = float(predict_tsv.splitlines()[1].split()[0]) / 30
+    # the predict rule's record (one job), or its shard jobs' (prediction.shards > 1)
+    records = sorted((run / "benchmarks").glob("predict*/isbi2012_test.laptop*.tsv"))
+    predict_s = sum(float(path.read_text().splitlines()[1].split()[0]) for path in records) / 30
     print(f"{cpu_model()}; held-out sections {plan.sections}, settings chosen on {plan.threshold_sections}")
     print(f"| cells | {' | '.join(SCORES)} | s/section (predict: {predict_s:.2f}) |")
     print("|---|" + "---|" * (len(SCORES) + 1))
@@ -88,11 +105,15 @@ def main():
     for method in args.methods:
         for variant in variants if method != "threshold" else [{}]:
             options = SegmentationOptions(method=method, fragments=FragmentOptions(**variant))
+            if args.search and method != "threshold":
+                options = dataclasses.replace(options, search=tuple(args.search))
             csv = run / f"segmentation_{method}_{len(variant)}.csv"
             entry = evaluate_cells(prediction, volume, plan, "binary", csv, options, args.workers)
             stage, own = stage_and_own(entry)
             chosen = options.with_setting(stage["v_rand"][1])
             label = method + (f" {json.dumps(variant)}" if variant else "")
+            seen = validation_scores(csv, chosen.edge_threshold if method != "threshold" else chosen.threshold)
+            label += f" (validation: V_rand {seen['v_rand']:.4f}, warping {seen['warping_error']:.4f})"
             print(row(f"{label}: the stage's cells", stage, f"{seconds_per_section(held_out, chosen):.2f}"))
             print(row(f"{label}: each at its own setting", own))
             print(f"<!-- {label}: {json.dumps(dataclasses.asdict(options.fragments))} -->")

@@ -141,7 +141,10 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     for category in ("Weight maps", "Augmentation", "Training", "Evaluation", "Predictions", "Headline scores"):
         assert category in report
     headline = pd.read_csv(results / "evaluation" / "headline_scores_tiny.csv").set_index("score")
-    assert headline.columns.tolist() == ["tiny / tiny: threshold on p", "tiny / tiny: cells, multicut (edge_threshold)"]
+    assert headline.columns.tolist() == [
+        "tiny / tiny: threshold on p",
+        "tiny / tiny: cells, mean_linkage (edge_threshold)",
+    ]
     v_rand = summary["metrics"]["v_rand"]
     cell = f"{v_rand['value']:.6f} at {v_rand['threshold']}"
     assert headline.loc["V_rand"].iloc[0].startswith(cell) and "warping error" in headline.index

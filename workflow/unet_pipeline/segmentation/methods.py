@@ -2,8 +2,8 @@
 
 - ``threshold``: the foreground p > threshold, its 4-connected cells thinned as the metrics
   thin them (the weakest method in the field's comparisons, kept as the baseline);
-- ``multicut`` and ``mean_linkage``: fragments of the boundary map 1 - p (``fragments``),
-  their region graph, and its partition at an edge threshold (``graph``).
+- ``mean_linkage`` (the schema's default) and ``multicut``: fragments of the boundary map
+  1 - p (``fragments``), their region graph, and its partition at an edge threshold (``graph``).
 
 Each method has one setting that the evaluation chooses on the validation sections
 (``tuned``): the threshold, or the edge threshold. The cells of every method follow the
