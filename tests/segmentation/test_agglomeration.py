@@ -70,3 +70,15 @@ def test_partitions_join_fragments_and_go_from_oversegmentation_to_one_cell(isbi
         counts.append(len(np.unique(partition)))
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1] and counts[-1] <= 3
     assert counts[0] >= len(np.unique(pieces)) * 0.8
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("method", ["multicut", "mean_linkage"])
+@pytest.mark.parametrize("level", [0.0, 0.5, 0.9, 1.0])
+def test_a_section_without_boundary_evidence_is_one_cell(method, level):
+    """A flat probability map (an untrained network's) gives one fragment, or fragments with nothing between."""
+    from unet_pipeline.segmentation.methods import SegmentationOptions, segment_section
+
+    probability = np.full((40, 60), level, np.float32)
+    cells = segment_section(probability, SegmentationOptions(method=method, edge_threshold=0.5))
+    assert cells.shape == (40, 60) and cells.dtype == np.uint32 and cells.max() <= 1

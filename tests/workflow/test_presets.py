@@ -80,7 +80,8 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
         assert prediction.shape == (3, 128, 128)
     summary = json.loads((results / "tiny" / "evaluation" / name / "summary.json").read_text())
     assert 0.0 <= summary["metrics"]["v_rand"]["value"] <= 1.0
-    assert summary["tta"] is config["prediction"]["tta"]
+    tta = config["prediction"]["tta"]  # auto (shipped): what the model chose on its validation sections
+    assert summary["tta"] is (metadata["training"]["tta"]["chosen"] if tta == "auto" else tta)
 
     if shipped_model.get("encoder_weights") in SHIPPED["pretrained_weights"]:
         downloaded = results / "downloads" / "weights" / weights_file.name

@@ -41,6 +41,8 @@ def fragments(boundary: np.ndarray, options: FragmentOptions) -> np.ndarray:
     """
     from elf.segmentation.watershed import distance_transform_watershed
 
+    if not (boundary <= options.threshold).any():  # all boundary: no distance to seed from (elf would divide by 0)
+        return np.ones(boundary.shape, np.uint32)
     labels, _ = distance_transform_watershed(
         np.ascontiguousarray(boundary, np.float32),
         threshold=options.threshold,

@@ -76,6 +76,8 @@ def mean_linkage_partition(fragments: np.ndarray, boundary: np.ndarray, edge_thr
     """(y, x) uint32 cells by average linkage of the fragments on their mean boundary, stopped at the threshold."""
     from skimage.graph import merge_hierarchical, rag_boundary
 
+    if fragments.min() == fragments.max():  # one fragment: no border to merge across (skimage needs one)
+        return np.ones(fragments.shape, np.uint32)
     rag = rag_boundary(fragments, boundary.astype(np.float64), connectivity=1)
     merged = merge_hierarchical(fragments, rag, edge_threshold, False, True, lambda *_: None, _joined_border)
     return merged.astype(np.uint32) + 1
