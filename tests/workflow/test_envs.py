@@ -123,7 +123,7 @@ def test_the_rule_finder_finds_every_rule_snakemake_knows(tmp_path):
     """Checkpoints and the indented predict rules too: their envs are checked below."""
     listed = snakemake_rules(tmp_path, 1) | snakemake_rules(tmp_path, 2)
     assert {name for name, _, _ in rule_blocks()} == listed
-    assert len(listed) == 16 and {"ingest", "predict_setup", "predict_shard"} <= {name for name, _, _ in RULES}
+    assert len(listed) == 17 and {"ingest", "predict_setup", "predict_shard"} <= {name for name, _, _ in RULES}
 
 
 def test_every_rule_with_a_script_has_an_env():
