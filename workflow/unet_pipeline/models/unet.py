@@ -18,6 +18,7 @@ is the alternative that TernausNet's comparison uses.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -142,6 +143,10 @@ def save_model(model: nn.Module, path, metadata: dict) -> None:
     alone is enough to rebuild and run the network.
     """
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    # pickle writes a string seen before as a reference to the same object, so equal metadata could be saved as
+    # different bytes depending on where its strings came from (a literal, or a resumed checkpoint's unpickled
+    # keys); decoded from JSON (its keys memoised by value) the bytes depend on the content alone
+    metadata = json.loads(json.dumps(metadata))
     with atomic_file(path) as tmp:
         torch.save({"format": MODEL_FORMAT, "metadata": metadata, "state_dict": state}, tmp)
 
