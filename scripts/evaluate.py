@@ -3,7 +3,7 @@ unet_pipeline.stages.evaluate)."""
 
 import _library_path  # noqa: F401 (makes unet_pipeline importable)
 from unet_pipeline.core.rule_logging import rule_logging
-from unet_pipeline.segmentation.methods import SegmentationOptions
+from unet_pipeline.segmentation.methods import SegmentationOptions, with_summary_setting
 from unet_pipeline.stages.evaluate import evaluate, plot_cell_overlays, plot_overlays, plot_threshold_curves
 
 with rule_logging(snakemake):
@@ -26,6 +26,5 @@ with rule_logging(snakemake):
         output.overlays,
         threshold=summary["metrics"]["v_rand"]["threshold"],
     )
-    if getattr(cells, cells.tuned) is None:  # as the segment stage: the V_rand setting chosen on validation
-        cells = cells.with_setting(summary["cells"]["metrics"]["v_rand"]["threshold"])
-    plot_cell_overlays(snakemake.input.prediction, snakemake.input.volume, output.cell_overlays, cells)
+    chosen = with_summary_setting(summary, cells, output.summary)  # the cells the segment stage will write
+    plot_cell_overlays(snakemake.input.prediction, snakemake.input.volume, output.cell_overlays, chosen)

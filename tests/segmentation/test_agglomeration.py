@@ -5,7 +5,7 @@ the same region graphs of real ISBI fragments; and the partitions' contracts."""
 import numpy as np
 import pytest
 from unet_pipeline.segmentation.fragments import FragmentOptions, fragments
-from unet_pipeline.segmentation.graph import mean_linkage_partition, multicut_partition, region_graph
+from unet_pipeline.segmentation.graph import border_graph, mean_linkage_partition, multicut_partition, region_graph
 
 
 def noisy_boundaries(isbi_dir, count=3, size=128):
@@ -46,7 +46,7 @@ def test_average_linkage_agrees_with_a_second_implementation(isbi_dir):
     for boundary in noisy_boundaries(isbi_dir):
         pieces = fragments(boundary, FragmentOptions(min_size=5))
         for edge_threshold in (0.3, 0.5, 0.7):
-            ours = mean_linkage_partition(pieces, boundary, edge_threshold)
+            ours = mean_linkage_partition(pieces, border_graph(pieces, boundary), edge_threshold)
             theirs = bioimage_cpp_average_linkage(pieces, boundary, len(np.unique(ours)))
             tried += 1
             agreed += same_partition(ours, theirs)
@@ -63,7 +63,7 @@ def test_partitions_join_fragments_and_go_from_oversegmentation_to_one_cell(isbi
         if method == "multicut":
             partition = multicut_partition(pieces, graph, edge_threshold)
         else:
-            partition = mean_linkage_partition(pieces, boundary, edge_threshold)
+            partition = mean_linkage_partition(pieces, border_graph(pieces, boundary), edge_threshold)
         assert partition.dtype == np.uint32 and partition.shape == boundary.shape and partition.min() >= 1
         pairs = np.unique(np.stack([pieces.ravel(), partition.ravel()]), axis=1)
         assert len(np.unique(pairs[0])) == len(pairs[0]), "a fragment was split"

@@ -72,12 +72,23 @@ def _joined_border(rag, src, dst, neighbour) -> dict:
     return {"count": count, "weight": sum(border["weight"] * border["count"] for border in borders) / count}
 
 
-def mean_linkage_partition(fragments: np.ndarray, boundary: np.ndarray, edge_threshold: float) -> np.ndarray:
-    """(y, x) uint32 cells by average linkage of the fragments on their mean boundary, stopped at the threshold."""
-    from skimage.graph import merge_hierarchical, rag_boundary
+def border_graph(fragments: np.ndarray, boundary: np.ndarray):
+    """The fragments' graph for average linkage (scikit-image's ``rag_boundary``: each border's pixel count and
+    mean of ``boundary``, 4-connected), built once for every edge threshold; None for a single fragment, which
+    has no border (scikit-image needs one)."""
+    from skimage.graph import rag_boundary
 
-    if fragments.min() == fragments.max():  # one fragment: no border to merge across (skimage needs one)
+    if fragments.min() == fragments.max():
+        return None
+    return rag_boundary(fragments, boundary.astype(np.float64), connectivity=1)
+
+
+def mean_linkage_partition(fragments: np.ndarray, borders, edge_threshold: float) -> np.ndarray:
+    """(y, x) uint32 cells by average linkage of the fragments on their mean boundary (``border_graph``, left
+    unchanged: the merging works on a copy), stopped at the threshold."""
+    from skimage.graph import merge_hierarchical
+
+    if borders is None:
         return np.ones(fragments.shape, np.uint32)
-    rag = rag_boundary(fragments, boundary.astype(np.float64), connectivity=1)
-    merged = merge_hierarchical(fragments, rag, edge_threshold, False, True, lambda *_: None, _joined_border)
+    merged = merge_hierarchical(fragments, borders, edge_threshold, True, True, lambda *_: None, _joined_border)
     return merged.astype(np.uint32) + 1

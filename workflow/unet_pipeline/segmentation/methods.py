@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.defaults import defaults_from_schema
+from ..core.errors import InputDataError
 from .fragments import FragmentOptions, fragments
-from .graph import mean_linkage_partition, multicut_partition, region_graph
+from .graph import border_graph, mean_linkage_partition, multicut_partition, region_graph
 
 # method -> the setting the evaluation chooses for it. The metrics (numba) are imported where used: the
 # workflow reads this module when it parses the Snakefile.
@@ -87,7 +88,8 @@ def cells_at(probability: np.ndarray, options: SegmentationOptions):
     if options.method == "multicut":
         graph = region_graph(pieces, boundary)
         return lambda value: cells_of_proposal(carved(multicut_partition(pieces, graph, value)), options.min_size)
-    return lambda value: cells_of_proposal(carved(mean_linkage_partition(pieces, boundary, value)), options.min_size)
+    borders = border_graph(pieces, boundary)
+    return lambda value: cells_of_proposal(carved(mean_linkage_partition(pieces, borders, value)), options.min_size)
 
 
 def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np.ndarray:
@@ -96,3 +98,22 @@ def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np
     if value is None:
         raise ValueError(f"segmentation.{options.tuned} is not set (the evaluation chooses it)")
     return cells_at(probability, options)(value)
+
+
+def with_summary_setting(summary: dict, options: SegmentationOptions, where) -> SegmentationOptions:
+    """``options`` with the V_rand setting of the summary's cells, where the config left it null. The summary's
+    cells must have been made by the same method and fragments; the setting was chosen on its validation
+    sections (``stages.evaluate``). ``where`` names the summary in errors."""
+    if getattr(options, options.tuned) is not None:
+        return options
+    try:
+        cells = summary["cells"]
+        value = cells["metrics"]["v_rand"]["threshold"]
+    except (KeyError, TypeError) as error:
+        raise InputDataError(f"{where}: no V_rand setting of the cells in this evaluation summary ({error!r})")
+    if cells.get("method") != options.method or cells.get("fragments") != dataclasses.asdict(options.fragments):
+        raise InputDataError(
+            f"{where}: its cells were made by {cells.get('method')!r} with fragments {cells.get('fragments')}, "
+            f"not by the configured {options.method!r} with {dataclasses.asdict(options.fragments)}; rerun the evaluate rule"
+        )
+    return options.with_setting(value)

@@ -33,7 +33,7 @@ from ..core.errors import InputDataError
 from ..core.progress import Progress
 from ..data import volume_store
 from ..data.pyramid import level_shapes, write_pyramid
-from ..segmentation.methods import SegmentationOptions, segment_section
+from ..segmentation.methods import SegmentationOptions, segment_section, with_summary_setting
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +41,15 @@ TABLE_COLUMNS = ["section", "label", "area", "centroid_y", "centroid_x", "top", 
 
 
 def chosen_setting(summary_path, options: SegmentationOptions) -> SegmentationOptions:
-    """``options`` with its method's setting taken from an evaluation summary, where the config left it null.
-
-    The summary's cells were scored with the same method; its V_rand setting was chosen on the
-    validation sections (``stages.evaluate``).
-    """
+    """``options`` with its method's setting taken from an evaluation summary file, where the config left it null
+    (``with_summary_setting``)."""
     if getattr(options, options.tuned) is not None:
         return options
     try:
-        cells = json.loads(Path(summary_path).read_text())["cells"]
-        value = cells["metrics"]["v_rand"]["threshold"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        summary = json.loads(Path(summary_path).read_text())
+    except (OSError, ValueError) as error:
         raise InputDataError(f"{summary_path}: no V_rand setting of the cells in this evaluation summary ({error})")
-    if cells.get("method") != options.method or cells.get("fragments") != dataclasses.asdict(options.fragments):
-        raise InputDataError(
-            f"{summary_path}: its cells were made by {cells.get('method')!r} with fragments {cells.get('fragments')}, "
-            f"not by the configured {options.method!r} with {dataclasses.asdict(options.fragments)}; rerun the evaluate rule"
-        )
-    return options.with_setting(value)
+    return with_summary_setting(summary, options, summary_path)
 
 
 def cell_table(section: int, cells: np.ndarray) -> list[dict]:
