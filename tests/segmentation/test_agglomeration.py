@@ -5,7 +5,7 @@ the same region graphs of real ISBI fragments; and the partitions' contracts."""
 import numpy as np
 import pytest
 from unet_pipeline.segmentation.fragments import FragmentOptions, fragments
-from unet_pipeline.segmentation.graph import border_graph, mean_linkage_partition, multicut_partition, region_graph
+from unet_pipeline.segmentation.graph import boundary_levels, edge_table, mean_linkage_nodes, multicut_nodes
 
 
 def noisy_boundaries(isbi_dir, count=3, size=128):
@@ -24,30 +24,26 @@ def same_partition(a, b):
     return len(pairs[0]) == len(np.unique(pairs[0])) == len(np.unique(pairs[1]))
 
 
-def bioimage_cpp_average_linkage(pieces, boundary, clusters):
-    """The same graph (scikit-image's border means and pixel counts) merged by bioimage-cpp to ``clusters``."""
+def bioimage_cpp_average_linkage(table, clusters):
+    """The same graph (mean boundary and pixel-pair count per edge) merged by bioimage-cpp to ``clusters``."""
     import bioimage_cpp as bic
-    from skimage.graph import rag_boundary
 
-    rag = rag_boundary(pieces, boundary.astype(np.float64), connectivity=1)
-    uv = np.array([(u, v) for u, v in rag.edges()], np.uint64)
-    graph = bic.graph.undirected_graph(int(pieces.max()) + 1)
-    graph.insert_edges(uv)
-    weights = np.array([rag[u][v]["weight"] for u, v in uv])
-    counts = np.array([rag[u][v]["count"] for u, v in uv], np.float64)
-    empty = graph.number_of_nodes - len(np.unique(pieces))  # ids without pixels stay clusters of their own
-    policy = bic.graph.agglomeration.EdgeWeightedClusterPolicy(num_clusters_stop=clusters + empty, size_regularizer=0.0)
-    nodes = policy.optimize(graph, weights, edge_sizes=counts, node_sizes=np.ones(graph.number_of_nodes))
-    return nodes[pieces]
+    graph = bic.graph.undirected_graph(len(table.nodes))
+    graph.insert_edges(table.node_pairs().astype(np.uint64))
+    policy = bic.graph.agglomeration.EdgeWeightedClusterPolicy(num_clusters_stop=clusters, size_regularizer=0.0)
+    return policy.optimize(
+        graph, table.mean, edge_sizes=table.count.astype(np.float64), node_sizes=np.ones(len(table.nodes))
+    )
 
 
 def test_average_linkage_agrees_with_a_second_implementation(isbi_dir):
     tried = agreed = 0
     for boundary in noisy_boundaries(isbi_dir):
         pieces = fragments(boundary, FragmentOptions(min_size=5))
+        table = edge_table(pieces, boundary_levels(boundary))
         for edge_threshold in (0.3, 0.5, 0.7):
-            ours = mean_linkage_partition(pieces, border_graph(pieces, boundary), edge_threshold)
-            theirs = bioimage_cpp_average_linkage(pieces, boundary, len(np.unique(ours)))
+            ours = mean_linkage_nodes(table, edge_threshold)
+            theirs = bioimage_cpp_average_linkage(table, len(np.unique(ours)))
             tried += 1
             agreed += same_partition(ours, theirs)
     assert tried == 9 and agreed == tried, f"{agreed} of {tried} agglomerations agree"
@@ -57,19 +53,14 @@ def test_average_linkage_agrees_with_a_second_implementation(isbi_dir):
 def test_partitions_join_fragments_and_go_from_oversegmentation_to_one_cell(isbi_dir, method):
     boundary = next(noisy_boundaries(isbi_dir, 1))
     pieces = fragments(boundary, FragmentOptions())
-    graph = region_graph(pieces, boundary)
+    table = edge_table(pieces, boundary_levels(boundary))
     counts = []
     for edge_threshold in (0.02, 0.3, 0.5, 0.7, 0.98):
-        if method == "multicut":
-            partition = multicut_partition(pieces, graph, edge_threshold)
-        else:
-            partition = mean_linkage_partition(pieces, border_graph(pieces, boundary), edge_threshold)
-        assert partition.dtype == np.uint32 and partition.shape == boundary.shape and partition.min() >= 1
-        pairs = np.unique(np.stack([pieces.ravel(), partition.ravel()]), axis=1)
-        assert len(np.unique(pairs[0])) == len(pairs[0]), "a fragment was split"
-        counts.append(len(np.unique(partition)))
+        nodes = (multicut_nodes if method == "multicut" else mean_linkage_nodes)(table, edge_threshold)
+        assert nodes.shape == table.nodes.shape and nodes.min() == 0
+        counts.append(len(np.unique(nodes)))
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1] and counts[-1] <= 3
-    assert counts[0] >= len(np.unique(pieces)) * 0.8
+    assert counts[0] >= len(table.nodes) * 0.8
 
 
 @pytest.mark.filterwarnings("error")

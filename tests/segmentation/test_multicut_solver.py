@@ -9,17 +9,12 @@ import itertools
 import numpy as np
 import pytest
 from unet_pipeline.segmentation.fragments import FragmentOptions, fragments
-from unet_pipeline.segmentation.graph import multicut_costs, region_graph
+from unet_pipeline.segmentation.graph import boundary_levels, edge_table, multicut_costs, solve_multicut
 
 
 def solve(uv: np.ndarray, costs: np.ndarray, nodes: int) -> np.ndarray:
     """The stage's solver on a graph given by its edges."""
-    import bioimage_cpp as bic
-    from elf.segmentation.multicut import multicut_fusion_moves
-
-    graph = bic.graph.undirected_graph(nodes)
-    graph.insert_edges(uv.astype(np.uint64))
-    return multicut_fusion_moves(graph, costs)
+    return solve_multicut(nodes, uv, costs)
 
 
 def energy(uv: np.ndarray, costs: np.ndarray, labels: np.ndarray) -> float:
@@ -99,10 +94,10 @@ def test_the_solver_matches_an_integer_program_on_real_region_graphs(isbi_dir):
             noisy = ndimage.gaussian_filter(section.astype(np.float32), 1.5) + rng.normal(0, 0.2, section.shape)
             boundary = np.clip(1.0 - noisy, 0, 1).astype(np.float32)
             pieces = fragments(boundary, FragmentOptions(min_size=5))
-            graph = region_graph(pieces, boundary)
-            uv = graph.rag.uv_ids().astype(np.int64)
-            costs = multicut_costs(graph, edge_threshold)
-            nodes = int(graph.rag.number_of_nodes)
+            table = edge_table(pieces, boundary_levels(boundary))
+            uv = table.node_pairs()
+            costs = multicut_costs(table, edge_threshold)
+            nodes = len(table.nodes)
             found = energy(uv, costs, solve(uv, costs, nodes))
             tried += 1
             optimal += found == pytest.approx(ilp_optimum(uv, costs, nodes), abs=1e-6)

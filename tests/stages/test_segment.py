@@ -14,7 +14,7 @@ from unet_pipeline.metrics import section_scores
 from unet_pipeline.metrics.scores import fscore, rand_counts
 from unet_pipeline.segmentation.methods import SegmentationOptions, segment_section
 from unet_pipeline.stages.predict import output_attrs
-from unet_pipeline.stages.segment import cell_table, segment_volume
+from unet_pipeline.stages.segment import segment_volume
 from unet_pipeline.transforms.cells import cells_of
 
 
@@ -56,14 +56,20 @@ def test_touching_cells_are_split_by_the_metrics_watershed_line():
     assert set(np.unique(split)) == {0, 1, 2} and (split[:, 5] == 0).all(), "the line goes right, like Fiji's"
 
 
-def test_cell_table_gives_area_centroid_and_box():
-    cells = segment_section(three_cells(), by_threshold(0.5))
-    table = pd.DataFrame(cell_table(4, cells)).set_index("label")
+@pytest.mark.parametrize("block", [64, 4194304])
+def test_cell_table_gives_area_centroid_and_box(tmp_path, block):
+    """Accumulated block by block (blocks of 8 x 8 pixels) or in one block: the same rows."""
+    probability = np.stack([np.full((12, 24), 0.1, np.float32), three_cells()])
+    prediction_store(tmp_path / "p.zarr", probability, (1, 6, 12))
+    options = SegmentationOptions(method="threshold", threshold=0.5, block=block)
+    segment_volume(tmp_path / "p.zarr", tmp_path / "s.zarr", tmp_path / "c.csv", options)
+    cells = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["cells"]["0"][1]
+    table = pd.read_csv(tmp_path / "c.csv").set_index("label")
     for label, row in table.iterrows():
         ys, xs = np.nonzero(cells == label)
         assert row.to_dict() == pytest.approx(
             {
-                "section": 4,
+                "section": 1,
                 "area": len(ys),
                 "centroid_y": ys.mean(),
                 "centroid_x": xs.mean(),
@@ -73,7 +79,7 @@ def test_cell_table_gives_area_centroid_and_box():
                 "right": xs.max() + 1,
             }
         )
-    assert len(table) == 3 and cell_table(0, np.zeros((3, 3), np.uint32)) == []
+    assert len(table) == 3, "section 0 has no cells"
 
 
 def prediction_store(path, probability, chunks):

@@ -19,6 +19,7 @@ CONDA_PACKAGE = {
     "bioimageio": "bioimageio.spec",
     "PIL": "pillow",
     "elf": "python-elf",
+    "bioimage_cpp": "bioimage-cpp",
 }
 LIBRARY = "unet_pipeline"
 

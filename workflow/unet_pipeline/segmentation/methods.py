@@ -13,6 +13,7 @@ proposal convention of ``proposal``, so the metrics score them exactly as writte
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,9 @@ import numpy as np
 from ..core.defaults import defaults_from_schema
 from ..core.errors import InputDataError
 from .fragments import FragmentOptions, fragments
-from .graph import border_graph, mean_linkage_partition, multicut_partition, region_graph
+from .graph import PARTITIONS, boundary_levels, edge_table
+
+log = logging.getLogger(__name__)
 
 # method -> the setting the evaluation chooses for it. The metrics (numba) are imported where used: the
 # workflow reads this module when it parses the Snakefile.
@@ -39,6 +42,9 @@ class SegmentationOptions:
     min_size: int
     search: tuple
     fragments: FragmentOptions
+    dimensions: int
+    block: int
+    halo: int
 
     def __post_init__(self):
         if self.method not in TUNED:
@@ -62,6 +68,24 @@ class SegmentationOptions:
     def with_setting(self, value: float) -> SegmentationOptions:
         return dataclasses.replace(self, **{self.tuned: value})
 
+    def side(self, ndim: int) -> int:
+        """A block's side in pixels for a whole of ``ndim`` axes: ``block`` pixels in all, as a square or cube."""
+        return max(1, round(self.block ** (1.0 / ndim)))
+
+
+def projected(pieces: np.ndarray, nodes: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """A partition of a graph's sorted ``nodes`` (fragment ids) into ``cluster`` s as pixels: each fragment's
+    cell, 1..n (int64)."""
+    return cluster[np.searchsorted(nodes, pieces)] + 1
+
+
+def foreground_partition(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """The ``threshold`` method's partition: 1 where p > threshold (compared in double, at Fiji's value for the
+    thresholds 0.0, ..., 1.0), else 0."""
+    from ..metrics.scores import FIJI_VALUE
+
+    return (probability.astype(np.float64) > FIJI_VALUE.get(threshold, threshold)).astype(np.int64)
+
 
 def cells_at(probability: np.ndarray, options: SegmentationOptions):
     """A function of the method's setting that gives one section's cells at that setting.
@@ -77,19 +101,17 @@ def cells_at(probability: np.ndarray, options: SegmentationOptions):
         setting -> (y, x) uint32 cell ids 1..n, 0 on the 1-px lines between cells and on dropped small
         cells (``proposal.cells_of_proposal``).
     """
-    from ..metrics.scores import FIJI_VALUE
     from .proposal import carved, cells_of_proposal
 
-    if options.method == "threshold":  # compared in double, Fiji's value for the labels 0.0, ..., 1.0
-        wide = probability.astype(np.float64)
-        return lambda value: cells_of_proposal(wide > FIJI_VALUE.get(value, value), options.min_size)
+    if options.method == "threshold":
+        return lambda value: cells_of_proposal(foreground_partition(probability, value) > 0, options.min_size)
     boundary = 1.0 - probability.astype(np.float32)
     pieces = fragments(boundary, options.fragments)
-    if options.method == "multicut":
-        graph = region_graph(pieces, boundary)
-        return lambda value: cells_of_proposal(carved(multicut_partition(pieces, graph, value)), options.min_size)
-    borders = border_graph(pieces, boundary)
-    return lambda value: cells_of_proposal(carved(mean_linkage_partition(pieces, borders, value)), options.min_size)
+    table = edge_table(pieces, boundary_levels(boundary))
+    partition = PARTITIONS[options.method]
+    return lambda value: cells_of_proposal(
+        carved(projected(pieces, table.nodes, partition(table, value))), options.min_size
+    )
 
 
 def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np.ndarray:
@@ -116,4 +138,6 @@ def with_summary_setting(summary: dict, options: SegmentationOptions, where) -> 
             f"{where}: its cells were made by {cells.get('method')!r} with fragments {cells.get('fragments')}, "
             f"not by the configured {options.method!r} with {dataclasses.asdict(options.fragments)}; rerun the evaluate rule"
         )
+    if options.dimensions == 3:
+        log.warning("%s: 3D cells take the setting chosen for 2D cells on the validation sections (%s)", where, value)
     return options.with_setting(value)

@@ -22,11 +22,14 @@ from ..metrics.thinning import thinned_cells
 
 
 def carved(partition: np.ndarray) -> np.ndarray:
-    """The proposal of a partition: (y, x) bool, False where a pixel's right or lower neighbour differs
-    (or on id 0)."""
+    """The proposal of a partition: bool, False where a pixel's next neighbour along any axis (right, lower,
+    next section) differs, or on id 0. A section (y, x) or a volume (z, y, x); a block carves as its whole
+    does where it reaches one pixel beyond its high faces."""
     foreground = partition > 0
-    foreground[:, :-1] &= partition[:, :-1] == partition[:, 1:]
-    foreground[:-1, :] &= partition[:-1, :] == partition[1:, :]
+    for axis in range(partition.ndim):
+        here = tuple(slice(0, -1) if a == axis else slice(None) for a in range(partition.ndim))
+        after = tuple(slice(1, None) if a == axis else slice(None) for a in range(partition.ndim))
+        foreground[here] &= partition[here] == partition[after]
     return foreground
 
 
@@ -53,17 +56,22 @@ def cells_of_proposal(foreground: np.ndarray, min_size: int = 0) -> np.ndarray:
             them into their neighbours: it holds for min_size 0).
 
     Returns:
-        (y, x) uint32 ids 1..n; 0 on the watershed lines and dropped cells. A proposal without
+        (y, x) uint32 ids 1..n in the order of their first pixel (``numbered``); 0 on the watershed lines
+        and dropped cells. A proposal without
         foreground has no cells (the metrics would flood it into one segment).
     """
     if not foreground.any():
         return np.zeros(foreground.shape, np.uint32)
-    cells = thinned_to_fixpoint(foreground)
-    sizes = np.bincount(cells.ravel())
-    keep = sizes >= max(min_size, 1)
-    keep[0] = False
-    new_ids = np.where(keep, np.cumsum(keep), 0).astype(np.uint32)  # the kept cells, numbered 1..n
-    return new_ids[cells]
+    return numbered(thinned_to_fixpoint(foreground), min_size)
+
+
+def numbered(cells: np.ndarray, min_size: int = 0) -> np.ndarray:
+    """Cells renumbered 1..n in the order of their first pixel (C order), those under ``min_size`` pixels 0."""
+    ids, first, sizes = np.unique(cells.ravel(), return_index=True, return_counts=True)
+    keep = (ids > 0) & (sizes >= max(min_size, 1))
+    lookup = np.zeros(int(ids[-1]) + 1, np.uint32)
+    lookup[ids[keep][np.argsort(first[keep])]] = np.arange(1, keep.sum() + 1, dtype=np.uint32)
+    return lookup[cells]
 
 
 def proposal_of(cells: np.ndarray) -> np.ndarray:

@@ -26,18 +26,21 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ..core.atomic import atomic_file, atomic_store
 from ..core.errors import InputDataError
-from ..core.progress import Progress
 from ..data import volume_store
 from ..data.pyramid import level_shapes, write_pyramid
-from ..segmentation.methods import SegmentationOptions, segment_section, with_summary_setting
+from ..segmentation.methods import SegmentationOptions, with_summary_setting
+from ..segmentation.volume import Segmenter
+from ..segmentation.work import SegmentWork
 
 log = logging.getLogger(__name__)
 
+# The per-cell table's columns: boxes are [first, last + 1) in pixels of level 0.
 TABLE_COLUMNS = ["section", "label", "area", "centroid_y", "centroid_x", "top", "left", "bottom", "right"]
+TABLE_COLUMNS_3D = ["label", "area", "centroid_z", "centroid_y", "centroid_x"]
+TABLE_COLUMNS_3D += ["front", "top", "left", "back", "bottom", "right"]
 
 
 def chosen_setting(summary_path, options: SegmentationOptions) -> SegmentationOptions:
@@ -52,26 +55,6 @@ def chosen_setting(summary_path, options: SegmentationOptions) -> SegmentationOp
     return with_summary_setting(summary, options, summary_path)
 
 
-def cell_table(section: int, cells: np.ndarray) -> list[dict]:
-    """One row per cell: area, centroid and bounding box (bottom and right exclusive), in pixels."""
-    count = int(cells.max())
-    if count == 0:
-        return []
-    ids = np.arange(1, count + 1)
-    areas = np.bincount(cells.ravel(), minlength=count + 1)[1:]
-    centroids = ndimage.center_of_mass(np.ones_like(cells), cells, ids)
-    boxes = ndimage.find_objects(cells)
-    return [
-        dict(
-            zip(
-                TABLE_COLUMNS,
-                (section, int(i), int(a), float(c[0]), float(c[1]), b[0].start, b[1].start, b[0].stop, b[1].stop),
-            )
-        )
-        for i, a, c, b in zip(ids, areas, centroids, boxes)
-    ]
-
-
 def _label_attrs(prediction, levels: int) -> dict:
     """OME attrs of the image-label: the prediction's voxel size, and the volume it segments as source."""
     multiscale = prediction.attrs["ome"]["multiscales"][0]
@@ -81,72 +64,127 @@ def _label_attrs(prediction, levels: int) -> dict:
     return attrs | {"image-label": {"source": {"image": "../../../volume.zarr"}}}
 
 
-def _check_probability_array(probabilities, path) -> None:
-    """Refuse what is not a (z, y, x) probability array before anything is written."""
-    if probabilities.ndim != 3 or not (probabilities.dtype == np.uint8 or probabilities.dtype.kind == "f"):
-        raise InputDataError(
-            f"{path}: {volume_store.IMAGE_PATH} is {probabilities.dtype} of shape {probabilities.shape}, not a (z, y, x) "
-            "probability array (uint8 or float)"
-        )
+class CellTable:
+    """The per-cell table, accumulated block by block: area, centroid and bounding box of every cell of every
+    whole (section, or the volume for 3D cells)."""
+
+    def __init__(self, sections: bool):
+        self.sections, self.rows, self.whole = sections, [], None
+
+    def start(self, whole: tuple, cells: int, ndim: int) -> None:
+        """Begin a whole of ``cells`` cells (ids 1..cells)."""
+        self.whole, self.area = whole, np.zeros(cells + 1, np.int64)
+        self.sums = np.zeros((ndim, cells + 1))
+        self.low = np.full((ndim, cells + 1), np.iinfo(np.int64).max)
+        self.high = np.full((ndim, cells + 1), -1)
+
+    def add(self, block, cells: np.ndarray) -> None:
+        """Count one block's cells (ids within the whole's)."""
+        flat = cells.ravel()
+        self.area += np.bincount(flat, minlength=len(self.area))
+        coords = np.indices(cells.shape).reshape(cells.ndim, -1) + np.array([[s.start] for s in block.inner])
+        for axis, c in enumerate(coords):
+            self.sums[axis] += np.bincount(flat, c, len(self.area))
+            np.minimum.at(self.low[axis], flat, c)
+            np.maximum.at(self.high[axis], flat, c + 1)
+
+    def finish(self) -> None:
+        """One row per cell of the whole."""
+        head = list(self.whole) if self.sections else []
+        for label in range(1, len(self.area)):
+            centroid = (self.sums[:, label] / self.area[label]).tolist()
+            box = self.low[:, label].tolist() + self.high[:, label].tolist()
+            self.rows.append([*head, label, int(self.area[label]), *centroid, *box])
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=TABLE_COLUMNS if self.sections else TABLE_COLUMNS_3D)
 
 
-def _section_probability(probabilities, z: int, path) -> np.ndarray:
-    """Section ``z`` as float32 in [0, 1]; NaN or values outside are refused, naming the store and section."""
-    section = volume_store.decode_probability(probabilities[z])
-    if not np.isfinite(section).all() or section.min(initial=0) < 0 or section.max(initial=0) > 1:
-        raise InputDataError(f"{path}: section {z} holds NaN, infinite or out-of-[0, 1] probabilities")
-    return section
-
-
-def segment_volume(prediction_path, out_path, table_path, options: SegmentationOptions) -> dict:
-    """Segment every section of a prediction store into an OME-Zarr labels store and a per-cell CSV table.
-
-    Sections are read, segmented and written one at a time; the store and the table appear only when
-    complete (``atomic``).
-
-    Returns:
-        The provenance recorded in the store: the segmentation options, cell count, source prediction.
-    """
-    import pandas as pd
-    import zarr
-
+def _open_prediction(prediction_path):
+    """The prediction store's (z, y, x) probability array and its group; what is not one is refused."""
     if not Path(prediction_path).exists():
         raise InputDataError(f"{prediction_path}: no such prediction store")
     prediction = volume_store.open_store(prediction_path)
     if volume_store.IMAGE_PATH not in prediction:
         raise InputDataError(f"{prediction_path}: not a prediction store (no array {volume_store.IMAGE_PATH!r})")
     probabilities = prediction[volume_store.IMAGE_PATH]
-    _check_probability_array(probabilities, prediction_path)
-    shape, chunks = probabilities.shape, probabilities.chunks
-    rows = []
+    if probabilities.ndim != 3 or not (probabilities.dtype == np.uint8 or probabilities.dtype.kind == "f"):
+        raise InputDataError(
+            f"{prediction_path}: {volume_store.IMAGE_PATH} is {probabilities.dtype} of shape {probabilities.shape}, "
+            "not a (z, y, x) probability array (uint8 or float)"
+        )
+    return prediction, probabilities
+
+
+def _voxel_size(prediction) -> tuple:
+    """The prediction's (z, y, x) pixel spacing, for the distance transform of 3D fragments."""
+    multiscale = prediction.attrs["ome"]["multiscales"][0]
+    return tuple(multiscale["datasets"][0]["coordinateTransformations"][0]["scale"])
+
+
+def _signature(prediction, options: SegmentationOptions) -> dict:
+    """What the work folder's contents depend on: the prediction (its provenance and shape) and the options."""
+    info = volume_store.provenance(prediction)
+    return {"prediction": info, "shape": list(prediction[volume_store.IMAGE_PATH].shape)} | {
+        "segmentation": json.loads(json.dumps(dataclasses.asdict(options)))
+    }
+
+
+def segment_volume(prediction_path, out_path, table_path, options: SegmentationOptions) -> dict:
+    """Segment a prediction store into an OME-Zarr labels store and a per-cell CSV table, block by block.
+
+    Cells are made by ``segmentation.volume.Segmenter`` with memory bounded by ``options.block``; what each
+    step finished is kept beside the output (``segmentation.work``), so a killed run continues. The store and
+    the table appear only when complete (``atomic``).
+
+    Returns:
+        The provenance recorded in the store: the segmentation options, cell count, source prediction.
+    """
+    prediction, probabilities = _open_prediction(prediction_path)
+    work = SegmentWork(out_path, _signature(prediction, options))
+    segmenter = Segmenter(probabilities, str(prediction_path), options, work, _voxel_size(prediction))
+    try:
+        info, count = _write_cells(segmenter, prediction, out_path, table_path)
+    except InputDataError:
+        work.remove()  # the input is wrong: nothing in the work folder is worth continuing from
+        raise
+    work.remove()
+    setting = f"{options.tuned} {getattr(options, options.tuned)}"
+    per = "section" if segmenter.sections else "volume"
+    log.info("segmented %s by %s at %s: %d cells (ids per %s)", prediction_path, options.method, setting, count, per)
+    return info
+
+
+def _write_cells(segmenter: Segmenter, prediction, out_path, table_path) -> tuple[dict, int]:
+    """The labels store and the cell table, block by block from the segmenter; the provenance and cell count."""
+    import zarr
+
+    probabilities, options = segmenter.probabilities, segmenter.options
+    shape = probabilities.shape
     with atomic_store(out_path) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         root.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "labels": ["cells"]}
         cells_group = root.create_group("cells")
-        labels = volume_store.create_level(cells_group, "0", shape, chunks, "uint32")
-        progress = Progress(shape[0], f"segment {Path(out_path).name}: sections", log)
-        for z in range(shape[0]):
-            cells = segment_section(_section_probability(probabilities, z, prediction_path), options)
-            labels[z] = cells
-            rows += cell_table(z, cells)
-            progress.update()
+        labels = volume_store.create_level(cells_group, "0", shape, probabilities.chunks, "uint32")
+        table = CellTable(segmenter.sections)
+        for whole, numbering in segmenter.run():
+            table.start(whole, int(numbering["ids"].max(initial=0)), len(segmenter.shape(whole)))
+            for block in segmenter.grid(whole):
+                cells = segmenter.cells(whole, numbering, block)
+                labels[whole + block.inner] = cells
+                table.add(block, cells)
+            table.finish()
         write_pyramid(cells_group, "nearest")
-        cells_group.attrs["ome"] = _label_attrs(prediction, 1 + len(level_shapes(shape, chunks)))
-        info = {"prediction": str(prediction_path), "segmentation": dataclasses.asdict(options), "cells": len(rows)}
-        info |= {"ids": "per section: 1..n, 0 = lines between cells and dropped cells"}
+        cells_group.attrs["ome"] = _label_attrs(prediction, 1 + len(level_shapes(shape, labels.chunks)))
+        per = "section" if segmenter.sections else "volume"
+        info = {"prediction": segmenter.path, "segmentation": dataclasses.asdict(options), "cells": len(table.rows)}
+        info["ids"] = f"per {per}: 1..n in the order of each cell's first pixel; 0 = lines between cells, dropped cells"
         root.attrs[volume_store.PROVENANCE_KEY] = info
         with atomic_file(table_path) as table_tmp:
-            pd.DataFrame(rows, columns=TABLE_COLUMNS).to_csv(table_tmp, index=False)
-    setting = f"{options.tuned} {getattr(options, options.tuned)}"
-    log.info(
-        "segmented %s by %s at %s: %d cells in %d sections",
-        prediction_path,
-        options.method,
-        setting,
-        len(rows),
-        shape[0],
-    )
-    return info
+            table.frame().to_csv(table_tmp, index=False)
+    return info, len(table.rows)
 
 
 def write_cells_tiff(segmentation_path, tiff_path) -> None:

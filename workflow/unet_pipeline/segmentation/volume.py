@@ -1,0 +1,159 @@
+"""The blockwise segmentation of a whole prediction (``blockwise``), step by step, each step's results kept in
+the work folder (``work``) so that a killed run continues with the first unfinished block.
+
+``Segmenter`` holds the probabilities, options and work folder once; ``cells`` gives the numbered cells of
+a block (``blockwise.joined_cells``), for the stage to write.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.errors import InputDataError
+from ..core.progress import Progress
+from ..data import volume_store
+from .blockwise import Block, beyond, block_fragments, block_pieces, blocks, face_pairs, joined_cells
+from .fragments import relative_spacing
+from .graph import PARTITIONS, EdgeTable, boundary_levels, edge_table, merged
+from .methods import SegmentationOptions, foreground_partition, projected
+from .proposal import carved
+from .work import SegmentWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Segmenter:
+    """One blockwise segmentation: the (z, y, x) probability array (``path`` names it in errors), the options
+    with their setting chosen, the work folder, and the pixel spacing (z, y, x) for 3D fragments."""
+
+    probabilities: object
+    path: str
+    options: SegmentationOptions
+    work: SegmentWork
+    spacing: tuple | None = None
+
+    @property
+    def sections(self) -> bool:
+        return self.options.dimensions == 2
+
+    def wholes(self) -> list[tuple]:
+        """The index prefix of each whole: (z,) per section, or () for the volume."""
+        return [(z,) for z in range(self.probabilities.shape[0])] if self.sections else [()]
+
+    def shape(self, whole: tuple) -> tuple:
+        return tuple(self.probabilities.shape[len(whole) :])
+
+    def grid(self, whole: tuple) -> list[Block]:
+        shape = self.shape(whole)
+        return blocks(shape, self.options.side(len(shape)), self.options.halo)
+
+    def chunks(self) -> tuple:
+        """The work arrays' chunks: one block (of one section)."""
+        side = self.options.side(2 if self.sections else 3)
+        return (1, side, side) if self.sections else (side, side, side)
+
+    def array(self, name: str, dtype: str = "uint64"):
+        return self.work.array(name, self.probabilities.shape, self.chunks(), dtype)
+
+    def probability(self, whole: tuple, slices: tuple) -> np.ndarray:
+        """float32 probabilities of ``slices`` of a whole; NaN or values outside [0, 1] are refused."""
+        part = volume_store.decode_probability(self.probabilities[whole + slices])
+        if not np.isfinite(part).all() or part.min(initial=0) < 0 or part.max(initial=0) > 1:
+            where = f"section {whole[0]}" if whole else "the volume"
+            raise InputDataError(f"{self.path}: {where} holds NaN, infinite or out-of-[0, 1] probabilities")
+        return part
+
+    def boundary(self, whole: tuple, slices: tuple) -> np.ndarray:
+        return 1.0 - self.probability(whole, slices)
+
+    def proposal(self, whole: tuple, slices: tuple, nodes: dict | None) -> np.ndarray:
+        """The cells' foreground in ``slices``: the partition of the fragments (the saved node partition
+        ``nodes``) carved, or for the threshold method the thresholded probabilities."""
+        if nodes is None:
+            return foreground_partition(self.probability(whole, slices), self.options.threshold) > 0
+        pieces = self.array("fragments")[whole + slices]
+        return carved(projected(pieces, nodes["nodes"], nodes["cluster"]))
+
+    def make_fragments(self, whole: tuple, name: str) -> None:
+        array = self.array("fragments")
+        spacing = None if self.spacing is None else relative_spacing(self.spacing[len(whole) :])
+        for block in self.grid(whole):
+            if not self.work.marked("fragments", name, block.index):
+                boundary = self.boundary(whole, block.outer)
+                array[whole + block.inner] = block_fragments(boundary, block, self.options.fragments, spacing)
+                self.work.mark("fragments", name, block.index)
+
+    def graph(self, whole: tuple, name: str) -> EdgeTable:
+        """The whole's edge table, merged from the blocks' (each saved once computed)."""
+        tables = []
+        for block in self.grid(whole):
+            key = f"edges/{name}/{block.index}"
+            if self.work.saved(key) is None:
+                extended = beyond(block, self.shape(whole))
+                inner = tuple(slice(0, s.stop - s.start) for s in block.inner)
+                levels = boundary_levels(self.boundary(whole, extended))
+                table = edge_table(self.array("fragments")[whole + extended], levels, inner)
+                self.work.save(key, uv=table.uv, count=table.count, total=table.total, nodes=table.nodes)
+            tables.append(EdgeTable(**self.work.saved(key)))
+        return merged(tables)
+
+    def node_partition(self, whole: tuple, name: str) -> dict | None:
+        """The saved partition of the whole's graph (nodes, cluster), made once; None for the threshold method."""
+        if self.options.method == "threshold":
+            return None
+        key = f"partition/{name}"
+        if self.work.saved(key) is None:
+            self.make_fragments(whole, name)
+            table = self.graph(whole, name)
+            value = getattr(self.options, self.options.tuned)
+            self.work.save(key, nodes=table.nodes, cluster=PARTITIONS[self.options.method](table, value))
+        return self.work.saved(key)
+
+    def make_pieces(self, whole: tuple, name: str, nodes: dict | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every block's pieces (into the work array ``pieces``); their keys and sizes, sorted by key."""
+        array, keys, sizes = self.array("pieces"), [], []
+        for block in self.grid(whole):
+            key = f"pieces/{name}/{block.index}"
+            if self.work.saved(key) is None:
+                pieces, piece_keys, piece_sizes = block_pieces(
+                    self.proposal(whole, block.outer, nodes), block, self.sections
+                )
+                array[whole + block.inner] = pieces
+                self.work.save(key, keys=piece_keys, sizes=piece_sizes)
+            saved = self.work.saved(key)
+            keys.append(saved["keys"])
+            sizes.append(saved["sizes"])
+        keys, sizes = np.concatenate(keys), np.concatenate(sizes)
+        order = np.argsort(keys)
+        return keys[order], sizes[order]
+
+    def numbering(self, whole: tuple, name: str) -> dict:
+        """The saved cell id of every piece of the whole (keys, ids), made once."""
+        key = f"cells/{name}"
+        if self.work.saved(key) is None:
+            keys, sizes = self.make_pieces(whole, name, self.node_partition(whole, name))
+            array, shape = self.array("pieces"), self.shape(whole)
+            pairs = [face_pairs(array[whole + beyond(block, shape)], block, shape) for block in self.grid(whole)]
+            ids = joined_cells(keys, sizes, np.concatenate(pairs), self.options.min_size)
+            self.work.save(key, keys=keys, ids=ids)
+        return self.work.saved(key)
+
+    def cells(self, whole: tuple, numbering: dict, block: Block) -> np.ndarray:
+        """The numbered cells of a block (uint32; 0 on lines and dropped cells)."""
+        pieces = self.array("pieces")[whole + block.inner]
+        ids = np.concatenate([[0], numbering["ids"], [0]]).astype(np.uint32)  # 0 for the lines
+        return np.where(pieces > 0, ids[np.searchsorted(numbering["keys"], pieces) + 1], 0).astype(np.uint32)
+
+    def run(self):
+        """Yield (whole, numbering) for every whole, each made or taken from the work folder."""
+        progress = Progress(
+            len(self.wholes()), f"segment {self.path}: {'sections' if self.sections else 'volume'}", log
+        )
+        for whole in self.wholes():
+            name = "-".join(map(str, whole)) or "volume"
+            yield whole, self.numbering(whole, name)
+            progress.update()
