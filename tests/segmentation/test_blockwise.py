@@ -10,7 +10,7 @@ from unet_pipeline.segmentation import volume as segmenter_module
 from unet_pipeline.segmentation.blockwise import blocks
 from unet_pipeline.segmentation.methods import SegmentationOptions, cells_at
 from unet_pipeline.stages.predict import output_attrs
-from unet_pipeline.stages.segment import segment_volume
+from unet_pipeline.stages.segment import segment_shard, segment_volume
 
 
 def voronoi(shape, count, seed, spacing=None):
@@ -128,3 +128,19 @@ def test_a_crashed_segmentation_continues_where_it_stopped(tmp_path, monkeypatch
     assert calls["fragments"] - before["fragments"] == blocks_per_section, "only the unfinished section again"
     assert calls["pieces"] - before["pieces"] == 3 * blocks_per_section - 12, "the blocks not yet done"
     assert not (tmp_path / ".s.zarr.work").exists(), "the work folder goes once the output is in place"
+
+
+@pytest.mark.parametrize("dimensions", [2, 3])
+def test_shard_jobs_fill_the_work_folder_and_the_segment_job_only_writes(tmp_path, monkeypatch, dimensions):
+    """segmentation.shards: 3 jobs, each its run of sections (3D: of fragment blocks), give the cells of one job."""
+    truth = voronoi((5, 60, 60), 30, 7)
+    prediction = prediction_store(tmp_path / "p.zarr", membranes(truth, 7))
+    options = SegmentationOptions(edge_threshold=0.5, dimensions=dimensions, block=900 if dimensions == 2 else 8000)
+    expected = written(tmp_path, prediction, options, "control")
+    done = [segment_shard(prediction, tmp_path / "s.zarr", options, shard, 3) for shard in range(3)]
+    assert done == ([2, 1, 2] if dimensions == 2 else [3, 3, 3]), "sections, or blocks of fragments, per shard"
+    computed = []
+    monkeypatch.setattr(segmenter_module, "block_fragments", lambda *args: computed.append(args))
+    np.testing.assert_array_equal(written(tmp_path, prediction, options), expected)
+    assert computed == [], "the shards made every fragment"
+    assert not (tmp_path / ".s.zarr.work").exists()

@@ -47,6 +47,7 @@ def test_tiny_pipeline_runs_through_sbatch_and_matches_a_local_run(slurm, tiny_i
         config["prediction"]["input_size"] = 92  # the same tile for both: a measured one may differ by run
         if name == "cluster":  # each volume predicted by a setup job, 2 shard jobs and a finishing job
             config.setdefault("prediction", {})["shards"] = 2
+            config["segmentation"] = {"shards": 2}  # and segmented by 2 shard jobs and the segment job
         write_config(tmp_path / name / "config.yaml", config)
     run_snakemake(tmp_path / "local", "--configfile", "config.yaml")  # 2 cores: the same threads as the cluster jobs
 
@@ -82,6 +83,8 @@ def test_tiny_pipeline_runs_through_sbatch_and_matches_a_local_run(slurm, tiny_i
         "tiny/augmented/tiny.zarr",
         "tiny/predictions/tiny.zarr",
         "tiny_test/predictions/tiny.zarr",
+        "tiny/segmentation/tiny.zarr",
+        "tiny_test/segmentation/tiny.zarr",
     ]
     for store in stores:
         mine, theirs = store_arrays(local / store), store_arrays(cluster / store)

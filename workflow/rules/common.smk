@@ -49,6 +49,7 @@ PATHS = {
     "headline_scores": f"{RESULTS}/evaluation/headline_scores_{{preset}}.csv",
     "segmentation": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}.zarr",
     "cell_table": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}_cells.csv",
+    "segmentation_shard": f"{RESULTS}/{{dataset}}/segmentation/.{{preset}}.shards/{{shard}}.done",
     "cells_submission": f"{RESULTS}/{{dataset}}/segmentation/{{preset}}.tif",
     "prediction_figure": f"{RESULTS}/{{dataset}}/figures/prediction_{{preset}}.png",
 }

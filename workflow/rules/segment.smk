@@ -1,9 +1,20 @@
 # Stage 7: cells as instance labels from the probabilities, with a per-cell table.
+# segmentation.shards 1: the segment job makes the cells alone. More: one segment_shard job per shard fills the
+# work folder with its sections (3D: its blocks' fragments), then the segment job writes the cells from it
+# (unet_pipeline.stages.segment). They share the env, script and options.
+SEGMENT_SHARDS = config["segmentation"]["shards"]
+
+
+def segment_shard_outputs(wildcards):
+    """The done-markers of every shard of one segmentation."""
+    names = [f"{i}-of-{SEGMENT_SHARDS}" for i in range(SEGMENT_SHARDS)]
+    return [PATHS["segmentation_shard"].format(**wildcards, shard=name) for name in names]
 
 
 rule segment:
     input:
         unpack(segment_inputs),
+        shards=segment_shard_outputs if SEGMENT_SHARDS > 1 else [],
     output:
         cells=directory(PATHS["segmentation"]),
         table=PATHS["cell_table"],
@@ -19,8 +30,26 @@ rule segment:
         runtime=60,
     params:
         options=config["segmentation"],
+        step="all",
     script:
         "../../scripts/segment.py"
+
+
+if SEGMENT_SHARDS > 1:
+
+    use rule segment as segment_shard with:
+        input:
+            unpack(segment_inputs),
+        output:
+            temp(PATHS["segmentation_shard"]),
+        log:
+            log_of("segment_shard", "dataset", "preset", "shard"),
+        benchmark:
+            benchmark_of("segment_shard", "dataset", "preset", "shard")
+        params:
+            options=config["segmentation"],
+            step="shard",
+            cells=lambda wildcards: PATHS["segmentation"].format(**wildcards),
 
 
 rule cells_submission_tiff:

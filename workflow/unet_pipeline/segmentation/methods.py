@@ -45,6 +45,7 @@ class SegmentationOptions:
     dimensions: int
     block: int
     halo: int
+    shards: int
 
     def __post_init__(self):
         if self.method not in TUNED:

@@ -24,6 +24,8 @@ from .work import SegmentWork
 
 log = logging.getLogger(__name__)
 
+WORK_ARRAYS = ("fragments", "pieces")
+
 
 @dataclass
 class Segmenter:
@@ -51,13 +53,16 @@ class Segmenter:
         shape = self.shape(whole)
         return blocks(shape, self.options.side(len(shape)), self.options.halo)
 
-    def chunks(self) -> tuple:
-        """The work arrays' chunks: one block (of one section)."""
+    def work_arrays(self) -> dict:
+        """The work folder's arrays (``work.SegmentWork``): fragments and pieces, chunked by block, so that jobs
+        filling different blocks never write the same chunk."""
         side = self.options.side(2 if self.sections else 3)
-        return (1, side, side) if self.sections else (side, side, side)
+        chunks = (1, side, side) if self.sections else (side, side, side)
+        shape = self.probabilities.shape
+        return {name: (shape, tuple(min(c, n) for c, n in zip(chunks, shape)), "uint64") for name in WORK_ARRAYS}
 
-    def array(self, name: str, dtype: str = "uint64"):
-        return self.work.array(name, self.probabilities.shape, self.chunks(), dtype)
+    def array(self, name: str):
+        return self.work.array(name)
 
     def probability(self, whole: tuple, slices: tuple) -> np.ndarray:
         """float32 probabilities of ``slices`` of a whole; NaN or values outside [0, 1] are refused."""
@@ -78,10 +83,11 @@ class Segmenter:
         pieces = self.array("fragments")[whole + slices]
         return carved(projected(pieces, nodes["nodes"], nodes["cluster"]))
 
-    def make_fragments(self, whole: tuple, name: str) -> None:
+    def make_fragments(self, whole: tuple, name: str, grid: list | None = None) -> None:
+        """The fragments of every block of ``grid`` (default: the whole's) not yet marked done."""
         array = self.array("fragments")
         spacing = None if self.spacing is None else relative_spacing(self.spacing[len(whole) :])
-        for block in self.grid(whole):
+        for block in self.grid(whole) if grid is None else grid:
             if not self.work.marked("fragments", name, block.index):
                 boundary = self.boundary(whole, block.outer)
                 array[whole + block.inner] = block_fragments(boundary, block, self.options.fragments, spacing)
@@ -150,10 +156,27 @@ class Segmenter:
 
     def run(self):
         """Yield (whole, numbering) for every whole, each made or taken from the work folder."""
-        progress = Progress(
-            len(self.wholes()), f"segment {self.path}: {'sections' if self.sections else 'volume'}", log
-        )
+        what = "sections" if self.sections else "volume"
+        progress = Progress(len(self.wholes()), f"segment {self.path}: {what}", log)
         for whole in self.wholes():
-            name = "-".join(map(str, whole)) or "volume"
-            yield whole, self.numbering(whole, name)
+            yield whole, self.numbering(whole, whole_name(whole))
             progress.update()
+
+    def run_shard(self, shard: int, shards: int) -> int:
+        """One job's share of the work: the numbering of its run of sections, or for 3D cells the fragments of its
+        run of the volume's blocks (the graph needs them all). Returns the wholes or blocks it covered."""
+        from ..inference.work_store import shard_blocks
+
+        if self.sections:
+            wholes = shard_blocks(self.wholes(), shard, shards)
+            for whole in wholes:
+                self.numbering(whole, whole_name(whole))
+            return len(wholes)
+        mine = shard_blocks(self.grid(()), shard, shards)
+        self.make_fragments((), whole_name(()), mine)
+        return len(mine)
+
+
+def whole_name(whole: tuple) -> str:
+    """A whole's name in the work folder: its section, or "volume"."""
+    return "-".join(map(str, whole)) or "volume"

@@ -24,23 +24,55 @@ log = logging.getLogger(__name__)
 
 
 class SegmentWork:
-    """A blockwise segmentation's work folder (see the module docstring), held by one writer at a time."""
+    """A blockwise segmentation's work folder (see the module docstring).
 
-    def __init__(self, out_path, signature: str):
+    Several jobs may fill one (``segmentation.shards``), each in its own blocks: each holds the folder's lock
+    shared while it works. The job that creates the folder, or discards one of another signature, holds it
+    exclusively meanwhile, so that nobody's work is pulled from under them.
+
+    Args:
+        out_path: the output the folder works towards (the folder lies beside it).
+        signature: what its contents depend on (JSON-able).
+        arrays: name -> (shape, chunks, dtype) of the Zarr work arrays, created with the folder.
+    """
+
+    def __init__(self, out_path, signature, arrays: dict):
+        import fcntl
+
         out_path = Path(out_path)
         self.path = out_path.with_name(f".{out_path.name}.work")
         self.lock = self.path.with_name(self.path.name + ".lock")
-        self._handle = lock_file(self.lock)
-        if self._handle is None:
-            raise PipelineError(f"{self.path}: another job is segmenting into it; wait for it or cancel it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = lock_file(self.lock, exclusive=True)
+        if self._handle is not None:  # nobody else works in it: make it ours, then share it
+            self._prepare(signature, arrays)
+            fcntl.lockf(self._handle, fcntl.LOCK_SH)
+            return
+        self._handle = open(self.lock, "a+")  # noqa: SIM115 (held for the job's life, closed by ``release``)
+        fcntl.lockf(self._handle, fcntl.LOCK_SH)  # waits while a job creates it
+        if self._signature() != signature:
+            self.release()
+            raise PipelineError(
+                f"{self.path}: another job is segmenting into it with another input or option set; wait for it or "
+                "cancel it, then rerun"
+            )
+
+    def _signature(self):
         stamp = self.path / "signature.json"
-        if self.path.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != signature):
+        return json.loads(stamp.read_text()) if stamp.exists() else None
+
+    def _prepare(self, signature, arrays: dict) -> None:
+        """Discard a folder of another signature; create it with its arrays if there is none."""
+        if self.path.exists() and self._signature() != signature:
             log.info("discarding %s: it belongs to another input or option set", self.path)
             shutil.rmtree(self.path)
-        if not self.path.exists():
-            volume_store.open_store(self.path, mode="w")  # a Zarr group for the arrays
-            (self.path / "done").mkdir()
-            self._write(stamp, lambda tmp: tmp.write_text(json.dumps(signature)))
+        if self.path.exists():
+            return
+        root = volume_store.open_store(self.path, mode="w")  # a Zarr group for the arrays
+        for name, (shape, chunks, dtype) in arrays.items():
+            volume_store.create_level(root, name, shape, chunks, dtype)
+        (self.path / "done").mkdir()
+        self._write(self.path / "signature.json", lambda tmp: tmp.write_text(json.dumps(signature)))
 
     @staticmethod
     def _write(path: Path, write) -> None:
@@ -49,14 +81,9 @@ class SegmentWork:
         write(tmp)
         os.replace(tmp, path)
 
-    def array(self, name: str, shape, chunks, dtype: str):
-        """The work array ``name`` (created zero-filled on first use)."""
-        import zarr
-
-        root = zarr.open_group(str(self.path), mode="r+")
-        if name not in root:
-            return volume_store.create_level(root, name, shape, chunks, dtype)
-        return root[name]
+    def array(self, name: str):
+        """The work array ``name``, for reading and writing."""
+        return volume_store.open_store(self.path, mode="r+")[name]
 
     def marked(self, step: str, whole: str, block: int) -> bool:
         return (self.path / "done" / f"{step}-{whole}-{block}").exists()
@@ -77,8 +104,18 @@ class SegmentWork:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write(path, lambda tmp: np.savez(tmp, **arrays))
 
-    def remove(self) -> None:
-        """Delete the folder once the output is in place, and release it."""
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.lock.unlink(missing_ok=True)
+    def release(self) -> None:
         self._handle.close()
+
+    def remove(self) -> None:
+        """Delete the folder once the output is in place, unless another job still works in it, and release it."""
+        import fcntl
+
+        try:
+            fcntl.lockf(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.warning("%s: left in place, another job holds it", self.path)
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.lock.unlink(missing_ok=True)
+        self.release()

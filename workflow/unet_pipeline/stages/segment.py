@@ -127,24 +127,52 @@ def _voxel_size(prediction) -> tuple:
 def _signature(prediction, options: SegmentationOptions) -> dict:
     """What the work folder's contents depend on: the prediction (its provenance and shape) and the options."""
     info = volume_store.provenance(prediction)
-    return {"prediction": info, "shape": list(prediction[volume_store.IMAGE_PATH].shape)} | {
-        "segmentation": json.loads(json.dumps(dataclasses.asdict(options)))
-    }
+    settings = {key: value for key, value in dataclasses.asdict(options).items() if key != "shards"}  # who, not what
+    shape = list(prediction[volume_store.IMAGE_PATH].shape)
+    return {"prediction": info, "shape": shape, "segmentation": json.loads(json.dumps(settings))}
+
+
+def _segmenter(prediction_path, out_path, options: SegmentationOptions) -> tuple[Segmenter, object]:
+    """The segmenter of a prediction store, its work folder opened (created, or continued); and the store."""
+    prediction, probabilities = _open_prediction(prediction_path)
+    segmenter = Segmenter(probabilities, str(prediction_path), options, None, _voxel_size(prediction))
+    segmenter.work = SegmentWork(out_path, _signature(prediction, options), segmenter.work_arrays())
+    return segmenter, prediction
+
+
+def segment_shard(prediction_path, out_path, options: SegmentationOptions, shard: int, shards: int) -> int:
+    """One of ``shards`` jobs that share a segmentation (``segmentation.shards``): its part of the work goes into
+    the work folder, where the segment job (``segment_volume``) finds it. Returns the sections or blocks done."""
+    segmenter, _ = _segmenter(prediction_path, out_path, options)
+    try:
+        done = segmenter.run_shard(shard, shards)
+    except InputDataError:
+        segmenter.work.remove()
+        raise
+    segmenter.work.release()
+    log.info(
+        "segmentation shard %d of %d of %s: %d %s",
+        shard,
+        shards,
+        prediction_path,
+        done,
+        "sections" if segmenter.sections else "blocks of fragments",
+    )
+    return done
 
 
 def segment_volume(prediction_path, out_path, table_path, options: SegmentationOptions) -> dict:
     """Segment a prediction store into an OME-Zarr labels store and a per-cell CSV table, block by block.
 
     Cells are made by ``segmentation.volume.Segmenter`` with memory bounded by ``options.block``; what each
-    step finished is kept beside the output (``segmentation.work``), so a killed run continues. The store and
-    the table appear only when complete (``atomic``).
+    step finished is kept beside the output (``segmentation.work``), so a killed run continues, and what shard
+    jobs (``segment_shard``) did is used. The store and the table appear only when complete (``atomic``).
 
     Returns:
         The provenance recorded in the store: the segmentation options, cell count, source prediction.
     """
-    prediction, probabilities = _open_prediction(prediction_path)
-    work = SegmentWork(out_path, _signature(prediction, options))
-    segmenter = Segmenter(probabilities, str(prediction_path), options, work, _voxel_size(prediction))
+    segmenter, prediction = _segmenter(prediction_path, out_path, options)
+    work = segmenter.work
     try:
         info, count = _write_cells(segmenter, prediction, out_path, table_path)
     except InputDataError:
