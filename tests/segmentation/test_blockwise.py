@@ -2,6 +2,7 @@
 of the same probabilities, 3D cells against known cells, and a segmentation that continues after a crash."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import zarr
 from scipy import ndimage
@@ -10,7 +11,7 @@ from unet_pipeline.segmentation import volume as segmenter_module
 from unet_pipeline.segmentation.blockwise import blocks
 from unet_pipeline.segmentation.methods import SegmentationOptions, cells_at
 from unet_pipeline.stages.predict import output_attrs
-from unet_pipeline.stages.segment import segment_shard, segment_volume
+from unet_pipeline.stages.segment import TABLE_COLUMNS_3D, segment_shard, segment_volume
 
 
 def voronoi(shape, count, seed, spacing=None):
@@ -93,6 +94,12 @@ def test_3d_cells_recover_known_cells_and_do_not_depend_on_the_blocks(tmp_path):
     assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == len(pairs[1]), "one found cell per true cell"
     assert len(pairs[1]) >= 11, "every true cell with a core (one has none) is found"
     assert (whole > 0).mean() > 0.8
+    table = pd.read_csv(tmp_path / "whole.csv").set_index("label")
+    assert list(table.columns) == TABLE_COLUMNS_3D[1:] and table["area"].sum() == (whole > 0).sum()
+    zs, ys, xs = np.nonzero(whole == 5)
+    assert table.loc[5, ["front", "top", "left"]].tolist() == [zs.min(), ys.min(), xs.min()]
+    assert table.loc[5, ["back", "bottom", "right"]].tolist() == [zs.max() + 1, ys.max() + 1, xs.max() + 1]
+    assert table.loc[5, "centroid_z"] == pytest.approx(zs.mean())
     per_section = written(tmp_path, prediction, SegmentationOptions(edge_threshold=0.4), "sections")
     assert per_section.max() < whole.max() * 3 and len(np.unique(per_section[0])) > 1, "2D: ids per section"
 

@@ -5,8 +5,8 @@ performance"), as elf's ``distance_transform_watershed`` implements it: seeds at
 smoothed distance transform of the pixels below a boundary threshold; a flooded height that blends
 the smoothed boundary map with the inverted distance; fragments under ``min_size`` pixels flooded
 by their neighbours. Written here from scipy and scikit-image, with two changes that make a block's
-fragments those of the whole section wherever its halo covers what they depend on
-(``segmentation.blockwise``):
+fragments those of the whole section wherever its halo covers what they depend on, but for the order in
+which the watershed floods pixels of equal height (``segmentation.blockwise``):
 
 - the distance is inverted on a fixed scale (``distance_scale`` pixels), where elf divides by the
   maximum of its input, which differs from block to block;
