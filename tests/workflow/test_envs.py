@@ -59,11 +59,12 @@ def rules():
 
 
 def snakemake_rules(tmp_path: Path, shards: int) -> set:
-    """The rules Snakemake itself lists for the shipped config with ``prediction.shards``."""
+    """The rules Snakemake itself lists for the shipped config with ``prediction.shards`` and
+    ``segmentation.shards``."""
     import subprocess
 
     overlay = tmp_path / f"shards{shards}.yaml"
-    overlay.write_text(f"prediction: {{shards: {shards}}}\n")
+    overlay.write_text(f"prediction: {{shards: {shards}}}\nsegmentation: {{shards: {shards}}}\n")
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--list-rules"]
     command += ["--configfile", str(REPO / "config" / "config.yaml"), str(overlay)]
     listed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=True).stdout
@@ -121,10 +122,11 @@ RULES = rules()
 
 @pytest.mark.workflow
 def test_the_rule_finder_finds_every_rule_snakemake_knows(tmp_path):
-    """Checkpoints and the indented predict rules too: their envs are checked below."""
+    """Checkpoints and the indented predict and segment rules too: their envs are checked below."""
     listed = snakemake_rules(tmp_path, 1) | snakemake_rules(tmp_path, 2)
     assert {name for name, _, _ in rule_blocks()} == listed
-    assert len(listed) == 17 and {"ingest", "predict_setup", "predict_shard"} <= {name for name, _, _ in RULES}
+    assert len(listed) == 18
+    assert {"ingest", "predict_setup", "predict_shard", "segment_shard"} <= {name for name, _, _ in RULES}
 
 
 def test_every_rule_with_a_script_has_an_env():
