@@ -252,6 +252,15 @@ def shard_outputs(wildcards):
     return {"shards": [PATHS["prediction_shard"].format(**wildcards, shard=f"{i}-of-{count}") for i in range(count)]}
 
 
+SEGMENT_SHARDS = config["segmentation"]["shards"]
+
+
+def segment_shard_outputs(wildcards):
+    """The done-markers of every shard of one segmentation (segmentation.shards)."""
+    names = [f"{i}-of-{SEGMENT_SHARDS}" for i in range(SEGMENT_SHARDS)]
+    return [PATHS["segmentation_shard"].format(**wildcards, shard=name) for name in names]
+
+
 def all_targets():
     """Everything `snakemake` builds by default: every stage for every dataset."""
     trainset = trained_on(PRESET) if PRESET in PRESETS else TRAIN_DATASET

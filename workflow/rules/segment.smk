@@ -2,15 +2,6 @@
 # segmentation.shards 1: the segment job makes the cells alone. More: one segment_shard job per shard fills the
 # work folder with its sections (3D: its blocks' fragments), then the segment job writes the cells from it
 # (unet_pipeline.stages.segment). They share the env, script and options.
-SEGMENT_SHARDS = config["segmentation"]["shards"]
-
-
-def segment_shard_outputs(wildcards):
-    """The done-markers of every shard of one segmentation."""
-    names = [f"{i}-of-{SEGMENT_SHARDS}" for i in range(SEGMENT_SHARDS)]
-    return [PATHS["segmentation_shard"].format(**wildcards, shard=name) for name in names]
-
-
 rule segment:
     input:
         unpack(segment_inputs),
