@@ -1,21 +1,22 @@
-"""Segment stage: cells as instance labels, from a foreground probability map, section by section.
+"""Segment stage: cells as instance labels, from a foreground probability map, block by block.
 
-Each section becomes cells by the configured method (``segmentation.methods``):
-watershed fragments of 1 - p joined by a multicut or by average linkage, or one
-threshold and 4-connected components. The method's setting (edge threshold or
-threshold) is the one the evaluation chose for V_rand on the validation sections
-of the training dataset (``chosen_setting``), unless the config sets it. The
-cells follow the proposal convention of ``segmentation.proposal``: 1-px lines
-(id 0) between cells, so that the metrics score them exactly as written. Ids
-are per section (1, 2, ... in each section; 0 = lines and dropped cells),
-uint32.
+Each section (or, with ``segmentation.dimensions`` 3, the volume) becomes cells by the configured
+method (``segmentation.methods``): watershed fragments of 1 - p joined by a multicut or by average
+linkage, or one threshold and 4-connected components, made block by block with bounded memory
+(``segmentation.blockwise``), continued after a kill from the work folder beside the output
+(``segmentation.work``), and shared among shard jobs (``segment_shard``). The method's setting
+(edge threshold or threshold) is the one the evaluation chose for V_rand on the validation
+sections of the training dataset (``chosen_setting``), unless the config sets it. Section cells
+follow the proposal convention of ``segmentation.proposal``: 1-px lines (id 0) between cells, so
+that the metrics score them exactly as written. Ids are per section (per volume for 3D cells),
+1..n in the order of each cell's first pixel; 0 = lines and dropped cells; uint32.
 
 The output is an OME-Zarr 0.5 labels group whose image-label ``cells`` points
 back at the dataset's volume store (``source.image``), with a multiscale pyramid.
 It is a store of its own rather than a new label under the volume, because the
 volume store is the ingest stage's output and a stage never rewrites another
-stage's output. Beside it, a per-cell table (CSV): section, label, area,
-centroid and bounding box, in pixels of level 0.
+stage's output. Beside it, a per-cell table (CSV, ``TABLE_COLUMNS``; 3D:
+``TABLE_COLUMNS_3D``): area, centroid and bounding box, in pixels of level 0.
 """
 
 from __future__ import annotations
