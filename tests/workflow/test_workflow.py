@@ -263,3 +263,12 @@ def test_sharded_prediction_through_the_workflow_equals_one_job(tiny_isbi, tmp_p
         predictions[shards] = volume_store.open_store(tmp_path / target)[volume_store.IMAGE_PATH][:]
     np.testing.assert_array_equal(predictions["auto"], predictions[1])
     np.testing.assert_array_equal(predictions[3], predictions[1])
+
+    # and 3D cells of that prediction, as a user asks for them: edges across sections, ids over the volume
+    config["segmentation"] = {"dimensions": 3, "edge_threshold": 0.5}
+    write_config(tmp_path / "config.yaml", config)
+    run_snakemake(tmp_path, "results/tiny_test/segmentation/tiny.zarr", "--configfile", "config.yaml")
+    cells = volume_store.open_store(tmp_path / "results/tiny_test/segmentation/tiny.zarr")["cells"]["0"][:]
+    table = pd.read_csv(tmp_path / "results/tiny_test/segmentation/tiny_cells.csv")
+    assert cells.shape == (3, 128, 128) and table["label"].tolist() == list(range(1, cells.max() + 1))
+    assert {"front", "back", "centroid_z"} <= set(table.columns) and table["area"].sum() == (cells > 0).sum()
