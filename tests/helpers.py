@@ -115,3 +115,20 @@ def declared_bomb(path, side=200_000, height=None):
     )
     path.write_bytes(b"II*\x00" + struct.pack("<I", 18) + b"\x78\x9c" + b"\x00" * 8 + ifd + b"\x00" * 4)
     return path
+
+
+def prediction_store(path: Path, probability: np.ndarray, chunks=None, scale=None):
+    """A prediction store of (z, y, x) probabilities, stored as the predict stage stores them (uint8), in chunks
+    of one section unless ``chunks`` says otherwise; ``scale``: a voxel size (z, y, x) in nanometres. Returns its
+    Zarr group."""
+    import zarr
+    from unet_pipeline.data import volume_store
+    from unet_pipeline.stages.predict import output_attrs
+
+    root = zarr.open_group(str(path), mode="w")
+    chunks = chunks or (1, *probability.shape[1:])
+    volume_store.create_level(root, "0", probability.shape, chunks, "uint8")[:] = np.rint(probability * 255)
+    root.attrs.update(output_attrs({"model": "m.pt"}, path))
+    if scale is not None:
+        root.attrs["ome"] = volume_store.image_attrs("probability", list(scale), "nanometer")
+    return root

@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from helpers import prediction_store
 from scipy import ndimage
 from unet_pipeline.data import volume_store
 from unet_pipeline.segmentation import volume as segmenter_module
 from unet_pipeline.segmentation.blockwise import blocks
 from unet_pipeline.segmentation.methods import SegmentationOptions, cells_at
-from unet_pipeline.stages.predict import output_attrs
 from unet_pipeline.stages.segment import TABLE_COLUMNS_3D, segment_shard, segment_volume
 
 
@@ -38,16 +38,6 @@ def membranes(cells, seed):
     return np.clip(probability + noise, 0, 1).astype(np.float32)
 
 
-def prediction_store(path, probability, scale=(1.0, 1.0, 1.0)):
-    root = zarr.open_group(str(path), mode="w")
-    volume_store.create_level(root, "0", probability.shape, (1, *probability.shape[1:]), "uint8")[:] = np.rint(
-        probability * 255
-    )
-    root.attrs.update(output_attrs({"model": "m.pt"}, path))
-    root.attrs["ome"] = volume_store.image_attrs("probability", list(scale), "nanometer")
-    return path
-
-
 def written(tmp_path, prediction, options, name="s"):
     segment_volume(prediction, tmp_path / f"{name}.zarr", tmp_path / f"{name}.csv", options)
     return zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="r")["cells"]["0"][:]
@@ -71,7 +61,8 @@ def test_cells_made_in_blocks_equal_the_unchunked_cells(tmp_path, method):
     probability = np.stack([membranes(section, seed) for seed, section in enumerate(truth)])
     stored = volume_store.decode_probability(np.rint(probability * 255).astype(np.uint8))
     options = SegmentationOptions(method=method, edge_threshold=0.6, threshold=0.5, block=1600, halo=48)
-    cells = written(tmp_path, prediction_store(tmp_path / "p.zarr", probability), options)
+    prediction_store(tmp_path / "p.zarr", probability)
+    cells = written(tmp_path, tmp_path / "p.zarr", options)
     tried = equal = 0
     for section, found in zip(stored, cells):
         expected = cells_at(section, options)(0.5 if method == "threshold" else 0.6)
@@ -84,7 +75,8 @@ def test_cells_made_in_blocks_equal_the_unchunked_cells(tmp_path, method):
 def test_3d_cells_recover_known_cells_and_do_not_depend_on_the_blocks(tmp_path):
     """FIB-SEM-like: cells through the volume; the graph joins fragments across sections."""
     truth = voronoi((24, 40, 40), 12, 3)
-    prediction = prediction_store(tmp_path / "p.zarr", membranes(truth, 3), scale=(5.0, 5.0, 5.0))
+    prediction = tmp_path / "p.zarr"
+    prediction_store(prediction, membranes(truth, 3), scale=(5.0, 5.0, 5.0))
     options = SegmentationOptions(edge_threshold=0.4, dimensions=3, halo=24)
     whole = written(tmp_path, prediction, options, "whole")
     in_blocks = written(tmp_path, prediction, SegmentationOptions(**{**options.__dict__, "block": 4096}), "blocks")
@@ -106,7 +98,8 @@ def test_3d_cells_recover_known_cells_and_do_not_depend_on_the_blocks(tmp_path):
 
 def test_a_crashed_segmentation_continues_where_it_stopped(tmp_path, monkeypatch):
     truth = np.stack([voronoi((90, 90), 20, seed) for seed in (4, 5, 6)])
-    prediction = prediction_store(tmp_path / "p.zarr", np.stack([membranes(s, 0) for s in truth]))
+    prediction = tmp_path / "p.zarr"
+    prediction_store(prediction, np.stack([membranes(s, 0) for s in truth]))
     options = SegmentationOptions(edge_threshold=0.6, block=900, halo=32)
     expected = written(tmp_path, prediction, options, "control")
     calls = {"fragments": 0, "pieces": 0}
@@ -141,7 +134,8 @@ def test_a_crashed_segmentation_continues_where_it_stopped(tmp_path, monkeypatch
 def test_shard_jobs_fill_the_work_folder_and_the_segment_job_only_writes(tmp_path, monkeypatch, dimensions):
     """segmentation.shards: 3 jobs, each its run of sections (3D: of fragment blocks), give the cells of one job."""
     truth = voronoi((5, 60, 60), 30, 7)
-    prediction = prediction_store(tmp_path / "p.zarr", membranes(truth, 7))
+    prediction = tmp_path / "p.zarr"
+    prediction_store(prediction, membranes(truth, 7))
     options = SegmentationOptions(edge_threshold=0.5, dimensions=dimensions, block=900 if dimensions == 2 else 8000)
     expected = written(tmp_path, prediction, options, "control")
     done = [segment_shard(prediction, tmp_path / "s.zarr", options, shard, 3) for shard in range(3)]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from helpers import valid_ome_zarr
+from helpers import prediction_store, valid_ome_zarr
 from ome_zarr_models.v05.image import Image
 from ome_zarr_models.v05.labels import Labels
 from unet_pipeline.core.errors import InputDataError
@@ -80,13 +80,6 @@ def test_cell_table_gives_area_centroid_and_box(tmp_path, block):
             }
         )
     assert len(table) == 3, "section 0 has no cells"
-
-
-def prediction_store(path, probability, chunks):
-    root = zarr.open_group(str(path), mode="w")
-    volume_store.create_level(root, "0", probability.shape, chunks, "uint8")[:] = np.rint(probability * 255)
-    root.attrs.update(output_attrs({"model": "m.pt"}, path))
-    return root
 
 
 def test_pyramid_levels_halve_until_a_section_fits_one_chunk(tmp_path):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .fragments import FragmentOptions, Region, fragments
+from .fragments import FragmentOptions, Region, fragments, smallest_index
 from .proposal import thinned_to_fixpoint
 
 
@@ -84,10 +84,7 @@ def block_pieces(foreground: np.ndarray, block: Block, sections: bool) -> tuple[
     foreground = foreground[block.crop]
     connected = ndimage.generate_binary_structure(foreground.ndim, 1)
     labels, count = ndimage.label(foreground, structure=connected)
-    keys = np.full(count + 1, np.iinfo(np.uint64).max, np.uint64)
-    where = np.nonzero(labels)
-    flat = np.ravel_multi_index(tuple(w + s.start for w, s in zip(where, block.inner)), block.region.shape)
-    np.minimum.at(keys, labels[where], flat.astype(np.uint64) + np.uint64(1))
+    keys = smallest_index(labels, count, tuple(s.start for s in block.inner), block.region.shape) + np.uint64(1)
     keys[0] = 0
     return keys[labels], keys[1:], np.bincount(labels.ravel(), minlength=count + 1)[1:]
 

@@ -79,11 +79,17 @@ def seeds(distance: np.ndarray, region: Region) -> tuple[np.ndarray, np.ndarray]
     """
     peaks = (distance == ndimage.maximum_filter(distance, size=3, mode="nearest")) & (distance > 0)
     labels, count = ndimage.label(peaks, structure=np.ones((3,) * distance.ndim))
+    return labels.astype(np.int32), smallest_index(labels, count, region.origin, region.shape)
+
+
+def smallest_index(labels: np.ndarray, count: int, origin: tuple, shape: tuple) -> np.ndarray:
+    """For labels 1..count of an array placed at ``origin`` in a whole of ``shape``: each label's smallest global
+    C-order index (uint64; index 0 of the result, for label 0, is unused)."""
     keys = np.full(count + 1, np.iinfo(np.uint64).max, np.uint64)
     where = np.nonzero(labels)
-    flat = np.ravel_multi_index(tuple(w + o for w, o in zip(where, region.origin)), region.shape)
+    flat = np.ravel_multi_index(tuple(w + o for w, o in zip(where, origin)), shape)
     np.minimum.at(keys, labels[where], flat.astype(np.uint64))
-    return labels.astype(np.int32), keys
+    return keys
 
 
 def _on_cut_faces(labels: np.ndarray, region: Region) -> np.ndarray:

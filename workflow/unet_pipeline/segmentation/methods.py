@@ -80,12 +80,12 @@ def projected(pieces: np.ndarray, nodes: np.ndarray, cluster: np.ndarray) -> np.
     return cluster[np.searchsorted(nodes, pieces)] + 1
 
 
-def foreground_partition(probability: np.ndarray, threshold: float) -> np.ndarray:
-    """The ``threshold`` method's partition: 1 where p > threshold (compared in double, at Fiji's value for the
-    thresholds 0.0, ..., 1.0), else 0."""
+def thresholded(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """The ``threshold`` method's foreground: p > threshold (compared in double, at Fiji's value for the
+    thresholds 0.0, ..., 1.0), bool."""
     from ..metrics.scores import FIJI_VALUE
 
-    return (probability.astype(np.float64) > FIJI_VALUE.get(threshold, threshold)).astype(np.int64)
+    return probability.astype(np.float64) > FIJI_VALUE.get(threshold, threshold)
 
 
 def cells_at(probability: np.ndarray, options: SegmentationOptions):
@@ -105,7 +105,7 @@ def cells_at(probability: np.ndarray, options: SegmentationOptions):
     from .proposal import carved, cells_of_proposal
 
     if options.method == "threshold":
-        return lambda value: cells_of_proposal(foreground_partition(probability, value) > 0, options.min_size)
+        return lambda value: cells_of_proposal(thresholded(probability, value), options.min_size)
     boundary = 1.0 - probability.astype(np.float32)
     pieces = fragments(boundary, options.fragments)
     table = edge_table(pieces, boundary_levels(boundary))

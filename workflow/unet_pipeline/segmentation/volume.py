@@ -18,13 +18,21 @@ from ..data import volume_store
 from .blockwise import Block, beyond, block_fragments, block_pieces, blocks, face_pairs, joined_cells
 from .fragments import relative_spacing
 from .graph import PARTITIONS, EdgeTable, boundary_levels, edge_table, merged
-from .methods import SegmentationOptions, foreground_partition, projected
+from .methods import SegmentationOptions, projected, thresholded
 from .proposal import carved
 from .work import SegmentWork
 
 log = logging.getLogger(__name__)
 
 WORK_ARRAYS = ("fragments", "pieces")
+
+
+def work_arrays(shape: tuple, options: SegmentationOptions) -> dict:
+    """The work folder's arrays (``work.SegmentWork``) for a (z, y, x) prediction: fragments and pieces, chunked
+    by block, so that jobs filling different blocks never write the same chunk."""
+    side = options.side(2 if options.dimensions == 2 else 3)
+    chunks = (1, side, side) if options.dimensions == 2 else (side, side, side)
+    return {name: (shape, tuple(min(c, n) for c, n in zip(chunks, shape)), "uint64") for name in WORK_ARRAYS}
 
 
 @dataclass
@@ -53,14 +61,6 @@ class Segmenter:
         shape = self.shape(whole)
         return blocks(shape, self.options.side(len(shape)), self.options.halo)
 
-    def work_arrays(self) -> dict:
-        """The work folder's arrays (``work.SegmentWork``): fragments and pieces, chunked by block, so that jobs
-        filling different blocks never write the same chunk."""
-        side = self.options.side(2 if self.sections else 3)
-        chunks = (1, side, side) if self.sections else (side, side, side)
-        shape = self.probabilities.shape
-        return {name: (shape, tuple(min(c, n) for c, n in zip(chunks, shape)), "uint64") for name in WORK_ARRAYS}
-
     def array(self, name: str):
         return self.work.array(name)
 
@@ -79,13 +79,13 @@ class Segmenter:
         """The cells' foreground in ``slices``: the partition of the fragments (the saved node partition
         ``nodes``) carved, or for the threshold method the thresholded probabilities."""
         if nodes is None:
-            return foreground_partition(self.probability(whole, slices), self.options.threshold) > 0
+            return thresholded(self.probability(whole, slices), self.options.threshold)
         pieces = self.array("fragments")[whole + slices]
         return carved(projected(pieces, nodes["nodes"], nodes["cluster"]))
 
-    def make_fragments(self, whole: tuple, name: str, grid: list | None = None) -> None:
+    def make_fragments(self, whole: tuple, grid: list | None = None) -> None:
         """The fragments of every block of ``grid`` (default: the whole's) not yet marked done."""
-        array = self.array("fragments")
+        array, name = self.array("fragments"), whole_name(whole)
         spacing = None if self.spacing is None else relative_spacing(self.spacing[len(whole) :])
         for block in self.grid(whole) if grid is None else grid:
             if not self.work.marked("fragments", name, block.index):
@@ -93,60 +93,64 @@ class Segmenter:
                 array[whole + block.inner] = block_fragments(boundary, block, self.options.fragments, spacing)
                 self.work.mark("fragments", name, block.index)
 
-    def graph(self, whole: tuple, name: str) -> EdgeTable:
-        """The whole's edge table, merged from the blocks' (each saved once computed)."""
-        tables = []
-        for block in self.grid(whole):
-            key = f"edges/{name}/{block.index}"
-            if self.work.saved(key) is None:
-                extended = beyond(block, self.shape(whole))
-                inner = tuple(slice(0, s.stop - s.start) for s in block.inner)
-                levels = boundary_levels(self.boundary(whole, extended))
-                table = edge_table(self.array("fragments")[whole + extended], levels, inner)
-                self.work.save(key, uv=table.uv, count=table.count, total=table.total, nodes=table.nodes)
-            tables.append(EdgeTable(**self.work.saved(key)))
-        return merged(tables)
+    def block_edges(self, whole: tuple, block: Block) -> dict:
+        """One block's edge table (``graph.edge_table``), as the arrays the work folder saves."""
+        extended = beyond(block, self.shape(whole))
+        inner = tuple(slice(0, s.stop - s.start) for s in block.inner)
+        levels = boundary_levels(self.boundary(whole, extended))
+        table = edge_table(self.array("fragments")[whole + extended], levels, inner)
+        return {"uv": table.uv, "count": table.count, "total": table.total, "nodes": table.nodes}
 
-    def node_partition(self, whole: tuple, name: str) -> dict | None:
+    def graph(self, whole: tuple) -> EdgeTable:
+        """The whole's edge table, merged from the blocks' (each saved once computed)."""
+        name = whole_name(whole)
+        return merged(
+            [
+                EdgeTable(**self.work.once(f"edges/{name}/{block.index}", lambda b=block: self.block_edges(whole, b)))
+                for block in self.grid(whole)
+            ]
+        )
+
+    def node_partition(self, whole: tuple) -> dict | None:
         """The saved partition of the whole's graph (nodes, cluster), made once; None for the threshold method."""
         if self.options.method == "threshold":
             return None
-        key = f"partition/{name}"
-        if self.work.saved(key) is None:
-            self.make_fragments(whole, name)
-            table = self.graph(whole, name)
-            value = getattr(self.options, self.options.tuned)
-            self.work.save(key, nodes=table.nodes, cluster=PARTITIONS[self.options.method](table, value))
-        return self.work.saved(key)
 
-    def make_pieces(self, whole: tuple, name: str, nodes: dict | None) -> tuple[np.ndarray, np.ndarray]:
-        """Every block's pieces (into the work array ``pieces``); their keys and sizes, sorted by key."""
-        array, keys, sizes = self.array("pieces"), [], []
-        for block in self.grid(whole):
-            key = f"pieces/{name}/{block.index}"
-            if self.work.saved(key) is None:
-                pieces, piece_keys, piece_sizes = block_pieces(
-                    self.proposal(whole, block.outer, nodes), block, self.sections
-                )
-                array[whole + block.inner] = pieces
-                self.work.save(key, keys=piece_keys, sizes=piece_sizes)
-            saved = self.work.saved(key)
-            keys.append(saved["keys"])
-            sizes.append(saved["sizes"])
-        keys, sizes = np.concatenate(keys), np.concatenate(sizes)
+        def make() -> dict:
+            self.make_fragments(whole)
+            table = self.graph(whole)
+            value = getattr(self.options, self.options.tuned)
+            return {"nodes": table.nodes, "cluster": PARTITIONS[self.options.method](table, value)}
+
+        return self.work.once(f"partition/{whole_name(whole)}", make)
+
+    def pieces_of_block(self, whole: tuple, block: Block, nodes: dict | None) -> dict:
+        """One block's pieces, written into the work array ``pieces``; their keys and sizes."""
+        pieces, keys, sizes = block_pieces(self.proposal(whole, block.outer, nodes), block, self.sections)
+        self.array("pieces")[whole + block.inner] = pieces
+        return {"keys": keys, "sizes": sizes}
+
+    def make_pieces(self, whole: tuple, nodes: dict | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every block's pieces (each made once); their keys and sizes, sorted by key."""
+        name = whole_name(whole)
+        found = [
+            self.work.once(f"pieces/{name}/{block.index}", lambda b=block: self.pieces_of_block(whole, b, nodes))
+            for block in self.grid(whole)
+        ]
+        keys, sizes = np.concatenate([f["keys"] for f in found]), np.concatenate([f["sizes"] for f in found])
         order = np.argsort(keys)
         return keys[order], sizes[order]
 
-    def numbering(self, whole: tuple, name: str) -> dict:
+    def numbering(self, whole: tuple) -> dict:
         """The saved cell id of every piece of the whole (keys, ids), made once."""
-        key = f"cells/{name}"
-        if self.work.saved(key) is None:
-            keys, sizes = self.make_pieces(whole, name, self.node_partition(whole, name))
+
+        def make() -> dict:
+            keys, sizes = self.make_pieces(whole, self.node_partition(whole))
             array, shape = self.array("pieces"), self.shape(whole)
             pairs = [face_pairs(array[whole + beyond(block, shape)], block, shape) for block in self.grid(whole)]
-            ids = joined_cells(keys, sizes, np.concatenate(pairs), self.options.min_size)
-            self.work.save(key, keys=keys, ids=ids)
-        return self.work.saved(key)
+            return {"keys": keys, "ids": joined_cells(keys, sizes, np.concatenate(pairs), self.options.min_size)}
+
+        return self.work.once(f"cells/{whole_name(whole)}", make)
 
     def cells(self, whole: tuple, numbering: dict, block: Block) -> np.ndarray:
         """The numbered cells of a block (uint32; 0 on lines and dropped cells)."""
@@ -159,7 +163,7 @@ class Segmenter:
         what = "sections" if self.sections else "volume"
         progress = Progress(len(self.wholes()), f"segment {self.path}: {what}", log)
         for whole in self.wholes():
-            yield whole, self.numbering(whole, whole_name(whole))
+            yield whole, self.numbering(whole)
             progress.update()
 
     def run_shard(self, shard: int, shards: int) -> int:
@@ -170,10 +174,10 @@ class Segmenter:
         if self.sections:
             wholes = shard_blocks(self.wholes(), shard, shards)
             for whole in wholes:
-                self.numbering(whole, whole_name(whole))
+                self.numbering(whole)
             return len(wholes)
         mine = shard_blocks(self.grid(()), shard, shards)
-        self.make_fragments((), whole_name(()), mine)
+        self.make_fragments((), mine)
         return len(mine)
 
 

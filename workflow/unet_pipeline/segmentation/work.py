@@ -40,6 +40,7 @@ class SegmentWork:
         import fcntl
 
         out_path = Path(out_path)
+        self._arrays = {}
         self.path = out_path.with_name(f".{out_path.name}.work")
         self.lock = self.path.with_name(self.path.name + ".lock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +83,10 @@ class SegmentWork:
         os.replace(tmp, path)
 
     def array(self, name: str):
-        """The work array ``name``, for reading and writing."""
-        return volume_store.open_store(self.path, mode="r+")[name]
+        """The work array ``name``, for reading and writing (opened once)."""
+        if name not in self._arrays:
+            self._arrays[name] = volume_store.open_store(self.path, mode="r+")[name]
+        return self._arrays[name]
 
     def marked(self, step: str, whole: str, block: int) -> bool:
         return (self.path / "done" / f"{step}-{whole}-{block}").exists()
@@ -98,6 +101,15 @@ class SegmentWork:
             return None
         with np.load(path) as arrays:
             return dict(arrays)
+
+    def once(self, name: str, make) -> dict:
+        """The arrays saved under ``name``; when that step has not finished, ``make()`` makes them (a dict of
+        arrays) and they are saved before they are returned."""
+        found = self.saved(name)
+        if found is None:
+            found = make()
+            self.save(name, **found)
+        return found
 
     def save(self, name: str, **arrays) -> None:
         path = self.path / f"{name}.npz"

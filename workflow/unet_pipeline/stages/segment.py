@@ -33,7 +33,7 @@ from ..core.errors import InputDataError
 from ..data import volume_store
 from ..data.pyramid import level_shapes, write_pyramid
 from ..segmentation.methods import SegmentationOptions, with_summary_setting
-from ..segmentation.volume import Segmenter
+from ..segmentation.volume import Segmenter, work_arrays
 from ..segmentation.work import SegmentWork
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,8 @@ def _signature(prediction, options: SegmentationOptions) -> dict:
 def _segmenter(prediction_path, out_path, options: SegmentationOptions) -> tuple[Segmenter, object]:
     """The segmenter of a prediction store, its work folder opened (created, or continued); and the store."""
     prediction, probabilities = _open_prediction(prediction_path)
-    segmenter = Segmenter(probabilities, str(prediction_path), options, None, _voxel_size(prediction))
-    segmenter.work = SegmentWork(out_path, _signature(prediction, options), segmenter.work_arrays())
-    return segmenter, prediction
+    work = SegmentWork(out_path, _signature(prediction, options), work_arrays(probabilities.shape, options))
+    return Segmenter(probabilities, str(prediction_path), options, work, _voxel_size(prediction)), prediction
 
 
 def segment_shard(prediction_path, out_path, options: SegmentationOptions, shard: int, shards: int) -> int:
