@@ -145,3 +145,18 @@ def test_shard_jobs_fill_the_work_folder_and_the_segment_job_only_writes(tmp_pat
     np.testing.assert_array_equal(written(tmp_path, prediction, options), expected)
     assert computed == [], "the shards made every fragment"
     assert not (tmp_path / ".s.zarr.work").exists()
+
+
+def test_a_work_folder_with_a_damaged_signature_is_discarded(tmp_path):
+    """A work folder whose signature cannot be read (a disk error, a hand edit) is not continued from."""
+    truth = np.stack([voronoi((60, 60), 10, 8)])
+    prediction = tmp_path / "p.zarr"
+    prediction_store(prediction, membranes(truth, 8))
+    options = SegmentationOptions(edge_threshold=0.6, block=900)
+    expected = written(tmp_path, prediction, options, "control")
+    work = tmp_path / ".s.zarr.work"
+    (work / "edges").mkdir(parents=True)
+    (work / "edges" / "0").write_text("not what a run left")
+    (work / "signature.json").write_text('{"prediction": ')
+    np.testing.assert_array_equal(written(tmp_path, prediction, options), expected)
+    assert not work.exists()

@@ -87,11 +87,17 @@ class Segmenter:
         """The fragments of every block of ``grid`` (default: the whole's) not yet marked done."""
         array, name = self.array("fragments"), whole_name(whole)
         spacing = None if self.spacing is None else relative_spacing(self.spacing[len(whole) :])
-        for block in self.grid(whole) if grid is None else grid:
-            if not self.work.marked("fragments", name, block.index):
-                boundary = self.boundary(whole, block.outer)
-                array[whole + block.inner] = block_fragments(boundary, block, self.options.fragments, spacing)
-                self.work.mark("fragments", name, block.index)
+        todo = [
+            b for b in (self.grid(whole) if grid is None else grid) if not self.work.marked("fragments", name, b.index)
+        ]
+        # the longest step: its progress within a whole of several blocks (a large section, or a volume)
+        progress = Progress(len(todo), f"fragments of {self.path} ({name}): blocks", log) if len(todo) > 1 else None
+        for block in todo:
+            boundary = self.boundary(whole, block.outer)
+            array[whole + block.inner] = block_fragments(boundary, block, self.options.fragments, spacing)
+            self.work.mark("fragments", name, block.index)
+            if progress:
+                progress.update()
 
     def block_edges(self, whole: tuple, block: Block) -> dict:
         """One block's edge table (``graph.edge_table``), as the arrays the work folder saves."""

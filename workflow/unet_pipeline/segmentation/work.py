@@ -60,7 +60,10 @@ class SegmentWork:
 
     def _signature(self):
         stamp = self.path / "signature.json"
-        return json.loads(stamp.read_text()) if stamp.exists() else None
+        try:
+            return json.loads(stamp.read_text())
+        except (OSError, ValueError):  # none, or damaged: nothing in the folder can be trusted to continue from
+            return None
 
     def _prepare(self, signature, arrays: dict) -> None:
         """Discard a folder of another signature; create it with its arrays if there is none."""
