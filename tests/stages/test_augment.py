@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage
-from unet_pipeline.core.errors import InputDataError
+from unet_pipeline.core.defaults import schema_defaults
+from unet_pipeline.core.errors import InputDataError, PipelineError
 from unet_pipeline.data import volume_store
 from unet_pipeline.data.mirror import mirror_indices
 from unet_pipeline.models.tile_geometry import TileGeometry
 from unet_pipeline.stages.augment import write_augmented_set
 from unet_pipeline.stages.ingest import ingest
 from unet_pipeline.stages.weight_maps import write_weight_maps
-from unet_pipeline.transforms.augmentation import draw_sample, make_sample
+from unet_pipeline.transforms.augmentation import TRANSFER, draw_sample, low_resolution, make_sample
 
 INPUT, OUTPUT = 92, 52  # a 3-level unpadded U-Net
 MARGIN = (INPUT - OUTPUT) // 2
@@ -25,6 +26,7 @@ OFF = {
     "rotation": {"enabled": False, "max_degrees": 180},
     "elastic": {"enabled": False, "grid_points": 3, "sigma": 10.0},
     "intensity": {"enabled": False, "brightness": 0.1, "contrast": 0.2, "gamma": 0.2},
+    **{name: schema_defaults(f"augmentation/{name}") for name in TRANSFER},  # off
 }
 
 
@@ -100,7 +102,8 @@ def test_quarter_turn_and_flips_are_exact(arrays):
         np.testing.assert_array_equal(mirrored, before[::-1])
 
 
-def test_deformed_pattern_keeps_labels_aligned_with_the_image():
+@pytest.mark.parametrize("scale", [None, 0.7, 1.4])
+def test_deformed_pattern_keeps_labels_aligned_with_the_image(scale):
     rng = np.random.default_rng(3)
     blobs = ndimage.gaussian_filter(rng.random((1, 160, 160)), sigma=(0, 6, 6))
     image = np.where(blobs > np.median(blobs), 230, 20).astype(np.uint8)
@@ -111,12 +114,105 @@ def test_deformed_pattern_keeps_labels_aligned_with_the_image():
     for seed in range(5):
         params = draw_sample(np.random.default_rng(seed), settings, [0], image.shape[1:], OUTPUT)
         assert np.abs(params["displacements"]).max() > 3, "the test must deform"
+        if scale is not None:
+            params["scale"] = scale
         tile, label_tile, _ = make_sample(image, labels, weights, params, INPUT, OUTPUT)
         inner = tile[MARGIN : MARGIN + OUTPUT, MARGIN : MARGIN + OUTPUT]
         mismatch = label_tile != (inner > 125)
         edges = ndimage.binary_dilation(ndimage.morphological_gradient(label_tile, size=3) > 0)
         assert not (mismatch & ~edges).any(), "labels may differ from the image only in a thin band at edges"
         assert mismatch.mean() < 0.03
+
+
+def test_transfer_augmentations_that_are_off_draw_nothing(arrays):
+    """A set made without the augmentations for transfer is the one made before they existed: the same draws,
+    whether the settings are left out (an older caller) or off; turned on, they draw after every other draw."""
+    image = arrays[0]
+    everything = options(shift={}, flip={}, rotation={}, elastic={}, intensity={})
+    older = {key: value for key, value in everything.items() if key not in TRANSFER}
+    transfer = options(shift={}, flip={}, rotation={}, elastic={}, intensity={}, **{name: {} for name in TRANSFER})
+    for seed in range(20):
+        draws = [
+            draw_sample(np.random.default_rng(seed), s, [0, 1], image.shape[1:], OUTPUT) for s in (older, everything)
+        ]
+        np.testing.assert_equal(draws[0], draws[1])
+        assert not set(draws[0]) & {*TRANSFER, "noise_seed"}
+        more = draw_sample(np.random.default_rng(seed), transfer, [0, 1], image.shape[1:], OUTPUT)
+        np.testing.assert_equal({key: more[key] for key in draws[0]}, draws[0])
+    counts = {name: 0 for name in TRANSFER}
+    for seed in range(400):
+        drawn = draw_sample(np.random.default_rng(seed), transfer, [0, 1], image.shape[1:], OUTPUT)
+        for name in TRANSFER:
+            if name in drawn:
+                counts[name] += 1
+                low, high = transfer[name]["range"]
+                assert low <= drawn[name] <= high
+    for name in TRANSFER:  # each applies to about its probability's share of the samples
+        assert abs(counts[name] / 400 - transfer[name]["probability"]) < 0.06, (name, counts)
+
+
+def test_scale_magnifies_image_labels_and_weights_about_the_centre():
+    """A ramp along x read at scale s rises by 1/s per tile pixel, and labels and weights follow the image."""
+    xs = np.broadcast_to(np.arange(256, dtype=np.float64), (1, 256, 256))
+    image, labels = xs.astype(np.uint8), (xs % 32 < 16).astype(np.uint8)
+    params = draw_sample(np.random.default_rng(0), options(), [0], (256, 256), OUTPUT)
+    for scale in (0.7, 1.0, 1.4):
+        tile, label_tile, weight_tile = make_sample(
+            image, labels, xs.astype(np.float32), {**params, "scale": scale}, INPUT, OUTPUT
+        )
+        centre = 127.5 + (np.arange(INPUT) - (INPUT - 1) / 2) / scale
+        np.testing.assert_allclose(tile[0], centre, atol=0.51)
+        inner = centre[MARGIN : MARGIN + OUTPUT]
+        np.testing.assert_allclose(weight_tile[0], inner, atol=1e-3)
+        sharp = np.abs((inner + 8) % 16 - 8) > 1  # more than a pixel from a stripe's edge
+        np.testing.assert_array_equal(label_tile[0][sharp], (inner % 32 < 16)[sharp])
+
+
+def test_noise_blur_and_low_resolution_change_the_input_tile_only(arrays):
+    image, labels, weights = arrays
+    params = draw_sample(np.random.default_rng(0), options(), [1], image.shape[1:], OUTPUT)
+    plain = make_sample(image, labels, weights, params, INPUT, OUTPUT)
+    values = plain[0] / 255.0
+    blurred = make_sample(image, labels, weights, {**params, "blur": 1.0}, INPUT, OUTPUT)
+    expected = np.clip(np.rint(ndimage.gaussian_filter(values, 1.0, mode="reflect") * 255), 0, 255)
+    np.testing.assert_array_equal(blurred[0], expected)
+    noisy = make_sample(image, labels, weights, {**params, "noise": 0.09, "noise_seed": 5}, INPUT, OUTPUT)
+    again = make_sample(image, labels, weights, {**params, "noise": 0.09, "noise_seed": 5}, INPUT, OUTPUT)
+    np.testing.assert_array_equal(noisy[0], again[0])
+    added = noisy[0].astype(float) - plain[0]
+    assert abs(added.std() / (0.3 * plain[0].std()) - 1) < 0.15, "noise of 0.3 x the tile's std (clipped at 0, 255)"
+    lower = make_sample(image, labels, weights, {**params, "low_resolution": 1.0}, INPUT, OUTPUT)
+    np.testing.assert_array_equal(lower[0], plain[0])
+    for changed in (blurred, noisy):
+        for before, after in zip(plain[1:], changed[1:]):
+            np.testing.assert_array_equal(after, before)
+
+
+def test_low_resolution_keeps_every_other_pixel_then_interpolates():
+    stripes = np.tile(np.array([0.0, 0.8]), (6, 3))  # columns alternate; nearest at half resolution picks the 0.8s
+    np.testing.assert_allclose(low_resolution(stripes, 0.5), np.full((6, 6), 0.8), atol=1e-12)
+    ramp = np.add.outer(np.arange(32.0), np.arange(32.0)) / 64
+    coarse = low_resolution(ramp, 0.5)
+    assert coarse.shape == (32, 32)
+    kept = np.ix_(np.arange(1, 32, 2), np.arange(1, 32, 2))  # the kept pixels stay where they were
+    np.testing.assert_allclose(coarse[kept], ramp[kept], atol=1e-12)
+    np.testing.assert_allclose(coarse[6:-6, 6:-6], ramp[6:-6, 6:-6], atol=1e-3)  # no shift, away from the ends
+
+
+@pytest.mark.parametrize(("name", "bounds"), [("blur", [1.0, 0.5]), ("scale", [0.0, 1.4]), ("noise", [0.2, 0.1])])
+def test_an_empty_transfer_range_is_refused_before_anything_is_written(name, bounds, tiny_training, tmp_path):
+    settings = all_on(2, 1)
+    settings[name] = {"enabled": True, "probability": 0.5, "range": bounds}
+    with pytest.raises(PipelineError, match=rf"augmentation\.{name}\.range"):
+        write_augmented_set(
+            tiny_training / "volume.zarr",
+            tiny_training / "weights.zarr",
+            tmp_path / "a.zarr",
+            settings,
+            TileGeometry(levels=3, padded=False),
+            INPUT,
+        )
+    assert not (tmp_path / "a.zarr").exists()
 
 
 @pytest.fixture(scope="module")

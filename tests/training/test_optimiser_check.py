@@ -51,7 +51,7 @@ def check(preset: dict, isbi_sections, tmp_path) -> tuple[str | None, list[float
     """The preset with one tile per batch (the noisiest gradients; a batch of 4 costs 4 times as much here)."""
     preset = copy.deepcopy(preset)
     preset.setdefault("training", {})["batch_size"] = 1
-    options = SHIPPED["augmentation"] | {"seed": 0}
+    options = (preset.get("augmentation") or SHIPPED["augmentation"]) | {"seed": 0}
     arrays, normalisation = augmented_tiles(*isbi_sections, tile_of(preset), STEPS, options)
     found = losses(preset, arrays, normalisation, STEPS, tmp_path)
     return verdict(found, STEPS), found

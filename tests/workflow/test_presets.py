@@ -18,6 +18,7 @@ from unet_pipeline.core.checksums import sha256_of_file
 from unet_pipeline.data import volume_store
 from unet_pipeline.models.tile_geometry import geometry_of
 from unet_pipeline.models.unet import load_model
+from unet_pipeline.transforms.augmentation import TRANSFER
 
 pytestmark = pytest.mark.workflow
 
@@ -66,7 +67,7 @@ def targets_of(name: str) -> list[str]:
 
 
 def test_only_a_network_shipped_twice_skips_the_later_export():
-    assert [name for name in sorted(SHIPPED["presets"]) if targets_of(name)] == ["paper_fast"]
+    assert [name for name in sorted(SHIPPED["presets"]) if targets_of(name)] == ["paper_fast", "transfer"]
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED["presets"]))
@@ -92,6 +93,10 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
             volume_store.IMAGE_PATH
         ]
         assert prediction.shape == (3, 128, 128)
+    augmented = volume_store.provenance(volume_store.open_store(results / "tiny" / "augmented" / f"{name}.zarr"))
+    own = SHIPPED["presets"][name].get("augmentation")  # the transfer preset's; the others: the top-level one's
+    for transfer in TRANSFER:
+        assert augmented["augmentation"][transfer]["enabled"] is bool(own and own[transfer]["enabled"])
     summary = json.loads((results / "tiny" / "evaluation" / name / "summary.json").read_text())
     assert 0.0 <= summary["metrics"]["v_rand"]["value"] <= 1.0
     tta = config["prediction"]["tta"]  # auto (shipped): what the model chose on its validation sections

@@ -218,8 +218,8 @@ def train_inputs(wildcards):
 
 
 def augmentation_options(preset):
-    """The augmentation config plus the preset's sample count."""
-    return {**config["augmentation"], "samples": PRESETS[preset]["samples"]}
+    """The preset's augmentation (else the top-level one) plus its sample count."""
+    return {**(PRESETS[preset].get("augmentation") or config["augmentation"]), "samples": PRESETS[preset]["samples"]}
 
 
 def segment_inputs(wildcards):

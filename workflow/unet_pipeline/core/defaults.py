@@ -37,8 +37,18 @@ def section_schema(section: str) -> dict:
     else:
         node = _schema()["properties"][first]
     for key in rest:
-        node = node["properties"][key]
-    return node
+        node = _resolved(node)["properties"][key]
+    return _resolved(node)
+
+
+def _resolved(node: dict) -> dict:
+    """``node`` with a local ``$ref`` (``#/properties/augmentation``) replaced by what it names."""
+    if "$ref" not in node:
+        return node
+    target = _schema()
+    for key in node["$ref"].removeprefix("#/").split("/"):
+        target = target[key]
+    return _resolved(target)
 
 
 def schema_defaults(section: str) -> dict:

@@ -14,7 +14,7 @@ from ..core.figures import pyplot
 from ..core.progress_dask import dask_progress
 from ..data import volume_store
 from ..models.tile_geometry import TileGeometry, tile_margin
-from ..transforms.augmentation import generate_samples
+from ..transforms.augmentation import check_transfer, generate_samples
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def write_augmented_set(
     import dask
     import zarr
 
+    check_transfer(options)
     info, weights_info = _training_inputs(volume_path, weights_path)
     tile = (input_size, geometry.output_size(input_size))
     attrs = _provenance(info, weights_info, options, tile)

@@ -11,7 +11,15 @@ same geometric transform:
 - elastic deformation: displacement vectors on a coarse ``grid_points`` x
   ``grid_points`` grid spread over the tile, each component drawn from
   N(0, sigma^2) pixels, interpolated to a smooth per-pixel field by cubic splines;
-- gray values: gamma, contrast and brightness drawn per sample.
+- gray values: gamma, contrast and brightness drawn per sample;
+- for a base that transfers to other microscopes (off by default; each applied to a sample with its own
+  ``probability``, as nnU-Net's training transforms are): ``scale`` (another pixel size, a zoom drawn
+  log-uniformly from its range), and on the input tile only ``noise`` (Gaussian, its variance a fraction
+  of the tile's), ``blur`` (Gaussian, sigma in pixels) and ``low_resolution`` (nearest-neighbour down to a
+  fraction of the size, cubic back up). nnU-Net's default ranges are the schema's.
+
+The input tile's gray values go through noise, blur, gamma, contrast and brightness, then low resolution,
+nnU-Net's order but for brightness, and are rounded to uint8 once, at the end.
 
 Sampling: the image by cubic spline interpolation ("bicubic"), the labels by
 linear interpolation thresholded at 0.5 (so they stay binary and their borders
@@ -38,10 +46,15 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from ..core.defaults import schema_defaults
+from ..core.errors import PipelineError
 from ..data.mirror import read_mirrored
 from ..models.tile_geometry import tile_margin
 
 WINDOW_PAD = 8  # extra context read around a sample so the spline prefilter sees no window edge
+# the augmentations for transfer, in the order their draws are made (after every other draw, so that a set
+# made without them is the same as before they existed)
+TRANSFER = ("scale", "noise", "blur", "low_resolution")
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,6 +97,44 @@ def draw_sample(rng: np.random.Generator, options: dict, sections: list[int], se
         params["gamma"] = float(math.exp(rng.uniform(-1, 1) * intensity["gamma"]))
         params["contrast"] = float(1.0 + rng.uniform(-1, 1) * intensity["contrast"])
         params["brightness"] = float(rng.uniform(-1, 1) * intensity["brightness"])
+    return params | draw_transfer(rng, options)
+
+
+def transfer_settings(options: dict, name: str) -> dict:
+    """The settings of augmentation ``name`` of ``TRANSFER``; what a caller leaves out (the library called
+    without the workflow's filled config) is the schema's, that is off."""
+    return schema_defaults(f"augmentation/{name}") | options.get(name, {})
+
+
+def check_transfer(options: dict) -> None:
+    """Refuse a range of an augmentation for transfer that is empty, or a zoom range that reaches 0.
+
+    Raises:
+        PipelineError: naming the setting (``augmentation.NAME.range``) and its value.
+    """
+    for name in TRANSFER:
+        low, high = transfer_settings(options, name)["range"]
+        if low > high or (name == "scale" and low <= 0):
+            need = "0 < low <= high" if name == "scale" else "low <= high"
+            raise PipelineError(f"augmentation.{name}.range {[low, high]}: needs {need}")
+
+
+def draw_transfer(rng: np.random.Generator, options: dict) -> dict:
+    """The draws of the augmentations for transfer (``TRANSFER``): each enabled one applies to the sample with
+    its ``probability``, its value drawn from its ``range`` (the scale log-uniformly, so that zooming in and out
+    are alike). Noise also draws the seed of its pixels. An augmentation that is off draws nothing."""
+    params = {}
+    for name in TRANSFER:
+        spec = transfer_settings(options, name)
+        if not spec["enabled"] or rng.random() >= spec["probability"]:
+            continue
+        low, high = spec["range"]
+        if name == "scale":
+            params[name] = float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        else:
+            params[name] = float(rng.uniform(low, high))
+        if name == "noise":
+            params["noise_seed"] = int(rng.integers(2**32))
     return params
 
 
@@ -91,10 +142,11 @@ def source_coordinates(params: dict, input_size: int, margin: int) -> np.ndarray
     """(2, input_size, input_size) section coordinates that every pixel of the input tile samples.
 
     The output tile starts at ``origin``; the input tile adds ``margin`` around it.
-    Flip, rotation and deformation act about the tile centre.
+    Flip, rotation, scale and deformation act about the tile centre; a scale above 1 magnifies (the tile
+    covers 1/scale of the section it covers unscaled).
     """
     centre = (input_size - 1) / 2.0
-    along = np.arange(input_size, dtype=np.float64) - centre
+    along = (np.arange(input_size, dtype=np.float64) - centre) / params.get("scale", 1.0)
     ys = -along if params["flip"][0] else along
     xs = -along if params["flip"][1] else along
     angle = math.radians(params["angle"])
@@ -118,11 +170,35 @@ def sample_window(array, section: int, coords: np.ndarray, pad: int) -> tuple[np
 
 
 def adjust_gray_values(image: np.ndarray, params: dict) -> np.ndarray:
-    """Gamma, then contrast about mid-gray, then brightness, on values scaled to [0, 1]."""
+    """The input tile's gray values as uint8: noise and blur, then gamma, contrast about mid-gray and
+    brightness, then low resolution, on values scaled to [0, 1] and clipped to it before gamma and at the end."""
     values = np.clip(image / 255.0, 0.0, 1.0)
+    if "noise" in params:  # standard deviation sqrt(variance fraction) x the tile's own
+        noise = np.random.default_rng(params["noise_seed"]).standard_normal(values.shape)
+        values = np.clip(values + noise * math.sqrt(params["noise"]) * values.std(), 0.0, 1.0)
+    if "blur" in params:
+        values = ndimage.gaussian_filter(values, params["blur"], mode="reflect")
     if "gamma" in params:  # drawn together with contrast and brightness when intensity is enabled
         values = (values ** params["gamma"] - 0.5) * params["contrast"] + 0.5 + params["brightness"]
+    if "low_resolution" in params:
+        values = low_resolution(values, params["low_resolution"])
     return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+
+
+def low_resolution(values: np.ndarray, zoom: float) -> np.ndarray:
+    """A (n, n) tile as a camera of ``zoom`` times its resolution sees it: the pixels nearest to an (m, m)
+    grid, m = round(zoom n), brought back to (n, n) by cubic splines (nnU-Net's orders 0 and 3).
+
+    Each kept pixel stays where it was (the splines pass through it), so the tile does not shift against its
+    labels by the half pixel that a coarse grid's own centres would put between them.
+    """
+    size = values.shape[0]
+    coarse = max(round(zoom * size), 1)
+    nearest = np.minimum(((np.arange(coarse) + 0.5) * size / coarse).astype(int), size - 1)
+    down = values[np.ix_(nearest, nearest)]
+    positions = np.interp(np.arange(size), nearest, np.arange(coarse))  # kept pixel k at coarse coordinate k
+    grid = np.meshgrid(positions, positions, indexing="ij")
+    return ndimage.map_coordinates(down, grid, order=3, mode="nearest")
 
 
 def make_sample(image, labels, weights, params: dict, input_size: int, output_size: int):
