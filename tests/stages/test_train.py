@@ -7,25 +7,30 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import tifffile
 import torch
+import zarr
 from helpers import REPO
 from unet_pipeline.core.checksums import sha256_of_file
 from unet_pipeline.core.errors import InputDataError, PipelineError
 from unet_pipeline.data import volume_store
+from unet_pipeline.inference.overlap_tile import TilePredictor
 from unet_pipeline.models.ternausnet import VGG11_CONVOLUTIONS
 from unet_pipeline.models.unet import UNetConfig, load_model
 from unet_pipeline.stages.augment import write_augmented_set
 from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.stages.predict import predict_volume
 from unet_pipeline.stages.train import AugmentedSet, TrainingJob, train
 from unet_pipeline.stages.weight_maps import write_weight_maps
 from unet_pipeline.training.batches import DeviceBatches
 from unet_pipeline.training.loss import weighted_cross_entropy
 from unet_pipeline.training.optimisation import learning_rate
 from unet_pipeline.training.options import TrainingOptions
+from unet_pipeline.training.validation import validate
 
 pytestmark = pytest.mark.workflow
 
@@ -60,12 +65,12 @@ def synthetic(tmp_path_factory):
     return prepared(tmp_path_factory.mktemp("synthetic"), *synthetic_sections(np.random.default_rng(0)))
 
 
-def prepared(folder, image, labels):
+def prepared(folder, image, labels, name="synthetic"):
     """``folder`` with the stack ingested, its weight maps and its augmented set, as the workflow makes them."""
     tifffile.imwrite(folder / "image.tif", image, photometric="minisblack")
     tifffile.imwrite(folder / "labels.tif", np.where(labels, 255, 0).astype(np.uint8), photometric="minisblack")
     config = {"image": {"source": "i"}, "labels": {"source": "l"}, "sections": {"train": "0-2", "validation": "3"}}
-    ingest("synthetic", config, folder / "image.tif", folder / "labels.tif", folder / "volume.zarr")
+    ingest(name, config, folder / "image.tif", folder / "labels.tif", folder / "volume.zarr")
     write_weight_maps(folder / "volume.zarr", folder / "weights.zarr")
     options = AUGMENTATION
     write_augmented_set(
@@ -375,6 +380,45 @@ def test_fine_tuning_on_an_inverted_stack_turns_its_contrast_back_unless_told_to
     kept = run(inverted, tmp_path / "fitted", init_normalisation="keep", **settings)
     assert kept["normalisation"] == base["normalisation"], "keep: the starting model's"
     assert kept["training"]["options"]["init_normalisation"] == "keep"
+
+
+def test_two_datasets_train_together_each_normalised_and_validated_as_its_own(synthetic, tmp_path):
+    """An inverted copy of the stack beside it: the model records both normalisations (the inverted one's
+    mean is 1 - the other's), validation is the mean of each dataset's own, and prediction of each training
+    volume uses its dataset's normalisation, of any other volume the reference (first) dataset's."""
+    image, labels = synthetic_sections(np.random.default_rng(0))
+    (tmp_path / "inverted").mkdir()
+    inverted = prepared(tmp_path / "inverted", 255 - image, labels, name="inverted")
+    model = UNetConfig(levels=3, base_channels=8, dropout=0.0)
+    both = job(synthetic, tmp_path / "both", model=model, iterations=4, validate_every=4, amp="none")
+    augmented = [*both.augmented, inverted / "augmented.zarr"]
+    with pytest.raises(PipelineError, match="2 augmented sets for 1 volumes"):
+        replace(both, augmented=augmented)
+    metadata = train(replace(both, augmented=augmented, volume=[*both.volume, inverted / "volume.zarr"]))
+    assert metadata["training"]["datasets"] == ["synthetic", "inverted"]
+    assert metadata["data"]["augmented_samples"] == [24, 24]
+    own = {entry["dataset"]: entry for entry in metadata["normalisations"].values()}
+    assert own["synthetic"]["mean"] == metadata["normalisation"]["mean"]
+    assert own["inverted"]["mean"] == pytest.approx(1 - own["synthetic"]["mean"], abs=1e-9)
+    assert own["inverted"]["std"] == pytest.approx(own["synthetic"]["std"], abs=1e-9)
+
+    network, _ = load_model(tmp_path / "both" / "model.pt")
+    network.eval()
+    scores = []
+    for folder, name in ((synthetic, "synthetic"), (inverted, "inverted")):
+        predictor = TilePredictor(network, model.geometry, INPUT, own[name], torch.device("cpu"))
+        scores.append(validate(predictor, volume_store.open_store(folder / "volume.zarr"), [3])["v_rand"])
+    (final,) = [row for row in csv.DictReader((tmp_path / "both" / "curve.csv").open()) if row["split"] == "validation"]
+    assert float(final["v_rand"]) == pytest.approx(sum(scores) / 2, abs=1e-12)
+
+    for folder, name in ((synthetic, "synthetic"), (inverted, "inverted")):
+        info = predict_volume(tmp_path / "both" / "model.pt", folder / "volume.zarr", tmp_path / f"{name}.zarr")
+        assert info["normalisation"]["mode"] == "training dataset" and info["normalisation"]["dataset"] == name
+        assert info["normalisation"]["mean"] == own[name]["mean"]
+    elsewhere = tmp_path / "plain.zarr"  # the inverted image, but not as a training volume store
+    zarr.save_array(str(elsewhere), 255 - image)
+    info = predict_volume(tmp_path / "both" / "model.pt", elsewhere, tmp_path / "elsewhere.zarr")
+    assert info["normalisation"]["mode"] == "training" and info["normalisation"]["mean"] == own["synthetic"]["mean"]
 
 
 class _Payload:

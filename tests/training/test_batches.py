@@ -6,7 +6,14 @@ import torch
 from unet_pipeline.core.errors import PipelineError
 from unet_pipeline.inference.overlap_tile import normalise
 from unet_pipeline.training import distributed
-from unet_pipeline.training.batches import DeviceBatches, PrefetchedBatches, batch_plan, batch_source
+from unet_pipeline.training.batches import (
+    DeviceBatches,
+    Joined,
+    PrefetchedBatches,
+    SetNormalisation,
+    batch_plan,
+    batch_source,
+)
 from unet_pipeline.training.options import TrainingOptions
 from unet_pipeline.training.trainer import Trainer, TrainingParts
 
@@ -75,6 +82,37 @@ def test_a_set_over_the_device_share_is_prefetched(arrays, monkeypatch):
     source = batch_source(arrays, options, NORMALISATION, cpu, distributed.SINGLE)
     assert isinstance(source, PrefetchedBatches)
     source.close()
+
+
+@pytest.mark.parametrize("source", [DeviceBatches, PrefetchedBatches])
+def test_joined_sets_are_each_normalised_by_their_own_dataset(arrays, source):
+    """Two sets end to end: sample i of the second is row 9 + i, and its tile is scaled by its own set's
+    mean and std, bit for bit as ``normalise`` scales it."""
+    rng = np.random.default_rng(8)
+    second = (
+        rng.integers(0, 256, (4, 36, 36)).astype(np.uint8),
+        rng.integers(0, 2, (4, 20, 20)).astype(np.uint8),
+        rng.random((4, 20, 20), dtype=np.float32),
+    )
+    joined = [Joined(pair) for pair in zip(arrays, second)]
+    assert joined[0].shape == (13, 36, 36) and joined[0].nbytes == arrays[0].nbytes + second[0].nbytes
+    np.testing.assert_array_equal(joined[1][:], np.concatenate([arrays[1], second[1]]))
+    np.testing.assert_array_equal(joined[2][10], second[2][1])
+    inverted = {"mean": 1 - NORMALISATION["mean"], "std": -NORMALISATION["std"]}
+    per_set = SetNormalisation([NORMALISATION, inverted], offsets=(0, 9))
+    options = TrainingOptions(iterations=10, batch_size=8, seed=4, online_augmentation=False)
+    batches = source(joined, options, per_set, torch.device("cpu"), distributed.SINGLE)
+    try:
+        inputs, labels, _ = batches(2)
+    finally:
+        batches.close()
+    plan = batch_plan(13, options, 2)
+    assert {index >= 9 for index in plan.indices.tolist()} == {False, True}, "the batch must mix the sets"
+    for row, index in enumerate(plan.indices.tolist()):
+        tile, norm = (arrays[0][index], NORMALISATION) if index < 9 else (second[0][index - 9], inverted)
+        want = normalise(tile[None], norm)[0]
+        assert np.array_equal(inputs[row, 0].numpy().view(np.uint8), want.view(np.uint8))
+        np.testing.assert_array_equal(labels[row].numpy(), joined[1][index])
 
 
 class Crop(torch.nn.Module):

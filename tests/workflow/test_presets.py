@@ -9,8 +9,10 @@ it through the download stage from a loopback server.
 
 import copy
 import json
+import shutil
 
 import pytest
+import tifffile
 import torch
 import yaml
 from helpers import REPO, run_snakemake, shipped_config, tiny_config, write_config
@@ -70,7 +72,15 @@ def test_only_a_network_shipped_twice_skips_the_later_export():
     assert [name for name in sorted(SHIPPED["presets"]) if targets_of(name)] == ["paper_fast", "transfer"]
 
 
-@pytest.mark.parametrize("name", sorted(SHIPPED["presets"]))
+# presets that a test below runs through the workflow in a setting of their own
+ELSEWHERE = {"transfer": "test_the_transfer_preset_trains_on_two_datasets_at_once"}
+
+
+def test_every_shipped_preset_runs_through_the_workflow_somewhere():
+    assert set(ELSEWHERE) <= set(SHIPPED["presets"]) and all(name in globals() for name in ELSEWHERE.values())
+
+
+@pytest.mark.parametrize("name", sorted(set(SHIPPED["presets"]) - set(ELSEWHERE)))
 def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weights_server):
     url, weights_file, requests = weights_server
     config = tiny_config(tiny_isbi.as_uri())
@@ -94,9 +104,8 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
         ]
         assert prediction.shape == (3, 128, 128)
     augmented = volume_store.provenance(volume_store.open_store(results / "tiny" / "augmented" / f"{name}.zarr"))
-    own = SHIPPED["presets"][name].get("augmentation")  # the transfer preset's; the others: the top-level one's
-    for transfer in TRANSFER:
-        assert augmented["augmentation"][transfer]["enabled"] is bool(own and own[transfer]["enabled"])
+    for transfer in TRANSFER:  # off in the top-level augmentation, which these presets use
+        assert augmented["augmentation"][transfer]["enabled"] is False
     summary = json.loads((results / "tiny" / "evaluation" / name / "summary.json").read_text())
     assert 0.0 <= summary["metrics"]["v_rand"]["value"] <= 1.0
     tta = config["prediction"]["tta"]  # auto (shipped): what the model chose on its validation sections
@@ -170,3 +179,41 @@ def test_a_fine_tuning_preset_starts_from_the_model_of_another(workdir, tiny_isb
     write_config(workdir / "wrong.yaml", wrong)
     failed = run_snakemake(workdir, "results/tiny/models/tuned/model.json", "--configfile", "wrong.yaml", check=False)
     assert failed.returncode != 0 and "is not the one trained here" in failed.stdout + failed.stderr
+
+
+def test_the_transfer_preset_trains_on_two_datasets_at_once(workdir, tiny_isbi):
+    """The transfer preset, shrunk, with train_dataset [tiny, other] (other: tiny's training stack with inverted
+    gray values): each dataset augmented with the preset's own augmentations, one model under
+    results/tiny+other/, which predicts each training dataset with that dataset's normalisation."""
+    other = workdir / "other_data"
+    other.mkdir(exist_ok=True)
+    tifffile.imwrite(
+        other / "image.tif", 255 - tifffile.imread(tiny_isbi / "train-volume.tif"), photometric="minisblack"
+    )
+    shutil.copy(tiny_isbi / "train-labels.tif", other / "labels.tif")
+    config = tiny_config(tiny_isbi.as_uri())
+    config["datasets"]["other"] = copy.deepcopy(config["datasets"]["tiny"]) | {
+        "base": other.as_uri(),
+        "image": {"source": "image.tif"},
+    }
+    config["datasets"]["other"]["labels"]["source"] = "labels.tif"
+    preset = shrunk(SHIPPED["presets"]["transfer"]) | {"train_dataset": ["tiny", "other"]}
+    config["preset"], config["presets"] = "transfer", {"transfer": preset}
+    write_config(workdir / "two_datasets.yaml", config)
+    model = "results/tiny+other/models/transfer/model.json"
+    run_snakemake(workdir, model, "results/other/evaluation/transfer/summary.json", "--configfile", "two_datasets.yaml")
+
+    results = workdir / "results"
+    for dataset in ("tiny", "other"):
+        augmented = volume_store.open_store(results / dataset / "augmented" / "transfer.zarr")
+        settings = volume_store.provenance(augmented)["augmentation"]
+        assert all(settings[name]["enabled"] for name in TRANSFER), settings
+    metadata = json.loads((workdir / model).read_text())
+    assert metadata["training"]["datasets"] == ["tiny", "other"]
+    own = {entry["dataset"]: entry for entry in metadata["normalisations"].values()}
+    assert own["other"]["mean"] == pytest.approx(1 - own["tiny"]["mean"], abs=1e-9)
+    log = (results / "logs" / "train" / "tiny+other.transfer.log").read_text()
+    assert "validation per dataset" in log, log
+    prediction = volume_store.open_store(results / "other" / "predictions" / "transfer.zarr")
+    used = volume_store.provenance(prediction)["normalisation"]
+    assert used["dataset"] == "other" and used["mean"] == own["other"]["mean"]

@@ -101,10 +101,24 @@ def stage_threads():
 
 STAGE_THREADS = stage_threads()
 
+
+def trainset_name(datasets):
+    """The training set's name in paths ({trainset}): its dataset's name, or several datasets' joined by '+'."""
+    return datasets if isinstance(datasets, str) else "+".join(datasets)
+
+
+def trainset_datasets(trainset):
+    """The datasets of a training set's name, the first of which is its reference (trainset_name)."""
+    return trainset.split("+")
+
+
 for _name, _preset in PRESETS.items():
-    _dataset = _preset.get("train_dataset") or TRAIN_DATASET
-    if _dataset is not None and not labelled(_dataset):
-        raise ValueError(f"preset {_name!r}: train_dataset {_dataset!r} must be a dataset of the config with labels")
+    _value = _preset.get("train_dataset") or TRAIN_DATASET
+    for _dataset in [] if _value is None else trainset_datasets(trainset_name(_value)):
+        if not labelled(_dataset):
+            raise ValueError(
+                f"preset {_name!r}: train_dataset {_dataset!r} must be a dataset of the config with labels"
+            )
 check_results(RESULTS, DATASETS)
 for _name, _dataset in DATASETS.items():
     for _role in ("image", "labels"):
@@ -118,7 +132,7 @@ if TRAIN_DATASET is not None and PRESET not in PRESETS:
 
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    trainset="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    trainset=r"[A-Za-z0-9][A-Za-z0-9_.-]*(\+[A-Za-z0-9][A-Za-z0-9_.-]*)*",
     preset="[A-Za-z0-9][A-Za-z0-9_-]*",
     role="image|labels",
     shard="[0-9]+-of-[0-9]+",
@@ -191,8 +205,10 @@ def pretrained_source(wildcards):
 
 
 def trained_on(preset):
-    """The dataset whose model of ``preset`` the other stages use: the preset's train_dataset, else the config's."""
-    return PRESETS[preset].get("train_dataset") or TRAIN_DATASET
+    """The training set (trainset_name) whose model of ``preset`` the other stages use: the preset's
+    train_dataset, else the config's; None without either."""
+    value = PRESETS[preset].get("train_dataset") or TRAIN_DATASET
+    return None if value is None else trainset_name(value)
 
 
 def model_file(wildcards):
@@ -201,13 +217,15 @@ def model_file(wildcards):
 
 
 def train_inputs(wildcards):
-    """The augmented set and volume of the training dataset, the encoder's starting weights and the model
-    fine-tuning starts from (init_from), if any."""
-    if not labelled(wildcards.trainset):
-        raise ValueError(f"{wildcards.trainset!r} has no labels to train on")
+    """The augmented sets and volumes of the training datasets (lists, in the order of their names), the encoder's
+    starting weights and the model fine-tuning starts from (init_from), if any."""
+    datasets = trainset_datasets(wildcards.trainset)
+    for dataset in datasets:
+        if not labelled(dataset):
+            raise ValueError(f"{dataset!r} has no labels to train on")
     inputs = {
-        "augmented": PATHS["augmented"].format(dataset=wildcards.trainset, preset=wildcards.preset),
-        "volume": PATHS["volume"].format(dataset=wildcards.trainset),
+        "augmented": [PATHS["augmented"].format(dataset=name, preset=wildcards.preset) for name in datasets],
+        "volume": [PATHS["volume"].format(dataset=name) for name in datasets],
     }
     weights = encoder_weights_file(wildcards.preset)
     if weights:
@@ -230,7 +248,8 @@ def segment_inputs(wildcards):
         trainset = trained_on(wildcards.preset)
         if trainset is None:
             raise ValueError(f"segmentation.{tuned} is null and no train_dataset is evaluated to choose it; set it")
-        inputs["summary"] = PATHS["summary"].format(dataset=trainset, preset=wildcards.preset)
+        reference = trainset_datasets(trainset)[0]
+        inputs["summary"] = PATHS["summary"].format(dataset=reference, preset=wildcards.preset)
     return inputs
 
 
@@ -263,12 +282,13 @@ def segment_shard_outputs(wildcards):
 
 def all_targets():
     """Everything `snakemake` builds by default: every stage for every dataset."""
-    trainset = trained_on(PRESET) if PRESET in PRESETS else TRAIN_DATASET
+    trainset = trained_on(PRESET) if PRESET in PRESETS else None
     path = lambda key, **names: PATHS[key].format(preset=PRESET, trainset=trainset, **names)
     targets = [path("volume", dataset=name) for name in DATASETS]
     targets += [path("weight_map_figure", dataset=name) for name in DATASETS if labelled(name)]
     if trainset is not None:
-        targets += [path("augmented_figure", dataset=trainset), path("model"), path("bioimageio")]
+        targets += [path("augmented_figure", dataset=name) for name in trainset_datasets(trainset)]
+        targets += [path("model"), path("bioimageio")]
         targets += [path("prediction_figure", dataset=name) for name in DATASETS]
         targets += [path("segmentation", dataset=name) for name in DATASETS]
         targets += [path("summary", dataset=name) for name in DATASETS if labelled(name)]

@@ -4,7 +4,7 @@
 rule export:
     input:
         model=PATHS["model"],
-        volume=lambda wildcards: PATHS["volume"].format(dataset=wildcards.trainset),
+        volume=lambda wildcards: PATHS["volume"].format(dataset=trainset_datasets(wildcards.trainset)[0]),
     output:
         onnx=PATHS["onnx"],
         package=PATHS["bioimageio"],

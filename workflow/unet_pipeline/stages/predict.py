@@ -221,10 +221,29 @@ class _Run:
     work: WorkStore
 
 
-def choose_settings(predictor: TilePredictor, metadata: dict, image, work: WorkStore, options) -> dict:
-    """What the first job of a prediction decides for all of them: the normalisation (the training set's, or
-    fitted to a sample of the volume) and the tile size (configured, or measured on this job's device)."""
+def own_normalisation(metadata: dict, image_path) -> dict | None:
+    """A model trained on several datasets: the normalisation of the one whose image this volume store holds
+    (``normalisations``, keyed by the image's pixel checksum); None for a model of one dataset, or another
+    volume (it is predicted with the model's reference normalisation)."""
+    import zarr
+
+    by_image = metadata.get("normalisations") or {}
+    if len(by_image) < 2:
+        return None
+    store = zarr.open(str(image_path), mode="r")
+    if not isinstance(store, zarr.Group) or volume_store.PROVENANCE_KEY not in store.attrs:
+        return None
+    return by_image.get(volume_store.image_id(volume_store.provenance(store)))
+
+
+def choose_settings(predictor: TilePredictor, metadata: dict, image, work: WorkStore, options, own=None) -> dict:
+    """What the first job of a prediction decides for all of them: the normalisation (the training set's, its
+    own training dataset's ``own``, or fitted to a sample of the volume) and the tile size (configured, or
+    measured on this job's device)."""
     used = {"mode": "training", **metadata["normalisation"]}
+    if own is not None and options.normalisation != "volume":
+        used = {"mode": "training dataset", **own}
+        log.info("normalisation of its training dataset %s: %s", own["dataset"], used)
     if options.normalisation == "volume":
         robust = normalisation.percentiles(normalisation.sample_histogram(image))
         fitted = normalisation.for_volume(metadata["normalisation"], robust)
@@ -249,7 +268,8 @@ def _open_work(model_path, image_path, out_path, options: PredictionOptions, cre
         if not create:  # a shard job: its setup job was stopped before it decided
             raise PipelineError(f"{work.path}: its setup job did not finish; rerun it")
         try:
-            settings = choose_settings(predictor, metadata, image3d, work, options)
+            own = own_normalisation(metadata, image_path)
+            settings = choose_settings(predictor, metadata, image3d, work, options, own)
             work.settings = settings
         except BaseException:
             shutil.rmtree(work.path)  # nothing is predicted into it yet: leave no work store behind

@@ -19,6 +19,13 @@ the starting stack's did (``normalisation.for_new_stack``; ``init_normalisation:
 keeps the starting model's); the starting file's sha256 joins the checkpoint signature
 and the model metadata.
 
+Several datasets (a preset's ``train_dataset`` as a list): their augmented sets are joined, each sample
+normalised by its own dataset's training sections (``batches.SetNormalisation``); validation scores each
+dataset's validation sections with its own normalisation and selects the checkpoint by their mean (each
+dataset counts once, whatever its size). The first dataset is the reference: its normalisation is the
+model's ``normalisation`` (what a volume from elsewhere is predicted with), and the model records every
+dataset's (``normalisations``, keyed by the image's pixel checksum), which prediction uses for that volume.
+
 With ``processes > 1`` (a preset's ``gpus``) the run is data-parallel
 (DistributedDataParallel, launched by ``distributed.launch``): every rank draws the
 same batch of ``step`` and computes on its own contiguous part of it, gradients are
@@ -64,14 +71,16 @@ log = logging.getLogger("unet_pipeline.stages.train")  # also when torchrun runs
 class TrainingJob:
     """One run of the train rule: where it reads and writes, the network, the optimisation, the processes.
 
-    ``outputs`` holds the paths of ``model``, ``metadata``, ``curve_csv`` and ``curve_png``;
+    ``augmented`` and ``volume`` are lists, one augmented set and volume store per training dataset, in
+    the same order (a single path is one dataset); ``outputs`` holds the paths of ``model``, ``metadata``,
+    ``curve_csv`` and ``curve_png``;
     ``checkpoints`` is where ``last.pt`` and ``best.pt`` live (not a Snakemake output: they survive
     a kill); ``processes`` > 1 trains data-parallel, one process per GPU; ``init_from`` is a
     trained model file to start from (fine-tuning).
     """
 
-    augmented: str
-    volume: str
+    augmented: tuple[str, ...]
+    volume: tuple[str, ...]
     outputs: dict
     checkpoints: str
     model: UNetConfig
@@ -81,6 +90,13 @@ class TrainingJob:
     processes: int = 1
     init_from: str | None = None
     RANK_SPEC = "job.json"  # in ``checkpoints``: what each rank of a data-parallel run reads
+
+    def __post_init__(self):
+        for name in ("augmented", "volume"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (str(value),) if isinstance(value, str | Path) else tuple(map(str, value)))
+        if len(self.augmented) != len(self.volume):
+            raise PipelineError(f"{len(self.augmented)} augmented sets for {len(self.volume)} volumes")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)  # default: paths as text
@@ -99,6 +115,24 @@ class AugmentedSet:
         self.attrs = volume_store.provenance(self.group)
         self.arrays = tuple(self.group[name] for name in batches.ARRAYS)
         self.count = self.arrays[0].shape[0]
+
+
+class TrainingData:
+    """The augmented sets of every training dataset, joined (``batches.Joined``): ``arrays`` and ``offsets``
+    (where each set's samples start), and ``attrs``, one set's provenance, or for several the first one's
+    with ``dataset``, ``seed``, ``samples``, ``source`` and ``augmentation`` as lists over the sets (what the
+    checkpoint signature and the model record)."""
+
+    LISTED = ("dataset", "seed", "samples", "source", "augmentation")
+
+    def __init__(self, sets: list[AugmentedSet]):
+        self.sets = sets
+        if len(sets) == 1:
+            self.arrays, self.offsets, self.attrs = sets[0].arrays, (0,), sets[0].attrs
+            return
+        joined = [batches.Joined(arrays) for arrays in zip(*(data.arrays for data in sets))]
+        self.arrays, self.offsets = tuple(joined), tuple(int(k) for k in joined[0].offsets[:-1])
+        self.attrs = sets[0].attrs | {key: [data.attrs[key] for data in sets] for key in self.LISTED}
 
 
 def check_batch_split(options: TrainingOptions, processes: int) -> None:
@@ -130,35 +164,62 @@ def run_normalisation(volume, sections, start: dict | None, options: TrainingOpt
 
 @dataclass(frozen=True)
 class TrainingSetup:
-    """What the training run was built from, for the model's metadata: data, volume, normalisation, start."""
+    """What the training run was built from, for the model's metadata: data, and per training dataset its
+    volume store, provenance and normalisation (the first: the reference); the model it started from."""
 
     data_attrs: dict
-    volume_info: dict
-    normalisation: dict
+    volumes: tuple
+    volume_infos: tuple[dict, ...]
+    normalisations: tuple[dict, ...]
     start: dict | None
 
+    @property
+    def volume_info(self) -> dict:
+        return self.volume_infos[0]
 
-def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device, volume) -> Callable | None:
+    @property
+    def normalisation(self) -> dict:
+        return self.normalisations[0]
+
+    def validation_sets(self) -> list[tuple[str, object, list, dict]]:
+        """(dataset, volume store, validation sections, normalisation) of each dataset that has validation
+        sections."""
+        sets = zip(self.volumes, self.volume_infos, self.normalisations, strict=True)
+        return [
+            (info["dataset"], volume, info["sections"]["validation"], norm)
+            for volume, info, norm in sets
+            if info["sections"]["validation"]
+        ]
+
+
+def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device) -> Callable | None:
     """The validation that the trainer runs: the network as the predict stage runs it (tiles, normalisation,
-    amp on this device), so validation scores what prediction will; None without validation sections."""
-    sections = setup.volume_info["sections"]["validation"]
-    if not sections:
+    amp on this device), so validation scores what prediction will; each dataset's validation sections with
+    its own normalisation, the scores averaged over the datasets; None without validation sections."""
+    sets = setup.validation_sets()
+    if not sets:
         return None
 
     def scores(model: torch.nn.Module) -> dict:
-        return validate(validation_predictor(job, setup, device, model), volume, sections)
+        found = {}
+        for name, volume, sections, norm in sets:
+            found[name] = validate(validation_predictor(job, setup, device, model, norm), volume, sections)
+        if len(found) > 1:
+            log.info("validation per dataset: %s", {name: round(s["v_rand"], 6) for name, s in found.items()})
+        return {key: sum(s[key] for s in found.values()) / len(found) for key in next(iter(found.values()))}
 
     return scores
 
 
-def validation_predictor(job: TrainingJob, setup: TrainingSetup, device: torch.device, model) -> TilePredictor:
-    """The network as the predict stage runs it: its training tiles, normalisation and amp on this device."""
+def validation_predictor(job: TrainingJob, setup: TrainingSetup, device, model, norm: dict) -> TilePredictor:
+    """The network as the predict stage runs it: its training tiles, the normalisation ``norm`` and amp on this
+    device."""
     options = job.options
     return TilePredictor(
         model,
         job.model.geometry,
         setup.data_attrs["input_size"],
-        setup.normalisation,
+        norm,
         device,
         amp_dtype(options.amp, device),
         options.validation_batch_size,
@@ -167,16 +228,26 @@ def validation_predictor(job: TrainingJob, setup: TrainingSetup, device: torch.d
 
 def choose_tta(job: TrainingJob, setup: TrainingSetup, trainer: Trainer) -> dict | None:
     """The trained network's choice of test-time augmentation on its validation sections (``tta_choice``),
-    which ``prediction.tta: auto`` follows; None without validation sections."""
-    sections = setup.volume_info["sections"]["validation"]
-    if not sections:
+    which ``prediction.tta: auto`` follows; None without validation sections. With several datasets, each is
+    scored and TTA chosen where the mean of their best V_rand is higher with it (the choices under ``datasets``)."""
+    sets = setup.validation_sets()
+    if not sets:
         return None
     trainer.model.eval()  # as prediction runs it: no dropout
-    predictor = validation_predictor(job, setup, trainer.device, trainer.model)
-    return tta_choice(predictor, volume_store.open_store(job.volume), sections)
+    choices = {
+        name: tta_choice(validation_predictor(job, setup, trainer.device, trainer.model, norm), volume, sections)
+        for name, volume, sections, norm in sets
+    }
+    if len(choices) == 1:
+        return next(iter(choices.values()))
+    best = {way: sum(c["v_rand"][way] for c in choices.values()) / len(choices) for way in ("with", "without")}
+    log.info(
+        "test-time augmentation %s: mean validation V_rand over the datasets %s", best["with"] > best["without"], best
+    )
+    return {"chosen": best["with"] > best["without"], "v_rand": best, "datasets": choices}
 
 
-def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distributed.SINGLE) -> tuple:
+def build_trainer(job: TrainingJob, data: TrainingData, world: World = distributed.SINGLE) -> tuple:
     """The trainer of ``job`` on ``data``, assembled: device, ranks, model, optimiser, batches, validation.
 
     Returns:
@@ -185,23 +256,24 @@ def build_trainer(job: TrainingJob, data: AugmentedSet, world: World = distribut
     options = job.options
     device = distributed.rank_device(pick_device(options.device), world)
     world = distributed.join(world, device)
-    volume = volume_store.open_store(job.volume)
+    volumes = tuple(volume_store.open_store(path) for path in job.volume)
     torch.manual_seed(options.seed)  # the same initial weights on every rank
     state, start = (
         initial_weights(job.init_from, job.model, data.attrs["input_size"]) if job.init_from else (None, None)
     )
     model = prepared_model(job.model, options, device, state)
-    info = volume_store.provenance(volume)
-    norm = run_normalisation(volume, info["sections"]["train"], start, options)
-    setup = TrainingSetup(data.attrs, info, norm, start)
+    infos = tuple(volume_store.provenance(volume) for volume in volumes)
+    norms = tuple(run_normalisation(v, info["sections"]["train"], start, options) for v, info in zip(volumes, infos))
+    setup = TrainingSetup(data.attrs, volumes, infos, norms, start)
+    per_sample = batches.SetNormalisation(norms, data.offsets)
     parts = TrainingParts(
         model=model,
         optimizer=make_optimizer(model, options),
-        batches=batches.batch_source(data.arrays, options, norm, device, world, job.threads),
+        batches=batches.batch_source(data.arrays, options, per_sample, device, world, job.threads),
         device=device,
         precision=amp_dtype(options.amp, device, cpu=True),
         world=world,
-        validate=validator(job, setup, device, volume),
+        validate=validator(job, setup, device),
         validate_at_start=start is not None,  # fine-tuning: the starting model's zero-shot score first
     )
     return Trainer(parts, options, job.checkpoints, run_signature(job.model, options, data.attrs, start)), setup
@@ -212,6 +284,7 @@ def model_metadata(job: TrainingJob, trainer: Trainer, setup: TrainingSetup) -> 
     attrs, info, geometry, options = setup.data_attrs, setup.volume_info, job.model.geometry, job.options
     encoder = job.model.encoder_weights
     training = {"preset": job.preset, "dataset": info["dataset"], "iterations": options.iterations}
+    training |= {"datasets": [other["dataset"] for other in setup.volume_infos]}
     training |= {"options": asdict(options), "best": trainer.best, "device": str(trainer.device)}
     training |= {"processes": trainer.world.size, "init_from": setup.start}
     training |= {"fine_tuning": fine_tuning_record(trainer.rows) if setup.start else None}
@@ -224,6 +297,7 @@ def model_metadata(job: TrainingJob, trainer: Trainer, setup: TrainingSetup) -> 
         "margin": attrs["margin"],
         "tile_step": geometry.tile_step(attrs["input_size"]),
         "normalisation": setup.normalisation,
+        "normalisations": normalisations_by_image(setup),
         "classes": ["background", "foreground"],
         "training": training | {"validation_sections": info["sections"]["validation"]},
         "data": {
@@ -235,6 +309,25 @@ def model_metadata(job: TrainingJob, trainer: Trainer, setup: TrainingSetup) -> 
         },
         "torch_version": str(torch.__version__),
     }
+
+
+def normalisations_by_image(setup: TrainingSetup) -> dict:
+    """Each training dataset's normalisation, keyed by its image's pixel checksum (what prediction matches a
+    volume by), with the dataset's name."""
+    pairs = zip(setup.volume_infos, setup.normalisations, strict=True)
+    return {volume_store.image_id(info): {"dataset": info["dataset"], **norm} for info, norm in pairs}
+
+
+def open_training_sets(job: TrainingJob) -> TrainingData:
+    """Every training dataset's augmented set (``open_training_data``), joined; they must share one tile."""
+    sets = [open_training_data(*paths, job.model.geometry) for paths in zip(job.augmented, job.volume, strict=True)]
+    for path, data in zip(job.augmented[1:], sets[1:]):
+        if data.attrs["input_size"] != sets[0].attrs["input_size"]:
+            raise InputDataError(
+                f"{path}: tiles of {data.attrs['input_size']} px, not the {sets[0].attrs['input_size']} px of "
+                f"{job.augmented[0]}; the datasets of one training need the same tile"
+            )
+    return TrainingData(sets)
 
 
 def open_training_data(augmented_path, volume_path, geometry) -> AugmentedSet:
@@ -309,7 +402,7 @@ def train_in_process(job: TrainingJob, world: World) -> dict:
     """This process's share of ``train``: all of it in a single process, one rank of a data-parallel run."""
     torch.set_num_threads(max(job.threads // world.size, 1))
     keep_freed_memory()
-    data = open_training_data(job.augmented, job.volume, job.model.geometry)
+    data = open_training_sets(job)
     trainer, setup = build_trainer(job, data, world)
     try:
         trainer.load_checkpoint()

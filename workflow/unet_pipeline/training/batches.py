@@ -1,5 +1,9 @@
 """Training batches: what each step draws, and how it reaches the device without stalling the loop.
 
+Several augmented sets (a preset trained on several datasets) are joined end to end (``Joined``), and each
+sample is normalised by its own dataset's training sections (``SetNormalisation``), so that every dataset
+reaches the network on the same scale whatever its microscope's gray values.
+
 Batch ``step`` comes from ``numpy.random.default_rng([seed, step])`` alone (``batch_plan``):
 ``batch_size`` sample indices, then a quarter-turn count and a flip per sample. Every rank of a
 data-parallel run draws the whole batch and keeps its contiguous part. So a resumed run draws what
@@ -72,6 +76,49 @@ def batch_plan(count: int, options, step: int, world: World = distributed.SINGLE
     return BatchPlan(indices[part], turns[part], flips[part])
 
 
+class Joined:
+    """Arrays (NumPy or Zarr) of several augmented sets end to end along the sample axis, read lazily: row
+    ``offsets[k] + i`` is row ``i`` of set ``k``. Reads as ``batches`` reads an array: one row, or all."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [part.shape[0] for part in self.parts])
+        self.shape = (int(self.offsets[-1]), *self.parts[0].shape[1:])
+        self.dtype = self.parts[0].dtype
+        self.nbytes = sum(part.nbytes for part in self.parts)
+
+    def __getitem__(self, key):
+        if key == slice(None):
+            return np.concatenate([np.asarray(part[:]) for part in self.parts])
+        index = int(key)
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[part][index - int(self.offsets[part])]
+
+
+class SetNormalisation:
+    """The input normalisation of each sample: its set's ``mean`` and ``std`` (``overlap_tile.scaled_input``)."""
+
+    def __init__(self, normalisations, offsets=(0,)):
+        self.normalisations, self.offsets = list(normalisations), np.asarray(offsets)
+
+    def of(self, indices, device: torch.device) -> dict:
+        """The normalisation of a batch of samples ``indices``: one set's, or (n, 1, 1, 1) float32 tensors
+        of each sample's set's."""
+        if len(self.normalisations) == 1:  # as before sets were joined: scalars, bit for bit
+            return self.normalisations[0]
+        sets = np.searchsorted(self.offsets, np.asarray(indices), side="right") - 1
+        chosen = [self.normalisations[k] for k in sets.tolist()]
+        return {
+            key: torch.tensor([n[key] for n in chosen], dtype=torch.float32, device=device).reshape(-1, 1, 1, 1)
+            for key in ("mean", "std")
+        }
+
+
+def per_set(normalisation) -> SetNormalisation:
+    """A ``SetNormalisation`` of one set's normalisation dict (or one already)."""
+    return normalisation if isinstance(normalisation, SetNormalisation) else SetNormalisation([normalisation])
+
+
 def host_rows(arrays, indices) -> list[np.ndarray]:
     """Rows ``indices`` of (inputs, labels, weights) arrays (NumPy or Zarr), stacked, as NumPy arrays."""
     return [np.stack([np.asarray(array[int(i)]) for i in indices]) for array in arrays]
@@ -108,15 +155,16 @@ def free_memory(device: torch.device) -> int:
 class DeviceBatches:
     """The whole augmented set on the device; each batch gathered, turned and normalised there."""
 
-    def __init__(self, arrays, options, normalisation: dict, device: torch.device, world: World = distributed.SINGLE):
+    def __init__(self, arrays, options, normalisation, device: torch.device, world: World = distributed.SINGLE):
         self.tensors = [torch.from_numpy(np.asarray(array[:])).to(device) for array in arrays]
-        self.options, self.normalisation, self.world = options, normalisation, world
+        self.options, self.normalisation, self.world = options, per_set(normalisation), world
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(network input (n, 1, in, in) float32, labels (n, out, out) uint8, weights float32) of ``step``."""
         plan = batch_plan(len(self.tensors[0]), self.options, step, self.world)
         inputs, labels, weights = (_turned(tensor, plan) for tensor in self.tensors)
-        return scaled_input(inputs, self.normalisation, self.options.channels_last), labels, weights
+        scale = self.normalisation.of(plan.indices, inputs.device)
+        return scaled_input(inputs, scale, self.options.channels_last), labels, weights
 
     def close(self) -> None:
         self.tensors = []
@@ -125,8 +173,8 @@ class DeviceBatches:
 class PrefetchedBatches:
     """Batches read from Zarr by a thread pool ``depth`` steps ahead of the loop, then copied to the device."""
 
-    def __init__(self, arrays, options, normalisation: dict, device: torch.device, world: World, threads: int = 2):
-        self.arrays, self.options, self.normalisation, self.world = arrays, options, normalisation, world
+    def __init__(self, arrays, options, normalisation, device: torch.device, world: World, threads: int = 2):
+        self.arrays, self.options, self.normalisation, self.world = arrays, options, per_set(normalisation), world
         self.device, self.depth = device, max(2, 2 * threads)
         self.pool = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="batches")
         self.pending: collections.deque = collections.deque()  # (step, plan, future), in step order
@@ -149,19 +197,21 @@ class PrefetchedBatches:
         inputs, labels, weights = (
             _turned(part.to(self.device, non_blocking=True), plan, local) for part in rows.result()
         )
-        return scaled_input(inputs, self.normalisation, self.options.channels_last), labels, weights
+        scale = self.normalisation.of(plan.indices, self.device)
+        return scaled_input(inputs, scale, self.options.channels_last), labels, weights
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def batch_source(arrays, options, normalisation: dict, device: torch.device, world: World, threads: int = 2):
+def batch_source(arrays, options, normalisation, device: torch.device, world: World, threads: int = 2):
     """``DeviceBatches`` when the set fits in ``DEVICE_SHARE`` of the device's free memory, else prefetched.
 
     Args:
-        arrays: the augmented set's (inputs, labels, weights), Zarr or NumPy.
+        arrays: the augmented set's (inputs, labels, weights), Zarr or NumPy, or ``Joined`` sets.
         options: the training options.
-        normalisation: the network's input ``mean`` and ``std`` (``overlap_tile.scaled_input``).
+        normalisation: the network's input ``mean`` and ``std`` (``overlap_tile.scaled_input``), or a
+            ``SetNormalisation`` of joined sets.
         device: the training device.
         world: this process's rank.
         threads: the job's CPU threads (the read-ahead pool).
