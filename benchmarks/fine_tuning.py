@@ -2,6 +2,7 @@
 
     python benchmarks/fine_tuning.py [--data DIR] [--results results_fine_tuning] [--keep]
                                      [--proxies blurred inverted harder] [--recipes default shipped_before]
+                                     [--bases laptop transfer] [--skip-scratch]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
 
 Each new stack stands in for another microscope's data. The proxies are ISBI 2012's training
@@ -18,9 +19,11 @@ the other of 0 and 255) with its sections (``--stack-sections``; issue 28's FIB-
 Each is a dataset in a config overlay and everything runs through the workflow (``snakemake``), as README
 "Fine-tuning the ISBI model on your own labelled stack" describes. Models per stack:
 
-- ``laptop``: the shipped default trained on ISBI 2012 (the base), evaluated on the stack as it is;
-- ``scratch``: the laptop preset trained from random weights on the stack (its 14000 iterations);
-- one fine-tuned model per recipe in ``--recipes`` (``RECIPES``), started from the base (``init_from``).
+- each base of ``--bases`` (default ``laptop``, the shipped default; ``transfer``, the preset trained for
+  fine-tuning, the same network) trained on ISBI 2012 and evaluated on the stack as it is (zero-shot);
+- ``scratch``: the laptop preset trained from random weights on the stack (its 14000 iterations), unless
+  ``--skip-scratch``;
+- one fine-tuned model per recipe in ``--recipes`` (``RECIPES``) and base, started from it (``init_from``).
 
 The table gives per model the train rule's time, the best validation V_rand during training (the
 training curve: threshold 0.5, no TTA, the stack's validation sections), for a fine-tuned model the
@@ -30,8 +33,9 @@ The last column says whether a fine-tuned model met the target of issue 28: a be
 at least that of training from scratch, in at most a quarter of its train-rule time.
 
 The stacks are written to ``RESULTS/stacks`` and the workflow's outputs to ``RESULTS/workflow``.
-``--keep`` keeps an existing results folder (its base and finished models are reused, and a stack file
-that is already there with the same pixels is not rewritten).
+``--keep`` keeps an existing results folder: its base and finished models are reused even where the code
+changed since they were made (Snakemake's ``--rerun-triggers mtime``), and a stack file that is already
+there with the same pixels is not rewritten.
 """
 
 import argparse
@@ -50,6 +54,7 @@ from shipped_workflow import ISBI_DATA, REPO, cpu_model, run_shipped, shipped_co
 SHIPPED = shipped_config()
 ISBI = SHIPPED["datasets"]["isbi2012"]
 BASE = "laptop"
+BASES = ("laptop", "transfer")  # shipped presets of one network, so one fine-tuning preset fits each
 # fine-tuning recipes: the preset's training settings over the laptop preset's, and its init_normalisation
 RECIPES = {
     # README's recipe since issue 28: the laptop preset's optimiser and rate, warmed up, under a fifth of its
@@ -151,25 +156,32 @@ def dataset_entry(folder: Path, name: str, stack: Stack) -> dict:
     }
 
 
-def presets(results: Path, name: str, recipes: list[str]) -> dict:
-    """The from-scratch preset and one fine-tuning preset per recipe of stack ``name``, all laptop networks."""
+def tuned(recipe: str, base: str, stack: str) -> str:
+    """The preset that fine-tunes ``base`` on ``stack`` by ``recipe`` (the default base's keeps its old name)."""
+    return f"{recipe}_{stack}" if base == BASE else f"{recipe}_from_{base}_{stack}"
+
+
+def presets(results: Path, name: str, recipes: list[str], bases: list[str]) -> dict:
+    """The from-scratch preset and one fine-tuning preset per recipe and base of stack ``name``, all laptop
+    networks (a fine-tuning preset is the laptop preset: training on the stack, augmented as the default)."""
     laptop = SHIPPED["presets"][BASE]
     chosen = {f"scratch_{name}": copy.deepcopy(laptop) | {"train_dataset": name}}
     for recipe in recipes:
-        chosen[f"{recipe}_{name}"] = copy.deepcopy(laptop) | {
-            "train_dataset": name,
-            "init_from": str(results / "isbi2012" / "models" / BASE / "model.pt"),
-            "training": laptop["training"] | RECIPES[recipe],
-        }
+        for base in bases:
+            chosen[tuned(recipe, base, name)] = copy.deepcopy(laptop) | {
+                "train_dataset": name,
+                "init_from": str(results / "isbi2012" / "models" / base / "model.pt"),
+                "training": laptop["training"] | RECIPES[recipe],
+            }
     return chosen
 
 
-def overlay(results: Path, data: Path, stacks: dict, recipes: list[str]) -> dict:
+def overlay(results: Path, data: Path, stacks: dict, recipes: list[str], bases: list[str]) -> dict:
     datasets = {"isbi2012": {"base": str(data)}, "isbi2012_test": {"base": str(data)}}
     chosen = {}
     for name, stack in stacks.items():
         datasets[name] = dataset_entry(results.parent / "stacks", name, stack)
-        chosen |= presets(results, name, recipes)
+        chosen |= presets(results, name, recipes, bases)
     return {
         "results": str(results),
         "preset": BASE,
@@ -197,19 +209,23 @@ def model_row(results: Path, stack: str, preset: str, trainset: str) -> dict:
     return row
 
 
-def table(results: Path, stacks: list[str], recipes: list[str]) -> str:
+def table(results: Path, stacks: list[str], recipes: list[str], bases: list[str], scratch: bool) -> str:
+    """One row per model and stack; "target" (issue 28's) needs the from-scratch row."""
     columns = ["new stack", "model", "iterations (train rule)", "zero-shot val V_rand", "best val V_rand (step)"]
     columns += ["held-out V_rand", "Rand error", "warping error", "target"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for stack in stacks:
-        base = model_row(results, stack, BASE, "isbi2012")
-        scratch = model_row(results, stack, f"scratch_{stack}", stack)
-        lines.append(line(stack, "base, zero-shot", base | {"iterations": 0, "minutes": None}, ""))
-        lines.append(line("", "from scratch", scratch, ""))
-        for recipe in recipes:
-            row = model_row(results, stack, f"{recipe}_{stack}", stack)
-            met = row["best_val"] >= scratch["best_val"] and row["minutes"] <= scratch["minutes"] / 4
-            lines.append(line("", f"fine-tuned, {recipe}", row, "met" if met else "missed"))
+        for index, base in enumerate(bases):
+            row = model_row(results, stack, base, "isbi2012") | {"iterations": 0, "minutes": None}
+            lines.append(line("" if index else stack, f"base {base}, zero-shot", row, ""))
+        reference = model_row(results, stack, f"scratch_{stack}", stack) if scratch else None
+        if reference:
+            lines.append(line("", "from scratch", reference, ""))
+        for recipe, base in ((recipe, base) for recipe in recipes for base in bases):
+            row = model_row(results, stack, tuned(recipe, base, stack), stack)
+            met = reference and row["best_val"] >= reference["best_val"] and row["minutes"] <= reference["minutes"] / 4
+            target = ("met" if met else "missed") if reference else ""
+            lines.append(line("", f"fine-tuned from {base}, {recipe}", row, target))
     return "\n".join(lines)
 
 
@@ -230,6 +246,8 @@ def arguments():
     parser.add_argument("--stack", nargs=2, type=Path, metavar=("IMAGE", "LABELS"), help="a stack of your own")
     parser.add_argument("--stack-sections", nargs=3, default=["0-19", "20-26", "20-26"], help="train validation test")
     parser.add_argument("--stack-foreground", type=int, choices=(0, 255), default=255, help="the cells' label value")
+    parser.add_argument("--bases", nargs="+", choices=BASES, default=[BASE], help="models to fine-tune from")
+    parser.add_argument("--skip-scratch", action="store_true", help="no training from scratch (no target column)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep an existing results folder (and its models)")
     return parser.parse_args()
@@ -245,14 +263,20 @@ def main():
     stacks = {name: proxy_stack(data, name) for name in args.proxies}
     if args.stack:
         stacks["own"] = own_stack(*args.stack, args.stack_sections, args.stack_foreground)
-    presets_of = lambda name: [BASE, f"scratch_{name}", *(f"{recipe}_{name}" for recipe in args.recipes)]
+
+    def presets_of(name):
+        scratch = [] if args.skip_scratch else [f"scratch_{name}"]
+        return [*args.bases, *scratch, *(tuned(r, b, name) for r in args.recipes for b in args.bases)]
+
     targets = [results / name / "evaluation" / p / "summary.json" for name in stacks for p in presets_of(name)]
     start = time.perf_counter()
-    finished = run_shipped(overlay(results, data, stacks, args.recipes), "fine_tuning", args.cores, targets)
+    options = ["--rerun-triggers", "mtime"] if args.keep else []
+    plan = overlay(results, data, stacks, args.recipes, args.bases)
+    finished = run_shipped(plan, "fine_tuning", args.cores, targets, options)
     if finished.returncode != 0:
         raise SystemExit(f"the workflow failed:\n{finished.stdout[-3000:]}{finished.stderr[-3000:]}")
     print(f"workflow wall time {(time.perf_counter() - start) / 60:.1f} min ({args.cores} cores, {cpu_model()})")
-    print(table(results, list(stacks), args.recipes))
+    print(table(results, list(stacks), args.recipes, args.bases, not args.skip_scratch))
 
 
 if __name__ == "__main__":
