@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -132,3 +133,18 @@ def prediction_store(path: Path, probability: np.ndarray, chunks=None, scale=Non
     if scale is not None:
         root.attrs["ome"] = volume_store.image_attrs("probability", list(scale), "nanometer")
     return root
+
+
+TILE_OUTPUT = 64  # shrunk presets' output tiles cover this many pixels
+
+
+def shrunk(preset: dict) -> dict:
+    """The preset with its network and settings, at CI size."""
+    from unet_pipeline.models.tile_geometry import geometry_of
+
+    preset = copy.deepcopy(preset)
+    preset["input_size"] = geometry_of(preset["model"]).input_size_for_output(TILE_OUTPUT)
+    preset["samples"] = 4
+    training = preset.setdefault("training", {})
+    training.update(iterations=2, validate_every=2, log_every=1, batch_size=min(training.get("batch_size", 1), 2))
+    return preset
