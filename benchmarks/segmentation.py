@@ -1,6 +1,6 @@
 """The segment stage's methods on the same probabilities: held-out ISBI scores of the cells, and their cost.
 
-    python benchmarks/segmentation.py [--results /path/of/a/laptop_accuracy/run] [--workers 2]
+    python benchmarks/segmentation.py [--results /path/of/a/laptop_accuracy/run] [--workers 2] [--preset laptop]
                                       [--methods threshold multicut mean_linkage]
                                       [--fragments '{"threshold": 0.5}' ...] [--search 0.3 0.5 ...]
 
@@ -84,15 +84,16 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["threshold", "multicut", "mean_linkage"])
     parser.add_argument("--fragments", nargs="*", default=[], help="JSON objects of fragment settings to try too")
     parser.add_argument("--search", nargs="+", type=float, help="edge thresholds to try (default: the schema's)")
+    parser.add_argument("--preset", default="laptop", help="whose model's probabilities (a preset of the run)")
     args = parser.parse_args()
-    run = args.results.resolve()
-    prediction = run / "isbi2012" / "predictions" / "laptop.zarr"
+    run, preset = args.results.resolve(), args.preset
+    prediction = run / "isbi2012" / "predictions" / f"{preset}.zarr"
     volume = run / "isbi2012" / "volume.zarr"
-    held_out = run / "isbi2012_test" / "predictions" / "laptop.zarr"
-    summary = json.loads((run / "isbi2012" / "evaluation" / "laptop" / "summary.json").read_text())
+    held_out = run / "isbi2012_test" / "predictions" / f"{preset}.zarr"
+    summary = json.loads((run / "isbi2012" / "evaluation" / preset / "summary.json").read_text())
     plan = evaluation_plan(volume_store.provenance(volume_store.open_store(volume)))
     # the predict rule's record (one job), or its shard jobs' (prediction.shards > 1)
-    records = sorted((run / "benchmarks").glob("predict*/isbi2012_test.laptop*.tsv"))
+    records = sorted((run / "benchmarks").glob(f"predict*/isbi2012_test.{preset}*.tsv"))
     predict_s = sum(float(path.read_text().splitlines()[1].split()[0]) for path in records) / 30
     print(f"{cpu_model()}; held-out sections {plan.sections}, settings chosen on {plan.threshold_sections}")
     print(f"| cells | {' | '.join(SCORES)} | s/section (predict: {predict_s:.2f}) |")
