@@ -100,10 +100,16 @@ def draw_sample(rng: np.random.Generator, options: dict, sections: list[int], se
     return params | draw_transfer(rng, options)
 
 
+@functools.cache
+def _transfer_defaults(name: str) -> dict:
+    """The schema's settings of augmentation ``name``, read once (every sample asks; never mutated)."""
+    return schema_defaults(f"augmentation/{name}")
+
+
 def transfer_settings(options: dict, name: str) -> dict:
     """The settings of augmentation ``name`` of ``TRANSFER``; what a caller leaves out (the library called
     without the workflow's filled config) is the schema's, that is off."""
-    return schema_defaults(f"augmentation/{name}") | options.get(name, {})
+    return _transfer_defaults(name) | options.get(name, {})
 
 
 def check_transfer(options: dict) -> None:
