@@ -49,6 +49,39 @@ def test_configurable_networks_follow_their_tile_geometry(levels, base, padded, 
     assert UNet(config).eval()(torch.zeros(1, 1, size, size)).shape == (1, 2, out, out)
 
 
+@pytest.mark.parametrize("norm, layer", [("instance", torch.nn.InstanceNorm2d), ("group", torch.nn.GroupNorm)])
+def test_a_norm_follows_every_3x3_convolution(norm, layer):
+    """Conv, norm, ReLU in every block; group norm has 8 channels per group (1 group below 8 channels)."""
+    net = UNet(UNetConfig(levels=3, base_channels=4, norm=norm))
+    convolutions = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    norms = [m for m in net.modules() if isinstance(m, layer)]
+    assert len(norms) == len(convolutions) == 10
+    assert [m.num_features if norm == "instance" else m.num_channels for m in norms] == [
+        c.out_channels for c in convolutions
+    ]
+    if norm == "group":
+        assert [m.num_groups for m in norms][:6] == [1, 1, 1, 1, 2, 2]
+    for block in [*net.encoder, net.bottom, *net.decoder]:
+        assert [type(m) for m in block] == [torch.nn.Conv2d, layer, torch.nn.ReLU] * 2
+    assert net.eval()(torch.zeros(2, 1, 92, 92)).shape == (2, 2, 52, 52)
+
+
+def test_without_a_norm_the_weights_keep_the_papers_names():
+    """norm: none adds no layer, so models saved before the option existed load (their names pinned here)."""
+    names = list(UNet(UNetConfig(levels=2, base_channels=2)).state_dict())
+    assert names[:4] == ["encoder.0.0.weight", "encoder.0.0.bias", "encoder.0.2.weight", "encoder.0.2.bias"]
+    with pytest.raises(PipelineError, match="unknown norm 'batch'"):
+        UNet(UNetConfig(levels=2, base_channels=2, norm="batch"))
+
+
+def test_a_model_saved_without_the_norm_key_loads_as_none(tmp_path):
+    config = UNetConfig(levels=3, base_channels=4)
+    metadata = tiny_metadata(config)
+    assert "norm" not in metadata["model"]  # as written before the option existed
+    save_model(UNet(config), tmp_path / "model.pt", metadata)
+    assert load_model(tmp_path / "model.pt")[0].config.norm == "none"
+
+
 def expected_fan_in(module):
     """Inputs of one unit, written out per layer type of the paper's network."""
     if isinstance(module, torch.nn.ConvTranspose2d):

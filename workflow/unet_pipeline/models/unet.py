@@ -45,6 +45,7 @@ class UNetConfig:
     base_channels: int
     padded: bool
     dropout: float
+    norm: str
     encoder_weights: str | None
     init: str
     in_channels: int = 1  # gray-value images
@@ -55,12 +56,30 @@ class UNetConfig:
         return geometry_of(asdict(self))
 
 
-def _conv_block(in_channels: int, out_channels: int, padded: bool) -> nn.Sequential:
+GROUP_CHANNELS = 8  # channels per group of ``norm: group`` (fewer groups where a level has fewer channels)
+
+
+def _norm(kind: str, channels: int) -> list[nn.Module]:
+    """The normalisation after a convolution, as a list of layers: none adds none (so a network without
+    keeps the paper's layer indices, and the weights saved before the option existed load), instance
+    (nnU-Net's) or group, with affine parameters."""
+    if kind == "none":
+        return []
+    if kind == "instance":
+        return [nn.InstanceNorm2d(channels, affine=True)]
+    if kind == "group":
+        return [nn.GroupNorm(max(channels // GROUP_CHANNELS, 1), channels)]
+    raise PipelineError(f"unknown norm {kind!r}: use none, instance or group")
+
+
+def _conv_block(in_channels: int, out_channels: int, padded: bool, norm: str = "none") -> nn.Sequential:
     padding = 1 if padded else 0
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=padding),
+        *_norm(norm, out_channels),
         nn.ReLU(inplace=True),
         nn.Conv2d(out_channels, out_channels, 3, padding=padding),
+        *_norm(norm, out_channels),
         nn.ReLU(inplace=True),
     )
 
@@ -82,16 +101,16 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList()
         channels = config.in_channels
         for width in widths[:-1]:
-            self.encoder.append(_conv_block(channels, width, config.padded))
+            self.encoder.append(_conv_block(channels, width, config.padded, config.norm))
             channels = width
         self.pool = nn.MaxPool2d(2, 2)
         self.dropout = nn.Dropout2d(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.bottom = _conv_block(channels, widths[-1], config.padded)
+        self.bottom = _conv_block(channels, widths[-1], config.padded, config.norm)
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for width in reversed(widths[:-1]):
             self.up.append(nn.ConvTranspose2d(2 * width, width, 2, stride=2))
-            self.decoder.append(_conv_block(2 * width, width, config.padded))
+            self.decoder.append(_conv_block(2 * width, width, config.padded, config.norm))
         self.head = nn.Conv2d(widths[0], config.classes, 1)
         self.reset_parameters()
 
