@@ -1,5 +1,7 @@
 """The training loop driven with in-memory batches: no Zarr set, no volume store, no snakemake."""
 
+import itertools
+
 import pytest
 import torch
 from unet_pipeline.core.errors import PipelineError
@@ -61,6 +63,9 @@ def test_a_resumed_in_memory_run_ends_with_the_weights_of_an_uninterrupted_one(t
     resumed.run()
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+    seconds = [row["seconds"] for row in resumed.rows if row["split"] == "train"]
+    assert seconds[:2] == [row["seconds"] for row in first.rows if row["split"] == "train"]
+    assert all(later > earlier > 0 for earlier, later in itertools.pairwise(seconds)), "the resumed run carries on"
 
 
 def test_a_non_finite_loss_stops_the_loop_naming_its_step(tmp_path):

@@ -74,3 +74,22 @@ def test_tta_takes_true_false_or_auto():
     assert PredictionOptions().tta == "auto"
     with pytest.raises(PipelineError, match="tta must be true, false or auto"):
         PredictionOptions(tta="yes")
+
+
+def test_validation_reports_the_best_threshold_as_the_evaluation_chooses_it(isbi_dir, tmp_path):
+    """``v_rand_best`` is the best of the per-threshold section means (``v_rand_by_threshold``), so never below
+    V_rand at 0.5; on a network whose foreground probability is too low, it is well above."""
+    from unet_pipeline.training.validation import v_rand_by_threshold, validate
+
+    store = volume(isbi_dir, tmp_path, shift=0)
+
+    class Dim(Pointwise):
+        def forward(self, x):
+            return super().forward(x) - torch.tensor([-5.0, 5.0]).view(1, 2, 1, 1)  # probabilities pushed down
+
+    for network in (Pointwise(), Dim()):
+        scores = validate(predictor(network), store, [2, 3])
+        curve = v_rand_by_threshold(predictor(network), store, [2, 3])
+        assert scores["v_rand_best"] == pytest.approx(max(curve.values()), abs=1e-12)
+        assert scores["v_rand"] == pytest.approx(curve[0.5], abs=1e-12)
+    assert scores["v_rand_best"] > scores["v_rand"] + 0.05

@@ -65,7 +65,19 @@ def fine_tuning_verdict(record: dict, scores: list[float]) -> dict:
     return {"verdict": verdict, "next_step": advice}
 
 
-CURVE_FIELDS = ["split", "step", "loss", "lr", "misclassified", "v_rand", "iou", "tiles_per_s"]
+# seconds: the training steps' wall time up to the row, validation excluded (time to accuracy)
+CURVE_FIELDS = [
+    "split",
+    "step",
+    "loss",
+    "lr",
+    "misclassified",
+    "v_rand",
+    "iou",
+    "v_rand_best",
+    "tiles_per_s",
+    "seconds",
+]
 
 
 def curve_row(split: str, step: int, **values) -> dict:

@@ -176,8 +176,13 @@ class Trainer:
         scores = self.parts.validate(self.model)
         self.model.train()
         self.rows.append(curve_row("validation", self.step, **scores))
+        at_best = f" ({scores['v_rand_best']:.4f} at the best threshold)" if "v_rand_best" in scores else ""
         log.info(
-            "step %d: validation misclassified %.4f, V_rand %.4f", self.step, scores["misclassified"], scores["v_rand"]
+            "step %d: validation misclassified %.4f, V_rand %.4f%s",
+            self.step,
+            scores["misclassified"],
+            scores["v_rand"],
+            at_best,
         )
         rank = (scores["v_rand"], -scores["misclassified"])
         if self.best is None or rank > (self.best["v_rand"], -self.best["misclassified"]):
@@ -187,12 +192,16 @@ class Trainer:
             )
 
     def _log(self, losses: list[torch.Tensor], timed: tuple[float, int]) -> None:
-        """One training row: the mean loss of ``losses``, the learning rate, and the tiles per second since
-        ``timed`` (time, step): the last log or validation, so that validation time is not in the rate."""
+        """One training row: the mean loss of ``losses``, the learning rate, the tiles per second since ``timed``
+        (time, step): the last log or validation, so that validation time is not in the rate, and the training
+        seconds so far (the last row's, which a resumed run carries on from, plus this window's)."""
         loss = self.checked_mean(losses)
-        rate = (self.step - timed[1]) * self.options.batch_size / (time.perf_counter() - timed[0])
+        elapsed = time.perf_counter() - timed[0]
+        rate = (self.step - timed[1]) * self.options.batch_size / elapsed
         lr = learning_rate(self.options, self.step - 1)
-        self.rows.append(curve_row("train", self.step, loss=loss, lr=lr, tiles_per_s=rate))
+        earlier = next((row.get("seconds") or 0.0 for row in reversed(self.rows) if row["split"] == "train"), 0.0)
+        seconds = earlier + elapsed
+        self.rows.append(curve_row("train", self.step, loss=loss, lr=lr, tiles_per_s=rate, seconds=seconds))
         log.info("step %d: loss %.4f, lr %.2e, %.1f tiles/s", self.step, loss, lr, rate)
 
     def run(self) -> None:
