@@ -6,6 +6,7 @@ import onnxruntime
 import pytest
 import torch
 from unet_pipeline.core.errors import PipelineError
+from unet_pipeline.models import onnx_export
 from unet_pipeline.models.unet import UNet, UNetConfig, load_model, save_model
 from unet_pipeline.stages import export
 from unet_pipeline.stages.export import Packaged, export_model, export_onnx, tile_sizes
@@ -66,7 +67,7 @@ def test_package_passes_bioimageio_test_model(trained, tmp_path):
 
 @pytest.mark.workflow
 def test_an_export_that_differs_from_pytorch_is_refused(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "TOLERANCE", -1.0)
+    monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)
     with pytest.raises(PipelineError, match="ONNX differs from PyTorch"):
         export_model(
             trained / "model.pt", trained / "volume.zarr", tmp_path / "m.onnx", tmp_path / "p.zip", "tiny model"

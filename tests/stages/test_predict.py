@@ -41,8 +41,10 @@ def training_tiles(request, monkeypatch):
 @pytest.fixture(autouse=True)
 def without_test_time_augmentation(monkeypatch):
     """These tests check chunks, borders, restarts and shards, which TTA (the schema's default) does not change:
-    its 8 views would only multiply their time by 8. They predict without it unless they ask for it."""
-    plain = functools.partial(predict_module.PredictionOptions, tta=False)
+    its 8 views would only multiply their time by 8. They predict without it unless they ask for it, and with
+    PyTorch, whose probabilities they compare with the reference's to 1e-5 (ONNX Runtime, the CPU's default,
+    is within 1e-4 and its tests ask for it; its export costs a tiny network's whole prediction)."""
+    plain = functools.partial(predict_module.PredictionOptions, tta=False, runtime="torch")
     monkeypatch.setattr(predict_module, "PredictionOptions", plain)
 
 
@@ -508,3 +510,48 @@ def test_auto_follows_the_tta_choice_the_model_records(model_path, tmp_path):
     with_tta = decode(volume_store.open_store(tmp_path / "out_True.zarr")[volume_store.IMAGE_PATH][0])
     without = decode(volume_store.open_store(tmp_path / "out_False.zarr")[volume_store.IMAGE_PATH][0])
     assert np.abs(with_tta - without).max() > 1e-3, "the two choices predicted differently"
+
+
+def test_onnx_runtime_predicts_what_pytorch_predicts(model_path, tmp_path):
+    """The CPU's default runtime: the probabilities PyTorch gives to 1e-4 (stored as float16: 1e-3), and the
+    output says which runtime ran."""
+    image, _ = volume(tmp_path, chunks=(1, 64, 96))
+    options = {"dtype": "float16", "runtime": "onnxruntime", "tta": True}
+    info = predict_volume(model_path, image, tmp_path / "onnx.zarr", **options)
+    assert info["runtime"] == "onnxruntime" and info["tta"] is True
+    torch_info = predict_volume(model_path, image, tmp_path / "torch.zarr", **options | {"runtime": "torch"})
+    assert torch_info["runtime"] == "torch"
+    onnx, pytorch = (
+        volume_store.open_store(tmp_path / name)[volume_store.IMAGE_PATH] for name in ("onnx.zarr", "torch.zarr")
+    )
+    assert np.abs(decode(onnx[:]) - decode(pytorch[:])).max() <= 1e-3
+
+
+def test_the_runtime_is_resolved_per_device_and_checked(model_path, tmp_path, monkeypatch):
+    from unet_pipeline.inference.onnx_network import resolved_runtime
+    from unet_pipeline.models import onnx_export
+
+    assert resolved_runtime("auto", torch.device("cpu")) == "onnxruntime"
+    assert resolved_runtime("auto", torch.device("cuda")) == "torch"
+    with pytest.raises(PipelineError, match="onnxruntime runs on the CPU, not on cuda"):
+        resolved_runtime("onnxruntime", torch.device("cuda"))
+    with pytest.raises(PipelineError, match="runtime must be one of auto, torch, onnxruntime, not 'tvm'"):
+        resolved_runtime("tvm", torch.device("cpu"))
+    image, _ = volume(tmp_path, shape=(1, 60, 60))
+    monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # any difference is too large: the check must refuse
+    with pytest.raises(PipelineError, match=r"model\.pt: ONNX differs from PyTorch"):
+        predict_volume(model_path, image, tmp_path / "out.zarr", runtime="onnxruntime")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_prediction_is_continued_only_by_the_runtime_that_began_it(model_path, tmp_path):
+    image, _ = volume(tmp_path, shape=(1, 60, 60))
+    image3d = predict_module.open_image(image)
+    metadata = load_model(model_path)[1]
+    signatures = {
+        runtime: predict_module.prediction_signature(
+            model_path, image3d, metadata, predict_module.PredictionOptions(runtime=runtime)
+        )
+        for runtime in ("torch", "onnxruntime")
+    }
+    assert signatures["torch"] != signatures["onnxruntime"]

@@ -25,7 +25,6 @@ import logging
 import re
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +32,12 @@ import torch
 from torch import nn
 
 from ..core.atomic import atomic_file
-from ..core.errors import PipelineError
+from ..models.onnx_export import OPSET, TOLERANCE, checked_difference, onnx_program, session_of
 from ..models.tile_geometry import geometry_of
 from ..models.unet import load_model
 
 log = logging.getLogger(__name__)
 
-OPSET = 18
-TOLERANCE = 1e-4  # max |ONNX - PyTorch| on the test tile
 UNET_CITATION = {
     "text": "Ronneberger, Fischer, Brox (2015). U-Net: Convolutional Networks for Biomedical Image Segmentation. MICCAI.",
     "doi": "10.1007/978-3-319-24574-4_28",
@@ -79,30 +76,14 @@ def export_onnx(packaged: Packaged, test_input: np.ndarray, path) -> float:
 
     Raises PipelineError when the difference exceeds ``TOLERANCE``; the file is then not written.
     """
-    import onnxruntime
-
     example = torch.from_numpy(test_input)
     # DYNAMIC, not AUTO: the export fails rather than fixing a size, and its tracing is 15-20 % quicker
     # (benchmarks/export_speed.py; the TorchScript exporter is 15x quicker but freezes the crops to the tile).
     dims = {0: torch.export.Dim("batch", min=1, max=1024), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
-    with atomic_file(path) as tmp, warnings.catch_warnings():
-        # torch's exporter trips over its own deprecated pytree API (a FutureWarning, nothing to act on here)
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated", category=FutureWarning)
-        program = torch.onnx.export(
-            packaged, (example,), dynamo=True, opset_version=OPSET, dynamic_shapes=(dims,), verbose=False
-        )
-        program.save(str(tmp))
+    with atomic_file(path) as tmp:
+        onnx_program(packaged, example, dims).save(str(tmp))
         _without_debug_records(tmp)
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        exported = session.run(None, {session.get_inputs()[0].name: test_input})[0]
-        with torch.no_grad():
-            reference = packaged(example).numpy()
-        difference = float(np.abs(exported - reference).max())
-        if exported.shape != reference.shape or difference > TOLERANCE:
-            raise PipelineError(
-                f"{path}: ONNX differs from PyTorch by {difference:.2e} (> {TOLERANCE}) on the test tile"
-            )
-    return difference
+        return checked_difference(session_of(str(tmp)), packaged, test_input, path)
 
 
 def _without_debug_records(path: Path) -> None:

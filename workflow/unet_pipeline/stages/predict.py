@@ -47,6 +47,7 @@ from ..data import volume_store
 from ..data.mirror import read_mirrored
 from ..data.volume_store import PROBABILITY_DTYPES, decode_probability
 from ..inference import tile_choice
+from ..inference.onnx_network import onnx_network, resolved_runtime
 from ..inference.overlap_tile import TilePredictor
 from ..inference.work_store import WorkStore
 from ..models.devices import amp_dtype, pick_device
@@ -111,6 +112,7 @@ class PredictionOptions:
     input_size: int | None
     normalisation: str
     compile: bool
+    runtime: str
     threads: int = 1  # the job's, not the config's
     image_key: str | None = None
     memory_mb: int | None = None
@@ -135,6 +137,7 @@ def prediction_signature(model_path, image, model_metadata: dict, options: Predi
         "dtype": options.dtype,
         "input_size": options.input_size,
         "normalisation": options.normalisation,
+        "runtime": options.runtime,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -258,7 +261,8 @@ def choose_settings(predictor: TilePredictor, metadata: dict, image, work: WorkS
 
 def _open_work(model_path, image_path, out_path, options: PredictionOptions, create: bool) -> _Run:
     predictor, metadata = load_predictor(model_path, options)
-    options = replace(options, tta=predictor.tta)  # auto resolved: the signature and the output say what ran
+    # auto resolved: the signature and the output say what ran
+    options = replace(options, tta=predictor.tta, runtime=resolved_runtime(options.runtime, predictor.device))
     image = open_image(image_path, options.image_key)
     image3d = image if image.ndim == 3 else _AsStack(image)
     signature = prediction_signature(model_path, image3d, metadata, options)
@@ -278,6 +282,9 @@ def _open_work(model_path, image_path, out_path, options: PredictionOptions, cre
     predictor = replace(predictor, input_size=settings["input_size"], normalisation=used)
     if options.compile and predictor.device.type == "cuda":  # after the tile choice, which measures other sizes
         predictor = replace(predictor, model=torch.compile(predictor.model))
+    if options.runtime == "onnxruntime":  # exported for the chosen tile (the choice measured PyTorch's speeds)
+        network = onnx_network(predictor.model, predictor.input_size, torch.get_num_threads(), model_path)
+        predictor = replace(predictor, model=network)
     return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work)
 
 
@@ -290,7 +297,8 @@ def _predict(run: _Run, shard: int, shards: int) -> int:
     predictor, work = run.predictor, run.work
     blocks = work.pending(shard, shards)
     tiles = f"tiles {predictor.input_size} -> {predictor.geometry.output_size(predictor.input_size)}"
-    where = f"{run.model_path.name} on {predictor.device}, {tiles}{', TTA' if run.options.tta else ''}"
+    how = f"{predictor.device} ({run.options.runtime})"
+    where = f"{run.model_path.name} on {how}, {tiles}{', TTA' if run.options.tta else ''}"
     log.info(
         "shard %d of %d: predicting %d chunks of %s with %s", shard + 1, shards, len(blocks), run.image.shape, where
     )
@@ -315,6 +323,7 @@ def _finish(run: _Run) -> dict:
     }
     info["encoding"] = "probability * 255, rounded" if options.dtype == "uint8" else "probability"
     info |= {"tta": options.tta, "input_size": predictor.input_size, "device": str(predictor.device)}
+    info["runtime"] = options.runtime
     info["normalisation"] = work.settings["normalisation"]
     info |= {"tile_step": predictor.geometry.tile_step(predictor.input_size), "shards": len(records)}
     work.finish(output_attrs(info, run.image_path, work.levels))
