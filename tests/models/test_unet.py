@@ -49,14 +49,17 @@ def test_configurable_networks_follow_their_tile_geometry(levels, base, padded, 
     assert UNet(config).eval()(torch.zeros(1, 1, size, size)).shape == (1, 2, out, out)
 
 
-@pytest.mark.parametrize("norm, layer", [("instance", torch.nn.InstanceNorm2d), ("group", torch.nn.GroupNorm)])
+@pytest.mark.parametrize(
+    "norm, layer",
+    [("batch", torch.nn.BatchNorm2d), ("instance", torch.nn.InstanceNorm2d), ("group", torch.nn.GroupNorm)],
+)
 def test_a_norm_follows_every_3x3_convolution(norm, layer):
     """Conv, norm, ReLU in every block; group norm has 8 channels per group (1 group below 8 channels)."""
     net = UNet(UNetConfig(levels=3, base_channels=4, norm=norm))
     convolutions = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
     norms = [m for m in net.modules() if isinstance(m, layer)]
     assert len(norms) == len(convolutions) == 10
-    assert [m.num_features if norm == "instance" else m.num_channels for m in norms] == [
+    assert [m.num_channels if norm == "group" else m.num_features for m in norms] == [
         c.out_channels for c in convolutions
     ]
     if norm == "group":
@@ -66,12 +69,35 @@ def test_a_norm_follows_every_3x3_convolution(norm, layer):
     assert net.eval()(torch.zeros(2, 1, 92, 92)).shape == (2, 2, 52, 52)
 
 
+def test_with_batch_norm_the_prediction_does_not_depend_on_the_tile():
+    """Batch norm predicts with its running statistics, so the overlap-tile output is the same for any tile (the
+    tile choice may pick any); instance and group norm normalise per tile, so their prediction keeps the training
+    tile."""
+    from unet_pipeline.inference.tile_choice import candidates
+
+    torch.manual_seed(2)
+    net = UNet(UNetConfig(levels=3, base_channels=4, norm="batch"))
+    for _ in range(3):  # running statistics away from their initial (0, 1)
+        net(torch.rand(2, 1, 92, 92) * 3)
+    net.eval()
+    section = np.random.default_rng(1).integers(0, 256, (130, 150), dtype=np.uint8)
+    norm = {"mean": 0.5, "std": 0.25}
+    small, large = (
+        TilePredictor(net, net.config.geometry, size, norm, torch.device("cpu")).section(section) for size in (92, 140)
+    )
+    assert np.abs(small - large).max() <= 1e-5
+    assert len(candidates(net.config.geometry, 92, (512, 512))) > 1
+    for norm in ("instance", "group"):
+        geometry = UNetConfig(levels=3, base_channels=4, norm=norm).geometry
+        assert geometry.per_tile_statistics and candidates(geometry, 92, (512, 512)) == [92]
+
+
 def test_without_a_norm_the_weights_keep_the_papers_names():
     """norm: none adds no layer, so models saved before the option existed load (their names pinned here)."""
     names = list(UNet(UNetConfig(levels=2, base_channels=2)).state_dict())
     assert names[:4] == ["encoder.0.0.weight", "encoder.0.0.bias", "encoder.0.2.weight", "encoder.0.2.bias"]
-    with pytest.raises(PipelineError, match="unknown norm 'batch'"):
-        UNet(UNetConfig(levels=2, base_channels=2, norm="batch"))
+    with pytest.raises(PipelineError, match="unknown norm 'layer'"):
+        UNet(UNetConfig(levels=2, base_channels=2, norm="layer"))
 
 
 def test_a_model_saved_without_the_norm_key_loads_as_none(tmp_path):

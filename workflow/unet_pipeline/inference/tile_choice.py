@@ -16,7 +16,8 @@ unpadded network's output does not depend on the tile (``overlap_tile``), so the
 changes speed and memory, not the result: to float32 rounding on the CPU, to bf16's or
 TF32's on a GPU (``benchmarks/README.md``, "GPU"). A padded network (TernausNet) sees its
 zero padding at every tile border, so its output would change with the tile: it keeps
-its training tile.
+its training tile, as does a network that normalises each tile by its own statistics
+(``model.norm`` instance or group).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ DIVISORS = (1, 2, 4, 8)
 
 
 def candidates(geometry, training_size: int, chunk: tuple[int, int]) -> list[int]:
-    """Input tile sizes worth measuring, ascending (the training tile alone for padded networks)."""
-    if geometry.padded:
+    """Input tile sizes worth measuring, ascending (the training tile alone where the output depends on the
+    tile: padded networks, and those with per-tile statistics)."""
+    if geometry.padded or geometry.per_tile_statistics:
         return [training_size]
     factor = 2 ** (geometry.levels - 1)
     sizes = {training_size}
@@ -92,7 +94,8 @@ def choose(predictor, training_size: int, chunk: tuple[int, int], memory_mb: int
 
     Args:
         predictor: a ``TilePredictor`` on the device the prediction runs on.
-        training_size: the model's training tile (always a candidate; the only one for padded networks).
+        training_size: the model's training tile (always a candidate; the only one where the output depends on
+            the tile, ``candidates``).
         chunk: the output chunk (y, x).
         memory_mb: the job's memory (CPU budget: half of it); None: 4096.
 

@@ -33,6 +33,8 @@ class TileGeometry:
     levels: int
     padded: bool
     convs_per_level: int = 2  # the network's structure (models.unet), not an option
+    # instance or group norm: each tile is normalised by its own statistics, so the output depends on the tile
+    per_tile_statistics: bool = False
 
     @property
     def trim(self) -> int:
@@ -124,5 +126,6 @@ def geometry_of(model: dict) -> TileGeometry:
     if model["architecture"] == "ternausnet":
         return TileGeometry(levels=6, padded=True)
     if model["architecture"] == "unet":
-        return TileGeometry(levels=model["levels"], padded=model["padded"])
+        per_tile = model["norm"] in ("instance", "group")
+        return TileGeometry(levels=model["levels"], padded=model["padded"], per_tile_statistics=per_tile)
     raise PipelineError(f"unknown architecture {model['architecture']!r}: use unet or ternausnet")

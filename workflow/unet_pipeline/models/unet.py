@@ -61,15 +61,18 @@ GROUP_CHANNELS = 8  # channels per group of ``norm: group`` (fewer groups where 
 
 def _norm(kind: str, channels: int) -> list[nn.Module]:
     """The normalisation after a convolution, as a list of layers: none adds none (so a network without
-    keeps the paper's layer indices, and the weights saved before the option existed load), instance
-    (nnU-Net's) or group, with affine parameters."""
+    keeps the paper's layer indices, and the weights saved before the option existed load); batch (running
+    statistics in eval mode, so that a prediction does not depend on the tile); instance (nnU-Net's) or group,
+    which normalise each tile by its own statistics, in training and prediction alike."""
     if kind == "none":
         return []
     if kind == "instance":
         return [nn.InstanceNorm2d(channels, affine=True)]
     if kind == "group":
         return [nn.GroupNorm(max(channels // GROUP_CHANNELS, 1), channels)]
-    raise PipelineError(f"unknown norm {kind!r}: use none, instance or group")
+    if kind == "batch":
+        return [nn.BatchNorm2d(channels)]
+    raise PipelineError(f"unknown norm {kind!r}: use none, batch, instance or group")
 
 
 def _conv_block(in_channels: int, out_channels: int, padded: bool, norm: str = "none") -> nn.Sequential:
