@@ -21,7 +21,7 @@ Each is a dataset in a config overlay and everything runs through the workflow (
 
 - each base of ``--bases`` (default ``laptop``, the shipped default; ``transfer``, the preset trained for
   fine-tuning, the same network) trained on ISBI 2012 and evaluated on the stack as it is (zero-shot);
-- ``scratch``: the laptop preset trained from random weights on the stack (its 14000 iterations), unless
+- ``scratch``: the laptop preset trained from random weights on the stack (its iterations as shipped), unless
   ``--skip-scratch``;
 - one fine-tuned model per recipe in ``--recipes`` (``RECIPES``) and base, started from it (``init_from``).
 
