@@ -72,8 +72,8 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
     config["preset"] = name
     config["presets"] = {name: shrunk(SHIPPED["presets"][name])}
     config["pretrained_weights"] = {key: url for key in SHIPPED["pretrained_weights"]}
-    if name == SHIPPED["preset"]:  # the default run predicts as shipped (the tiny config switches TTA off)
-        config["prediction"]["tta"] = SHIPPED["prediction"]["tta"]
+    if name == SHIPPED["preset"]:  # the default run predicts as shipped (the tiny config: no TTA, PyTorch)
+        config["prediction"] |= {key: SHIPPED["prediction"][key] for key in ("tta", "runtime")}
     write_config(workdir / f"{name}.yaml", config)
     run_snakemake(workdir, *targets_of(name), "--configfile", f"{name}.yaml")
 
@@ -95,6 +95,9 @@ def test_shipped_preset_runs_through_the_workflow(name, workdir, tiny_isbi, weig
     assert 0.0 <= summary["metrics"]["v_rand"]["value"] <= 1.0
     tta = config["prediction"]["tta"]  # auto (shipped): what the model chose on its validation sections
     assert summary["tta"] is (metadata["training"]["tta"]["chosen"] if tta == "auto" else tta)
+    runtime = "onnxruntime" if name == SHIPPED["preset"] else "torch"  # auto on the CPU: ONNX Runtime
+    predicted = volume_store.open_store(results / "tiny" / "predictions" / f"{name}.zarr")
+    assert volume_store.provenance(predicted)["runtime"] == runtime
 
     if shipped_model.get("encoder_weights") in SHIPPED["pretrained_weights"]:
         downloaded = results / "downloads" / "weights" / weights_file.name
