@@ -47,7 +47,7 @@ class OnnxNetwork(nn.Module):
 
 def onnx_network(model: nn.Module, input_size: int, threads: int, where) -> OnnxNetwork:
     """``model`` (eval mode, CPU) exported for ``input_size`` tiles and any batch, run by ONNX Runtime on
-    ``threads`` threads; checked against PyTorch on a random tile before use.
+    ``threads`` threads; checked against PyTorch on a random tile before use (its class probabilities).
 
     Raises:
         PipelineError: naming ``where`` (the model file) when ONNX Runtime's output differs from PyTorch's.
@@ -57,9 +57,9 @@ def onnx_network(model: nn.Module, input_size: int, threads: int, where) -> Onnx
     example = torch.randn(2, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
     program = onnx_program(model, example, {0: torch.export.Dim("batch", min=1, max=1024)})
     session = session_of(program.model_proto.SerializeToString(), threads)
-    difference = checked_difference(session, model, example.numpy().astype(np.float32), where)
+    difference = checked_difference(session, model, example.numpy().astype(np.float32), where, probabilities=True)
     log.info(
-        "ONNX Runtime predicts %d-px tiles (export and check %.1f s, max |ONNX - PyTorch| %.1e)",
+        "ONNX Runtime predicts %d-px tiles (export and check %.1f s, max probability |ONNX - PyTorch| %.1e)",
         input_size,
         time.perf_counter() - started,
         difference,

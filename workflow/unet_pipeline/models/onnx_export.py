@@ -40,16 +40,21 @@ def session_of(model, threads: int | None = None):
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def checked_difference(session, module: nn.Module, example: np.ndarray, where) -> float:
-    """The largest |ONNX Runtime - PyTorch| of ``module``'s output on ``example``.
+def checked_difference(session, module: nn.Module, example: np.ndarray, where, probabilities: bool = False) -> float:
+    """The largest |ONNX Runtime - PyTorch| of ``module``'s output on ``example``; with ``probabilities``, of
+    the softmax over the channels of both (a bare network's logits can be large, and float32 rounding with
+    them; what prediction keeps is the probability).
 
     Raises:
         PipelineError: naming ``where`` when the shapes differ or the difference exceeds ``TOLERANCE``.
     """
-    exported = session.run(None, {session.get_inputs()[0].name: example})[0]
+    exported = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: example})[0])
     with torch.no_grad():
-        reference = module(torch.from_numpy(example)).numpy()
-    difference = float(np.abs(exported - reference).max()) if exported.shape == reference.shape else np.inf
+        reference = module(torch.from_numpy(example))
+    if probabilities:
+        exported, reference = torch.softmax(exported, dim=1), torch.softmax(reference, dim=1)
+    same = exported.shape == reference.shape
+    difference = float((exported - reference).abs().max()) if same else np.inf
     if difference > TOLERANCE:
         raise PipelineError(f"{where}: ONNX differs from PyTorch by {difference:.2e} (> {TOLERANCE}) on the test tile")
     return difference

@@ -35,7 +35,7 @@ def run_signature(model_config: UNetConfig, options: TrainingOptions, data_attrs
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
-NETWORK_FIELDS = ("architecture", "in_channels", "classes", "levels", "base_channels", "padded")
+NETWORK_FIELDS = ("architecture", "in_channels", "classes", "levels", "base_channels", "padded", "norm")
 
 
 def initial_weights(path, model_config: UNetConfig, input_size: int) -> tuple[dict, dict]:
