@@ -121,3 +121,17 @@ def test_the_fine_tuning_record_says_when_it_did_not_pay_and_what_to_do(scores, 
     record = fine_tuning_record(rows)
     assert record["verdict"] == verdict
     assert (record["next_step"] or "").startswith(advice or "") and (advice is None) == (record["next_step"] is None)
+
+
+def test_fine_tuning_refuses_a_base_with_another_norm(tmp_path):
+    """The norm layers are part of the network: a base with batch norm does not start a network without."""
+    from unet_pipeline.models.unet import UNet, save_model
+    from unet_pipeline.training.checkpoints import initial_weights
+
+    base = UNetConfig(levels=2, base_channels=4, norm="batch")
+    model = {"architecture": "unet", "levels": 2, "base_channels": 4, "padded": False, "norm": "batch"}
+    save_model(UNet(base), tmp_path / "base.pt", {"model": model, "input_size": TILE, "normalisation": {}})
+    with pytest.raises(PipelineError, match=r"norm batch, tiles 28\) is not the one trained here \(.*norm none"):
+        initial_weights(tmp_path / "base.pt", UNetConfig(levels=2, base_channels=4), TILE)
+    state, _ = initial_weights(tmp_path / "base.pt", base, TILE)
+    assert "encoder.0.1.running_mean" in state
