@@ -282,9 +282,6 @@ def _open_work(model_path, image_path, out_path, options: PredictionOptions, cre
     predictor = replace(predictor, input_size=settings["input_size"], normalisation=used)
     if options.compile and predictor.device.type == "cuda":  # after the tile choice, which measures other sizes
         predictor = replace(predictor, model=torch.compile(predictor.model))
-    if options.runtime == "onnxruntime":  # exported for the chosen tile (the choice measured PyTorch's speeds)
-        network = onnx_network(predictor.model, predictor.input_size, torch.get_num_threads(), model_path)
-        predictor = replace(predictor, model=network)
     return _Run(Path(model_path), Path(image_path), options, predictor, metadata, image3d, work)
 
 
@@ -295,6 +292,10 @@ def prepare_prediction(model_path, image_path, out_path, options: PredictionOpti
 
 def _predict(run: _Run, shard: int, shards: int) -> int:
     predictor, work = run.predictor, run.work
+    if run.options.runtime == "onnxruntime":  # only jobs that predict export: not a setup or finishing job
+        # exported for the chosen tile (the tile choice measured PyTorch's speeds)
+        network = onnx_network(predictor.model, predictor.input_size, torch.get_num_threads(), run.model_path)
+        predictor = replace(predictor, model=network)
     blocks = work.pending(shard, shards)
     tiles = f"tiles {predictor.input_size} -> {predictor.geometry.output_size(predictor.input_size)}"
     how = f"{predictor.device} ({run.options.runtime})"

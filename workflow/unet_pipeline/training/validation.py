@@ -10,10 +10,20 @@ import numpy as np
 from ..data import volume_store
 from ..inference.overlap_tile import TilePredictor
 from ..metrics import validation_scores
-from ..metrics.scores import THRESHOLDS
+from ..metrics.scores import FIXED_THRESHOLD, THRESHOLDS
 from ..transforms.cells import cells_of
 
 log = logging.getLogger(__name__)
+
+
+def _section_scores(predictor: TilePredictor, volume, sections):
+    """Per section of ``sections``, predicted whole: ``validation_scores`` at every threshold the evaluation tries
+    (a list in the order of ``THRESHOLDS``), each section predicted and each threshold scored once."""
+    image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
+    label_type = volume_store.provenance(volume)["labels"]["type"]
+    for z in sections:
+        probability, truth = predictor.section(image[z]), cells_of(labels[z], label_type)
+        yield [validation_scores(probability, truth, t) for t in THRESHOLDS]
 
 
 def validate(predictor: TilePredictor, volume, sections) -> dict:
@@ -26,16 +36,12 @@ def validate(predictor: TilePredictor, volume, sections) -> dict:
         volume: the dataset's volume store (image, labels and their type).
         sections: the validation sections, predicted whole with the overlap-tile strategy.
     """
-    image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
-    label_type = volume_store.provenance(volume)["labels"]["type"]
-    fixed, by_threshold = [], []
-    for z in sections:
-        probability, truth = predictor.section(image[z]), cells_of(labels[z], label_type)
-        fixed.append(validation_scores(probability, truth))
-        by_threshold.append([validation_scores(probability, truth, t)["v_rand"] for t in THRESHOLDS])
+    per_section = list(_section_scores(predictor, volume, sections))
+    fixed = [scores[THRESHOLDS.index(FIXED_THRESHOLD)] for scores in per_section]
     # nanmean: a section without true cells has no V_rand (metrics docstring) but still a pixel score.
-    scores = {name: float(np.nanmean([score[name] for score in fixed])) for name in fixed[0]}
-    return scores | {"v_rand_best": _best_of(np.array(by_threshold, np.float64))}
+    means = {name: float(np.nanmean([score[name] for score in fixed])) for name in fixed[0]}
+    v_rand = np.array([[score["v_rand"] for score in scores] for scores in per_section], np.float64)
+    return means | {"v_rand_best": _best_of(v_rand)}
 
 
 def _best_of(by_threshold: np.ndarray) -> float:
@@ -48,12 +54,7 @@ def _best_of(by_threshold: np.ndarray) -> float:
 def v_rand_by_threshold(predictor: TilePredictor, volume, sections) -> dict:
     """Threshold -> V_rand averaged over ``sections`` (as the evaluation forms the stack's V_rand), at every
     threshold the evaluation tries."""
-    image, labels = volume[volume_store.IMAGE_PATH], volume[volume_store.LABELS_PATH]
-    label_type = volume_store.provenance(volume)["labels"]["type"]
-    per_section = []
-    for z in sections:
-        probability, truth = predictor.section(image[z]), cells_of(labels[z], label_type)
-        per_section.append([validation_scores(probability, truth, t)["v_rand"] for t in THRESHOLDS])
+    per_section = [[score["v_rand"] for score in scores] for scores in _section_scores(predictor, volume, sections)]
     return dict(zip(THRESHOLDS, np.nanmean(np.array(per_section, np.float64), axis=0).tolist()))
 
 
