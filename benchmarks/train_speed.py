@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py [--presets laptop paper] [--steps 20] [--amp none bf16]
                                      [--peak-tflops none=494.7 bf16=989.4]   # H100 SXM: dense TF32, dense bf16
                                      [--variants plain channels_last compile]
+                                     [--norm none batch instance group] [--input-size 284 --batch-size 2]
 
 Runs the training step of unet_pipeline.stages.train (forward, weighted cross-entropy,
 backward, optimiser step) on random tiles of each preset's size and batch, after
@@ -16,10 +17,14 @@ peak is the card's dense TF32 figure, bf16's its dense bf16 figure.
 Every preset runs with each --amp (bf16 also on a CPU: autocast there uses the
 CPU's bf16 instructions where it has them, avx512_bf16 or AMX, see ``lscpu``) and
 each variant: plain, channels_last memory format, torch.compile (the first steps,
-which compile, are warm-up).
+which compile, are warm-up). ``--norm`` measures each preset with each ``model.norm`` in turn; ``--input-size``
+and ``--batch-size`` replace the presets' tile and batch. The output pixels per second column compares tiles of
+different sizes (an unpadded network's border is a smaller share of a larger tile).
 """
 
 import argparse
+import copy
+import itertools
 import resource
 import time
 from pathlib import Path
@@ -122,6 +127,9 @@ def main():
         "--peak-tflops", nargs="+", default=[], help="the device's peak TFLOP/s (N, or amp=N per amp), for the fraction"
     )
     parser.add_argument("--variants", nargs="+", default=["plain"], choices=["plain", "channels_last", "compile"])
+    parser.add_argument("--norm", nargs="+", choices=["none", "batch", "instance", "group"], help="model.norm")
+    parser.add_argument("--input-size", type=int, help="the tile, in place of each preset's")
+    parser.add_argument("--batch-size", type=int, help="tiles per step, in place of each preset's")
     args = parser.parse_args()
     peak = peaks(args.peak_tflops, args.amp) if args.peak_tflops else {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,20 +140,25 @@ def main():
     )
     print(f"device: {name}")
     print(
-        f"{'preset':8s} {'amp':5s} {'variant':13s} {'tile':>10s} {'batch':>5s} {'tiles/s':>9s} {'s/step':>8s} "
+        f"{'preset':8s} {'amp':5s} {'variant':13s} {'norm':8s} {'tile':>10s} {'batch':>5s} {'tiles/s':>9s} "
+        f"{'kpx/s out':>9s} {'s/step':>8s} "
         f"{'TFLOP/s':>8s} {'peak MiB':>9s}" + ("  of peak" if peak else "")
     )
     for preset in args.presets:
-        for amp in args.amp:
-            for variant in args.variants:
-                r = measure(presets[preset], amp, args.steps, device, variant)
-                fraction = f"  {r['tflops'] / peak[amp]:7.1%}" if amp in peak else ""
-                print(
-                    f"{preset:8s} {amp:5s} {variant:13s} {r['size']:>4d}->{r['out']:<4d} {r['batch']:5d} "
-                    f"{r['tiles_per_s']:9.2f} {r['step_s']:8.3f} "
-                    f"{r['tflops']:8.3f} {r['peak_mib']:9.0f}{fraction}",
-                    flush=True,
-                )
+        for amp, variant, norm in itertools.product(args.amp, args.variants, args.norm or [None]):
+            chosen = copy.deepcopy(presets[preset])
+            chosen["model"] |= {"norm": norm} if norm else {}
+            chosen["input_size"] = args.input_size or chosen["input_size"]
+            chosen["training"]["batch_size"] = args.batch_size or chosen["training"].get("batch_size", 1)
+            r = measure(chosen, amp, args.steps, device, variant)
+            fraction = f"  {r['tflops'] / peak[amp]:7.1%}" if amp in peak else ""
+            print(
+                f"{preset:8s} {amp:5s} {variant:13s} {chosen['model'].get('norm', 'none'):8s} "
+                f"{r['size']:>4d}->{r['out']:<4d} {r['batch']:5d} {r['tiles_per_s']:9.2f} "
+                f"{r['tiles_per_s'] * r['out'] ** 2 / 1e3:9.0f} {r['step_s']:8.3f} "
+                f"{r['tflops']:8.3f} {r['peak_mib']:9.0f}{fraction}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
