@@ -26,7 +26,7 @@ Each is a dataset in a config overlay and everything runs through the workflow (
 - one fine-tuned model per recipe in ``--recipes`` (``RECIPES``) and base, started from it (``init_from``).
 
 The table gives per model the train rule's time, the best validation V_rand during training (the
-training curve: threshold 0.5, no TTA, the stack's validation sections), for a fine-tuned model the
+training curve: the best threshold, no TTA, the stack's validation sections; ``curve.validation_score``), for a fine-tuned model the
 starting model's validation V_rand before its first step (with the normalisation that run uses), and
 the held-out scores on the stack's test sections (thresholds chosen on validation, TTA as shipped).
 The last column says whether a fine-tuned model met the target of issue 28: a best validation V_rand
@@ -50,6 +50,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 from shipped_workflow import ISBI_DATA, REPO, cpu_model, run_shipped, shipped_config
+from unet_pipeline.training.curve import validation_score
 
 SHIPPED = shipped_config()
 ISBI = SHIPPED["datasets"]["isbi2012"]
@@ -202,7 +203,7 @@ def model_row(results: Path, stack: str, preset: str, trainset: str) -> dict:
     row |= {"minutes": float(benchmark.splitlines()[1].split()[0]) / 60}
     best = metadata["training"]["best"]  # the validation that chose the kept checkpoint
     if trainset == stack and best is not None:  # the base's validation is of ISBI 2012, not of this stack
-        row |= {"best_val": best["v_rand"], "best_step": best["step"]}
+        row |= {"best_val": validation_score(best), "best_step": best["step"]}
     fine_tuning = metadata["training"].get("fine_tuning")
     if trainset == stack and fine_tuning:
         row |= {"zero_shot_val": fine_tuning["zero_shot_v_rand"]}

@@ -120,7 +120,7 @@ def test_the_summary_of_a_fine_tuned_model_says_what_fine_tuning_gained(tmp_path
     record = {"zero_shot_v_rand": 0.9161, "best_v_rand": 0.959, "best_step": 3000, "plateau_step": 2500}
     summary["model"]["training"] = {"init_from": {"path": "isbi/model.pt"}, "fine_tuning": record}
     assert (
-        "fine-tuned from isbi/model.pt: validation V_rand (threshold 0.5, no TTA) 0.9161 zero-shot, 0.9590 "
+        "fine-tuned from isbi/model.pt: validation V_rand (best threshold, no TTA) 0.9161 zero-shot, 0.9590 "
         "best at step 3000, level from step 2500" in describe(summary)
     )
     summary["model"]["training"]["fine_tuning"] = record | {"best_v_rand": 0.9161, "best_step": 0, "plateau_step": 0}

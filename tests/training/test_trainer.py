@@ -1,12 +1,13 @@
 """The training loop driven with in-memory batches: no Zarr set, no volume store, no snakemake."""
 
 import itertools
+import math
 
 import pytest
 import torch
 from unet_pipeline.core.errors import PipelineError
 from unet_pipeline.models.unet import UNetConfig
-from unet_pipeline.training.curve import curve_row, fine_tuning_record
+from unet_pipeline.training.curve import curve_row, fine_tuning_record, validation_rank, validation_score
 from unet_pipeline.training.optimisation import make_optimizer
 from unet_pipeline.training.options import TrainingOptions
 from unet_pipeline.training.trainer import Trainer, TrainingParts, prepared_model
@@ -92,6 +93,19 @@ def test_fine_tuning_scores_the_starting_weights_first_and_keeps_them_when_nothi
         "verdict": "no gain",
         "next_step": "train from scratch, or fine-tune with other settings",
     }
+
+
+def test_the_best_checkpoint_is_chosen_at_the_best_threshold_not_at_one_half(tmp_path):
+    """V_rand at 0.5 jumps between checkpoints whose best-threshold V_rand barely moves (issue 37): the best
+    threshold ranks, as the evaluation will choose its threshold; 0.5 only where there is no best-threshold score."""
+    scores = iter([(0.94, 0.959), (0.92, 0.961)])  # (at 0.5, at the best threshold): step 4, step 8
+    run = trainer(
+        tmp_path, 8, validate=lambda model: dict(zip(("v_rand", "v_rand_best"), next(scores))) | {"misclassified": 0.1}
+    )
+    run.run()
+    assert run.best["step"] == 8
+    old = {"v_rand": 0.94, "misclassified": 0.1}  # a checkpoint saved before v_rand_best was recorded
+    assert validation_rank(old) == (0.94, -0.1) and validation_score(old | {"v_rand_best": math.nan}) == 0.94
 
 
 def test_the_fine_tuning_record_names_where_the_validation_curve_levelled_off():

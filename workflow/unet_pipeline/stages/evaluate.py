@@ -238,7 +238,7 @@ def describe(summary: dict) -> str:
     tuned = (summary["model"].get("training") or {}).get("fine_tuning")
     if tuned:
         lines.append(
-            f"  fine-tuned from {summary['model']['training']['init_from']['path']}: validation V_rand (threshold 0.5, "
+            f"  fine-tuned from {summary['model']['training']['init_from']['path']}: validation V_rand (best threshold, "
             f"no TTA) {tuned['zero_shot_v_rand']:.4f} zero-shot, {tuned['best_v_rand']:.4f} best at step "
             f"{tuned['best_step']}, level from step {tuned['plateau_step']}"
             + ("; fine-tuning did not improve on the starting model" if tuned["best_step"] == 0 else "")

@@ -56,7 +56,7 @@ from ..models.devices import amp_dtype, pick_device
 from ..models.unet import MODEL_FORMAT, UNetConfig, count_parameters, save_model
 from ..training import batches, distributed
 from ..training.checkpoints import initial_weights, run_signature
-from ..training.curve import CURVE_FIELDS, fine_tuning_record, plot_curve
+from ..training.curve import CURVE_FIELDS, fine_tuning_record, plot_curve, validation_score
 from ..training.distributed import World
 from ..training.optimisation import make_optimizer
 from ..training.options import TrainingOptions
@@ -205,7 +205,7 @@ def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device) -> C
         for name, volume, sections, norm in sets:
             found[name] = validate(validation_predictor(job, setup, device, model, norm), volume, sections)
         if len(found) > 1:
-            log.info("validation per dataset: %s", {name: round(s["v_rand"], 6) for name, s in found.items()})
+            log.info("validation per dataset: %s", {name: round(validation_score(s), 6) for name, s in found.items()})
         return {key: sum(s[key] for s in found.values()) / len(found) for key in next(iter(found.values()))}
 
     return scores

@@ -17,7 +17,7 @@ from ..models.devices import autocast
 from ..models.unet import UNetConfig, build_model
 from . import distributed
 from .checkpoints import load_checkpoint_file, save_checkpoint_file
-from .curve import curve_row
+from .curve import curve_row, validation_rank
 from .distributed import World
 from .loss import weighted_cross_entropy
 from .optimisation import learning_rate
@@ -51,7 +51,7 @@ class Trainer:
     """One training run: ``train_step``, ``validation_step``, checkpoints, and a short ``run`` loop.
 
     Checkpoints: ``last.pt`` after every validation (resumed when its signature matches) and ``best.pt``
-    whenever validation improves (V_rand at threshold 0.5, then the misclassified fraction). The loss
+    whenever validation improves (``curve.validation_rank``: V_rand at the best threshold). The loss
     stays on the device between log steps: the loop waits for the GPU once per ``log_every`` steps,
     when it checks that every loss of the window is finite.
     """
@@ -184,8 +184,7 @@ class Trainer:
             scores["v_rand"],
             at_best,
         )
-        rank = (scores["v_rand"], -scores["misclassified"])
-        if self.best is None or rank > (self.best["v_rand"], -self.best["misclassified"]):
+        if self.best is None or validation_rank(scores) > validation_rank(self.best):
             self.best = {"step": self.step, **scores}
             save_checkpoint_file(
                 {"signature": self.signature, "step": self.step, "model": self.model.state_dict()}, self.best_path
