@@ -13,6 +13,7 @@ from unet_pipeline.training.batches import (
     SetNormalisation,
     batch_plan,
     batch_source,
+    sample_chances,
 )
 from unet_pipeline.training.options import TrainingOptions
 from unet_pipeline.training.trainer import Trainer, TrainingParts
@@ -62,6 +63,44 @@ def test_both_paths_draw_the_old_batches_bit_for_bit(arrays, source, online):
             assert_bitwise(batches(step), reference_batch(arrays, options, step))
     finally:
         batches.close()
+
+
+@pytest.mark.parametrize("source", [DeviceBatches, PrefetchedBatches])
+def test_border_sampling_draws_in_proportion_to_the_weight_sums_on_both_paths(arrays, source):
+    """With share s a sample's chance is (1 - s) / n + s * its weight sum / all weights' sum: over 4000 draws
+    the frequencies follow, and both paths (device and prefetched) draw the same batches."""
+    inputs, labels, weights = arrays
+    heavy = weights.copy()
+    heavy[:8] *= 0.1  # sample 8 holds ten times the weight of each other sample
+    options = TrainingOptions(iterations=10, batch_size=4, seed=2, border_sampling=0.5)
+    chances = sample_chances(heavy, 0.5)
+    sums = heavy.astype(np.float64).sum(axis=(1, 2))
+    assert chances == pytest.approx(0.5 / 9 + 0.5 * sums / sums.sum(), abs=1e-12)
+    counts = np.bincount(
+        np.concatenate([batch_plan(9, options, step, chances=chances).indices for step in range(1000)]), minlength=9
+    )
+    assert counts.sum() == 4000 and abs(counts[8] / 4000 - chances[8]) < 0.02, (counts, chances)
+    assert chances[8] > 3.5 * chances[0]
+    batches = source((inputs, labels, heavy), options, NORMALISATION, torch.device("cpu"), distributed.SINGLE)
+    try:
+        drawn = [batches(step) for step in (0, 1, 7)]
+    finally:
+        batches.close()
+    for step, batch in zip((0, 1, 7), drawn):
+        plan = batch_plan(9, options, step, chances=chances)
+        turned = [
+            np.rot90(heavy[i][:, ::-1] if f else heavy[i], t) for i, t, f in zip(plan.indices, plan.turns, plan.flips)
+        ]
+        assert np.array_equal(batch[2].numpy(), np.stack(turned))
+
+
+def test_border_sampling_zero_is_the_uniform_draw_and_bad_weights_are_refused(arrays):
+    options = TrainingOptions(iterations=10, batch_size=4, seed=2)
+    assert sample_chances(arrays[2], 0.0) is None and options.border_sampling == 0
+    with pytest.raises(PipelineError, match="1 samples are not finite"):
+        sample_chances(np.where(np.arange(9)[:, None, None] == 3, np.nan, arrays[2]), 0.3)
+    with pytest.raises(PipelineError, match="the sum is 0.0"):
+        sample_chances(np.zeros_like(arrays[2]), 1.0)
 
 
 def test_each_rank_draws_its_part_of_the_batch(arrays):

@@ -21,6 +21,7 @@ class TrainingOptions:
     schedule: str
     warmup: int
     online_augmentation: bool
+    border_sampling: float
     validate_every: int
     log_every: int
     seed: int
@@ -41,6 +42,7 @@ class TrainingOptions:
         "schedule",
         "warmup",
         "online_augmentation",
+        "border_sampling",
         "seed",
         "init_normalisation",
     )
