@@ -3,6 +3,7 @@
     python benchmarks/time_to_accuracy.py [--results results_time_to_accuracy] [--data DIR]
                                           [--candidates laptop group_norm one_cycle large_tiles border_sampling]
                                           [--iterations 3000] [--validate-every 500] [--cores 2]
+                                          [--held-out]
 
 Trains each candidate through the workflow (``snakemake`` with config/config.yaml and an overlay that adds
 the candidate as preset ``tta_<name>``: the laptop preset with the candidate's changes, ``--iterations``
@@ -19,6 +20,11 @@ which moves less from step to step than V_rand at 0.5) and prints:
 - the bare step's rate (train_speed.py's ``measure``), measured after all training, uncontended;
 - the first training time and FLOPs at which validation reached each of ``MILESTONES``, and the best.
 
+With ``--held-out`` each candidate's model is then evaluated through the workflow as the default run evaluates
+(the evaluate rule: TTA as the model chose it, every threshold chosen on the validation sections 20-24) and the
+table adds its held-out scores on sections 25-29: V_rand and the warping error of the thresholded probabilities,
+and V_rand of the cells the segment stage writes.
+
 Writes ``time_to_accuracy.csv`` (one row per validation) and ``time_to_accuracy.png`` (V_rand against
 seconds and against TFLOPs) into the results folder.
 """
@@ -26,6 +32,7 @@ seconds and against TFLOPs) into the results folder.
 import argparse
 import copy
 import csv
+import json
 from pathlib import Path
 
 import torch
@@ -78,21 +85,39 @@ def cpu_peak_gflops(bf16: bool) -> float:
     return torch.get_num_threads() * mhz / 1e3 * per_cycle * (2 if bf16 else 1)
 
 
-def train_candidate(name: str, preset: dict, results: Path, data: Path, cores: int) -> list[dict]:
-    """Train ``preset`` as ``tta_<name>`` through snakemake; its training curve's rows."""
+def candidate_run(name: str, preset: dict, results: Path, data: Path, cores: int, target: Path):
+    """Make ``target`` of ``preset`` as preset ``tta_<name>`` through snakemake; exits naming a failed run."""
     overlay = {
         "results": str(results),
         "datasets": {"isbi2012": {"base": str(data)}, "isbi2012_test": {"base": str(data)}},
         "presets": {f"tta_{name}": preset},
     }
-    model = results / "isbi2012" / "models" / f"tta_{name}" / "model.pt"
     finished = run_shipped(
-        overlay, f"tta_{name}", cores, targets=[model], options=["--rerun-triggers", "mtime", "--rerun-incomplete"]
+        overlay, f"tta_{name}", cores, targets=[target], options=["--rerun-triggers", "mtime", "--rerun-incomplete"]
     )
     if finished.returncode != 0:
         raise SystemExit(f"{name}: snakemake failed:\n{finished.stderr[-3000:]}")
+
+
+def train_candidate(name: str, preset: dict, results: Path, data: Path, cores: int) -> list[dict]:
+    """Train ``preset`` as ``tta_<name>`` through snakemake; its training curve's rows."""
+    model = results / "isbi2012" / "models" / f"tta_{name}" / "model.pt"
+    candidate_run(name, preset, results, data, cores, model)
     with open(model.parent / "training_curve.csv") as handle:
         return list(csv.DictReader(handle))
+
+
+def held_out(name: str, preset: dict, results: Path, data: Path, cores: int) -> str:
+    """The evaluate rule's held-out scores of candidate ``name`` (settings chosen on validation), as columns."""
+    summary = results / "isbi2012" / "evaluation" / f"tta_{name}" / "summary.json"
+    candidate_run(name, preset, results, data, cores, summary)
+    found = json.loads(summary.read_text())
+    v_rand, warping = found["metrics"]["v_rand"], found["metrics"]["warping_error"]
+    cells = found["cells"]["metrics"]["v_rand"] if found.get("cells") else {"value": float("nan"), "threshold": "-"}
+    return (
+        f" {v_rand['value']:.4f} ({v_rand['threshold']}) {warping['value']:.4f} ({warping['threshold']})"
+        f" {cells['value']:.4f} ({cells['threshold']})"
+    )
 
 
 def curve_points(rows: list[dict], flops_per_step: int) -> list[dict]:
@@ -141,6 +166,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--validate-every", type=int, default=500)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--held-out", action="store_true", help="evaluate each candidate on sections 25-29 too")
     args = parser.parse_args()
     results = args.results.resolve()
     results.mkdir(parents=True, exist_ok=True)
@@ -154,7 +180,8 @@ def main():
     peak = cpu_peak_gflops(bf16)
     print(f"\n{cpu_model()}, {args.cores} threads, {'bf16' if bf16 else 'float32'}; nominal peak {peak:.0f} GFLOP/s")
     header = f"{'candidate':24s} {'GF/step':>8s} {'loop GF/s':>9s} {'of peak':>7s} {'bare tiles/s':>12s} "
-    print(header + "".join(f"{'V_rand >= ' + str(m):>19s}" for m in MILESTONES) + f" {'best':>7s}")
+    header += "".join(f"{'V_rand >= ' + str(m):>19s}" for m in MILESTONES) + f" {'best':>7s}"
+    print(header + (" | held-out V_rand, warping, cells V_rand (chosen setting)" if args.held_out else ""))
     table = []
     for name, preset in presets.items():
         flops = step_flops(
@@ -168,7 +195,8 @@ def main():
         print(
             f"{name:24s} {flops / 1e9:8.1f} {gflops:9.1f} {gflops / peak:7.1%} {bare:12.1f} "
             + "".join(f"{reached(points, m):>19s}" for m in MILESTONES)
-            + f" {best:7.4f}",
+            + f" {best:7.4f}"
+            + (held_out(name, preset, results, args.data.resolve(), args.cores) if args.held_out else ""),
             flush=True,
         )
         table += [{"candidate": name, **p} for p in points]
