@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -455,3 +456,15 @@ def test_a_set_read_from_zarr_trains_the_same_weights_as_one_held_on_the_device(
     )
     for key, value in held["model"].items():
         assert torch.equal(value, read["model"][key]), key
+
+
+def test_border_sampling_refuses_weights_that_are_not_finite_naming_the_set(synthetic, tmp_path):
+    """A NaN in one sample's weights: the train rule stops before the first step, naming the augmented set and
+    the sample, and writes no model."""
+    poisoned = tmp_path / "poisoned.zarr"
+    shutil.copytree(synthetic / "augmented.zarr", poisoned)
+    weights = zarr.open_array(poisoned / "weights", mode="r+")
+    weights[1] = np.full(weights.shape[1:], np.nan, weights.dtype)
+    with pytest.raises(InputDataError, match=r"poisoned\.zarr: border_sampling: .*first bad sample: 1"):
+        run(synthetic, tmp_path / "out", augmented=poisoned, iterations=2, border_sampling=0.5)
+    assert not (tmp_path / "out" / "model.pt").exists()

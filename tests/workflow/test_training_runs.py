@@ -101,6 +101,7 @@ def test_the_transfer_preset_trains_on_two_datasets_at_once(workdir, tiny_isbi):
     }
     config["datasets"]["other"]["labels"]["source"] = "labels.tif"
     preset = shrunk(SHIPPED["presets"]["transfer"]) | {"train_dataset": ["tiny", "other"]}
+    preset["training"]["border_sampling"] = 0.5  # the joined sets' weights decide the draws
     config["preset"], config["presets"] = "transfer", {"transfer": preset}
     write_config(workdir / "two_datasets.yaml", config)
     model = "results/tiny+other/models/transfer/model.json"
@@ -116,7 +117,8 @@ def test_the_transfer_preset_trains_on_two_datasets_at_once(workdir, tiny_isbi):
     own = {entry["dataset"]: entry for entry in metadata["normalisations"].values()}
     assert own["other"]["mean"] == pytest.approx(1 - own["tiny"]["mean"], abs=1e-9)
     log = (results / "logs" / "train" / "tiny+other.transfer.log").read_text()
-    assert "validation per dataset" in log, log
+    assert "validation per dataset" in log and "border sampling 0.50: a sample's chance" in log, log
+    assert metadata["training"]["options"]["border_sampling"] == 0.5
     prediction = volume_store.open_store(results / "other" / "predictions" / "transfer.zarr")
     used = volume_store.provenance(prediction)["normalisation"]
     assert used["dataset"] == "other" and used["mean"] == own["other"]["mean"]

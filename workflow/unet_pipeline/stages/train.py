@@ -266,10 +266,14 @@ def build_trainer(job: TrainingJob, data: TrainingData, world: World = distribut
     norms = tuple(run_normalisation(v, info["sections"]["train"], start, options) for v, info in zip(volumes, infos))
     setup = TrainingSetup(data.attrs, volumes, infos, norms, start)
     per_sample = batches.SetNormalisation(norms, data.offsets)
+    try:
+        source = batches.batch_source(data.arrays, options, per_sample, device, world, job.threads)
+    except PipelineError as error:  # the sets' weights: name the files
+        raise InputDataError(f"{', '.join(map(str, job.augmented))}: {error}") from error
     parts = TrainingParts(
         model=model,
         optimizer=make_optimizer(model, options),
-        batches=batches.batch_source(data.arrays, options, per_sample, device, world, job.threads),
+        batches=source,
         device=device,
         precision=amp_dtype(options.amp, device, cpu=True),
         world=world,

@@ -106,10 +106,12 @@ def sample_chances(weights, share: float) -> np.ndarray | None:
         mass = weights.double().sum(dim=tuple(range(1, weights.ndim))).cpu().numpy()
     else:
         mass = np.array([np.asarray(weights[i], np.float64).sum() for i in range(weights.shape[0])])
-    if not np.isfinite(mass).all() or (mass < 0).any() or mass.sum() <= 0:
+    bad = np.flatnonzero(~np.isfinite(mass) | (mass < 0))
+    if bad.size or mass.sum() <= 0:
         raise PipelineError(
-            f"border_sampling: the augmented set's loss weights must be finite and non-negative with a positive "
-            f"sum; {int((~np.isfinite(mass)).sum())} samples are not finite, the sum is {mass.sum()}"
+            f"border_sampling: the loss weights must be finite and non-negative with a positive sum; "
+            f"{int((~np.isfinite(mass)).sum())} samples are not finite (first bad sample: "
+            f"{bad[0] if bad.size else None}), the sum is {mass.sum()}"
         )
     chances = (1 - share) / len(mass) + share * mass / mass.sum()
     log.info(
