@@ -1,8 +1,9 @@
 """The segment stage's methods on the same probabilities: held-out ISBI scores of the cells, and their cost.
 
     python benchmarks/segmentation.py [--results /path/of/a/laptop_accuracy/run] [--workers 2] [--preset laptop]
-                                      [--methods threshold multicut mean_linkage]
+                                      [--methods threshold quantile_linkage mean_linkage multicut]
                                       [--fragments '{"threshold": 0.5}' ...] [--search 0.3 0.5 ...]
+                                      [--quantiles 0.02 0.1 ...]
 
 Reads a finished run of ``laptop_accuracy.py`` (the default laptop model, its TTA prediction of
 ``isbi2012``, the evaluation summary), scores the cells of each method at every setting of its
@@ -18,8 +19,10 @@ search on the validation sections 20-24 and the held-out 25-29 exactly as the ev
 The ``s/section`` column is the time to segment one 512 x 512 section at the chosen setting (the median
 of the 30 sections of the held-out volume ``isbi2012_test``), beside the predict rule's time per section
 of that volume from the run's benchmark files. ``--fragments`` adds variants of the fragments' settings (JSON, over the
-schema's defaults) for the agglomerating methods; each row also gives the validation sections' V_rand and
-warping error at the chosen setting, by which variants are compared without reading the held-out ones.
+schema's defaults) for the agglomerating methods, and ``--quantiles`` other quantiles of ``quantile_linkage``;
+each row also gives the validation sections' V_rand and warping error at the chosen setting, by which variants
+are compared without reading the held-out ones. A run without a held-out prediction (``time_to_accuracy.py``'s)
+has no time column.
 """
 
 import argparse
@@ -51,8 +54,10 @@ def stage_and_own(entry: dict) -> tuple[dict, dict]:
     return stage, own
 
 
-def seconds_per_section(prediction_path: Path, options: SegmentationOptions) -> float:
-    """The median time to segment one section of a prediction store."""
+def seconds_per_section(prediction_path: Path, options: SegmentationOptions) -> str:
+    """The median time to segment one section of a prediction store ("" where there is none)."""
+    if not prediction_path.exists():
+        return ""
     probabilities = volume_store.open_store(prediction_path)[volume_store.IMAGE_PATH]
     times = []
     for z in range(probabilities.shape[0]):
@@ -60,7 +65,7 @@ def seconds_per_section(prediction_path: Path, options: SegmentationOptions) -> 
         start = time.perf_counter()
         segment_section(section, options)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return f"{statistics.median(times):.2f}"
 
 
 def validation_scores(csv: Path, setting: float) -> dict:
@@ -77,13 +82,32 @@ def row(label: str, scores: dict, cost: str = "") -> str:
     return f"| {label} | {cells} | {cost} |"
 
 
+def candidates(args) -> list[tuple[str, SegmentationOptions]]:
+    """(label, options) of every method, fragment variant and quantile to score, the schema's defaults first."""
+    variants = [{}] + [json.loads(text) for text in args.fragments]
+    found = []
+    for method in args.methods:
+        for variant in variants if method != "threshold" else [{}]:
+            options = SegmentationOptions(method=method, fragments=FragmentOptions(**variant))
+            if args.search and method != "threshold":
+                options = dataclasses.replace(options, search=tuple(args.search))
+            quantiles = [options.quantile] + args.quantiles if method == "quantile_linkage" else [None]
+            for quantile in quantiles:
+                label = method + (f" {json.dumps(variant)}" if variant else "")
+                if quantile is not None and quantile != options.quantile:
+                    label += f" quantile {quantile}"
+                found.append((label, options if quantile is None else dataclasses.replace(options, quantile=quantile)))
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results_laptop_accuracy")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--methods", nargs="+", default=["threshold", "multicut", "mean_linkage"])
+    parser.add_argument("--methods", nargs="+", default=["threshold", "quantile_linkage", "mean_linkage", "multicut"])
     parser.add_argument("--fragments", nargs="*", default=[], help="JSON objects of fragment settings to try too")
     parser.add_argument("--search", nargs="+", type=float, help="edge thresholds to try (default: the schema's)")
+    parser.add_argument("--quantiles", nargs="*", type=float, default=[], help="quantile_linkage: other quantiles")
     parser.add_argument("--preset", default="laptop", help="whose model's probabilities (a preset of the run)")
     args = parser.parse_args()
     run, preset = args.results.resolve(), args.preset
@@ -95,29 +119,24 @@ def main():
     # the predict rule's record (one job), or its shard jobs' (prediction.shards > 1)
     records = sorted((run / "benchmarks").glob(f"predict*/isbi2012_test.{preset}*.tsv"))
     predict_s = sum(float(path.read_text().splitlines()[1].split()[0]) for path in records) / 30
+    predicted = f" (predict: {predict_s:.2f})" if records else ""
     print(f"{cpu_model()}; held-out sections {plan.sections}, settings chosen on {plan.threshold_sections}")
-    print(f"| cells | {' | '.join(SCORES)} | s/section (predict: {predict_s:.2f}) |")
+    print(f"| cells | {' | '.join(SCORES)} | s/section{predicted} |")
     print("|---|" + "---|" * (len(SCORES) + 1))
     probabilities = {"metrics": summary["metrics"]}
     stage, own = stage_and_own(probabilities)
     print(row("probabilities thresholded, at V_rand's threshold", stage))
     print(row("probabilities thresholded, each at its own threshold", own))
-    variants = [{}] + [json.loads(text) for text in args.fragments]
-    for method in args.methods:
-        for variant in variants if method != "threshold" else [{}]:
-            options = SegmentationOptions(method=method, fragments=FragmentOptions(**variant))
-            if args.search and method != "threshold":
-                options = dataclasses.replace(options, search=tuple(args.search))
-            csv = run / f"segmentation_{method}_{len(variant)}.csv"
-            entry = evaluate_cells(prediction, volume, plan, "binary", csv, options, args.workers)
-            stage, own = stage_and_own(entry)
-            chosen = options.with_setting(stage["v_rand"][1])
-            label = method + (f" {json.dumps(variant)}" if variant else "")
-            seen = validation_scores(csv, chosen.edge_threshold if method != "threshold" else chosen.threshold)
-            label += f" (validation: V_rand {seen['v_rand']:.4f}, warping {seen['warping_error']:.4f})"
-            print(row(f"{label}: the stage's cells", stage, f"{seconds_per_section(held_out, chosen):.2f}"))
-            print(row(f"{label}: each at its own setting", own))
-            print(f"<!-- {label}: {json.dumps(dataclasses.asdict(options.fragments))} -->")
+    for number, (label, options) in enumerate(candidates(args)):
+        csv = run / f"segmentation_{number}_{options.method}.csv"
+        entry = evaluate_cells(prediction, volume, plan, "binary", csv, options, args.workers)
+        stage, own = stage_and_own(entry)
+        chosen = options.with_setting(stage["v_rand"][1])
+        seen = validation_scores(csv, getattr(chosen, chosen.tuned))
+        label += f" (validation: V_rand {seen['v_rand']:.4f}, warping {seen['warping_error']:.4f})"
+        print(row(f"{label}: the stage's cells", stage, seconds_per_section(held_out, chosen)))
+        print(row(f"{label}: each at its own setting", own))
+        print(f"<!-- {label}: {json.dumps(dataclasses.asdict(options.fragments))} -->")
 
 
 if __name__ == "__main__":

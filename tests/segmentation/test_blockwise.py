@@ -54,30 +54,36 @@ def test_blocks_cover_every_pixel_once(shape):
     assert (count == 1).all()
 
 
-@pytest.mark.parametrize("method", ["mean_linkage", "multicut", "threshold"])
+# method -> a setting at which it finds the synthetic cells (membranes blurred to a boundary of about 0.5)
+SETTINGS = {"quantile_linkage": 0.3, "mean_linkage": 0.6, "multicut": 0.6, "threshold": 0.5}
+
+
+@pytest.mark.parametrize("method", ["quantile_linkage", "mean_linkage", "multicut", "threshold"])
 def test_cells_made_in_blocks_equal_the_unchunked_cells(tmp_path, method):
     """Blocks of 40 x 40 with a halo of 48: every section's cells equal the unchunked ones, ids included."""
     truth = np.stack([voronoi((130, 150), 40, seed) for seed in (0, 1)])
     probability = np.stack([membranes(section, seed) for seed, section in enumerate(truth)])
     stored = volume_store.decode_probability(np.rint(probability * 255).astype(np.uint8))
-    options = SegmentationOptions(method=method, edge_threshold=0.6, threshold=0.5, block=1600, halo=48)
+    setting = SETTINGS[method]
+    options = SegmentationOptions(method=method, block=1600, halo=48).with_setting(setting)
     prediction_store(tmp_path / "p.zarr", probability)
     cells = written(tmp_path, tmp_path / "p.zarr", options)
     tried = equal = 0
     for section, found in zip(stored, cells):
-        expected = cells_at(section, options)(0.5 if method == "threshold" else 0.6)
+        expected = cells_at(section, options)(setting)
         tried += 1
         equal += np.array_equal(found, expected)
         assert len(np.unique(expected)) > 10
     assert equal == tried == 2, f"{equal} of {tried} sections equal"
 
 
-def test_3d_cells_recover_known_cells_and_do_not_depend_on_the_blocks(tmp_path):
+@pytest.mark.parametrize("method, setting", [("quantile_linkage", 0.3), ("mean_linkage", 0.4)])
+def test_3d_cells_recover_known_cells_and_do_not_depend_on_the_blocks(tmp_path, method, setting):
     """FIB-SEM-like: cells through the volume; the graph joins fragments across sections."""
     truth = voronoi((24, 40, 40), 12, 3)
     prediction = tmp_path / "p.zarr"
     prediction_store(prediction, membranes(truth, 3), scale=(5.0, 5.0, 5.0))
-    options = SegmentationOptions(edge_threshold=0.4, dimensions=3, halo=24)
+    options = SegmentationOptions(method=method, edge_threshold=setting, dimensions=3, halo=24)
     whole = written(tmp_path, prediction, options, "whole")
     in_blocks = written(tmp_path, prediction, SegmentationOptions(**{**options.__dict__, "block": 4096}), "blocks")
     np.testing.assert_array_equal(in_blocks, whole)
@@ -92,7 +98,7 @@ def test_3d_cells_recover_known_cells_and_do_not_depend_on_the_blocks(tmp_path):
     assert table.loc[5, ["front", "top", "left"]].tolist() == [zs.min(), ys.min(), xs.min()]
     assert table.loc[5, ["back", "bottom", "right"]].tolist() == [zs.max() + 1, ys.max() + 1, xs.max() + 1]
     assert table.loc[5, "centroid_z"] == pytest.approx(zs.mean())
-    per_section = written(tmp_path, prediction, SegmentationOptions(edge_threshold=0.4), "sections")
+    per_section = written(tmp_path, prediction, SegmentationOptions(method=method, edge_threshold=setting), "sections")
     assert per_section.max() < whole.max() * 3 and len(np.unique(per_section[0])) > 1, "2D: ids per section"
 
 
@@ -100,7 +106,7 @@ def test_a_crashed_segmentation_continues_where_it_stopped(tmp_path, monkeypatch
     truth = np.stack([voronoi((90, 90), 20, seed) for seed in (4, 5, 6)])
     prediction = tmp_path / "p.zarr"
     prediction_store(prediction, np.stack([membranes(s, 0) for s in truth]))
-    options = SegmentationOptions(edge_threshold=0.6, block=900, halo=32)
+    options = SegmentationOptions(edge_threshold=SETTINGS["quantile_linkage"], block=900, halo=32)
     expected = written(tmp_path, prediction, options, "control")
     calls = {"fragments": 0, "pieces": 0}
     real_fragments, real_pieces = segmenter_module.block_fragments, segmenter_module.block_pieces
@@ -152,7 +158,7 @@ def test_a_work_folder_with_a_damaged_signature_is_discarded(tmp_path):
     truth = np.stack([voronoi((60, 60), 10, 8)])
     prediction = tmp_path / "p.zarr"
     prediction_store(prediction, membranes(truth, 8))
-    options = SegmentationOptions(edge_threshold=0.6, block=900)
+    options = SegmentationOptions(edge_threshold=SETTINGS["quantile_linkage"], block=900)
     expected = written(tmp_path, prediction, options, "control")
     work = tmp_path / ".s.zarr.work"
     (work / "edges").mkdir(parents=True)

@@ -58,7 +58,7 @@ def chosen(metrics):
     return {name: entry["threshold"] for name, entry in metrics.items()}
 
 
-@pytest.mark.parametrize("method", ["multicut", "mean_linkage"])
+@pytest.mark.parametrize("method", ["multicut", "mean_linkage", "quantile_linkage"])
 def test_settings_are_chosen_without_reading_the_held_out_sections(isbi_dir, tmp_path, method):
     options = SegmentationOptions(method=method, search=SEARCH)
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
@@ -75,19 +75,20 @@ def test_settings_are_chosen_without_reading_the_held_out_sections(isbi_dir, tmp
     assert scrambled["cells"]["metrics"]["v_rand"]["value"] < summary["cells"]["metrics"]["v_rand"]["value"] - 0.1
 
 
-def test_the_written_cells_score_what_the_summary_reports(isbi_dir, tmp_path):
+@pytest.mark.parametrize("method", ["multicut", "quantile_linkage"])
+def test_the_written_cells_score_what_the_summary_reports(isbi_dir, tmp_path, method):
     folder = isbi_crops(isbi_dir, tmp_path)
-    summary = run(folder, SegmentationOptions(method="multicut", search=SEARCH))
-    options = chosen_setting(folder / "s.json", SegmentationOptions(method="multicut", search=SEARCH))
+    summary = run(folder, SegmentationOptions(method=method, search=SEARCH))
+    options = chosen_setting(folder / "s.json", SegmentationOptions(method=method, search=SEARCH))
     assert options.edge_threshold == summary["cells"]["metrics"]["v_rand"]["threshold"]
     segment_volume(folder / "prediction.zarr", folder / "cells.zarr", folder / "cells.csv", options)
     written = zarr.open_group(str(folder / "cells.zarr"), mode="r")["cells"]["0"][:]
     labels = volume_store.open_store(folder / "volume.zarr")[volume_store.LABELS_PATH]
     rows = [threshold_row(cells_of(labels[z]), proposal_of(written[z]).astype(np.float32), 0.5) for z in (3, 4, 5)]
     assert stack_scores(rows)["v_rand"] == summary["cells"]["metrics"]["v_rand"]["value"]
-    assert "the cells (multicut; edge_threshold chosen on: validation)" in describe(summary)
+    assert f"the cells ({method}; edge_threshold chosen on: validation)" in describe(summary)
     table = headline_table([json.loads((folder / "s.json").read_text())])
-    assert table.columns.tolist() == ["score", "d / : threshold on p", "d / : cells, multicut (edge_threshold)"]
+    assert table.columns.tolist() == ["score", "d / : threshold on p", f"d / : cells, {method} (edge_threshold)"]
     v_rand = summary["cells"]["metrics"]["v_rand"]
     assert (
         table.iloc[1, 2]
@@ -106,6 +107,20 @@ def test_a_summary_of_another_method_is_refused(isbi_dir, tmp_path):
         chosen_setting(folder / "s.json", SegmentationOptions(method="multicut", edge_threshold=0.4)).edge_threshold
         == 0.4
     )
+
+
+def test_a_summary_of_another_quantile_is_refused(isbi_dir, tmp_path):
+    """The edge threshold chosen for one quantile does not carry over to another."""
+    folder = isbi_crops(isbi_dir, tmp_path)
+    summary = run(folder, SegmentationOptions(method="quantile_linkage", quantile=0.1, search=SEARCH))
+    assert summary["cells"]["quantile"] == 0.1
+    with pytest.raises(
+        InputDataError,
+        match=r"made by 'quantile_linkage' \(quantile 0.1\).*configured 'quantile_linkage' \(quantile 0.05\)",
+    ):
+        chosen_setting(folder / "s.json", SegmentationOptions(method="quantile_linkage"))
+    same = chosen_setting(folder / "s.json", SegmentationOptions(method="quantile_linkage", quantile=0.1))
+    assert same.edge_threshold == summary["cells"]["metrics"]["v_rand"]["threshold"]
 
 
 def test_the_cells_submission_tiff_scores_what_the_summary_reports(isbi_dir, tmp_path):

@@ -138,7 +138,7 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     headline = pd.read_csv(results / "evaluation" / "headline_scores_tiny.csv").set_index("score")
     assert headline.columns.tolist() == [
         "tiny / tiny: threshold on p",
-        "tiny / tiny: cells, mean_linkage (edge_threshold)",
+        "tiny / tiny: cells, quantile_linkage (edge_threshold)",
     ]
     v_rand = summary["metrics"]["v_rand"]
     cell = f"{v_rand['value']:.6f} at {v_rand['threshold']}"

@@ -17,8 +17,15 @@ probability in (0, 1)) and joins the rest as its method decides:
 - ``mean_linkage``: average-linkage agglomeration, merging the pair of regions with the lowest
   mean boundary along their whole shared border until it reaches t (scikit-image's
   ``merge_hierarchical``).
+- ``quantile_linkage``: the same agglomeration on the boundary binarised at t (``boundary_levels``
+  with a level), so that an edge's mean is the share of its border at or above t. Two regions
+  join while more than the share q (``segmentation.quantile``) of their border lies below t:
+  while the q-quantile of the boundary along it is below t. A low quantile joins across an organelle
+  that a line of fragments crosses, where the mean stays high; a long membrane with a short gap
+  stays cut, where a threshold and connected components would merge the cells
+  (``benchmarks/segmentation.py``).
 
-Both return a node partition: for each fragment of ``EdgeTable.nodes``, the index of its cell.
+Each returns a node partition: for each fragment of ``EdgeTable.nodes``, the index of its cell.
 """
 
 from __future__ import annotations
@@ -33,8 +40,11 @@ FUSION_PATIENCE = 100
 LEVELS = 65535  # integer levels of the boundary map per unit: a uint8 probability k / 255 is exactly 257 (255 - k)
 
 
-def boundary_levels(boundary: np.ndarray) -> np.ndarray:
-    """The boundary map 1 - p in integer levels (int64), as the edge sums count it."""
+def boundary_levels(boundary: np.ndarray, level: float | None = None) -> np.ndarray:
+    """The boundary map 1 - p in integer levels (int64), as the edge sums count it; with ``level``, binarised
+    at it (``LEVELS`` where 1 - p >= level, else 0), so that an edge's mean is the share of its border there."""
+    if level is not None:
+        return np.where(np.asarray(boundary) >= level, LEVELS, 0).astype(np.int64)
     return np.rint(np.asarray(boundary, np.float64) * LEVELS).astype(np.int64)
 
 
@@ -152,6 +162,12 @@ def mean_linkage_nodes(table: EdgeTable, edge_threshold: float) -> np.ndarray:
         rag.add_edge(u, v, count=count, weight=mean)
     nodes = np.arange(len(table.nodes))
     return merge_hierarchical(nodes, rag, edge_threshold, False, True, lambda *_: None, _joined_border).astype(np.int64)
+
+
+def quantile_linkage_nodes(table: EdgeTable, quantile: float) -> np.ndarray:
+    """For each node, its cluster under average linkage on a table of binarised levels (``boundary_levels``
+    with the edge threshold as level): regions join while more than ``quantile`` of their border lies below it."""
+    return mean_linkage_nodes(table, 1.0 - quantile)
 
 
 PARTITIONS = {"multicut": multicut_nodes, "mean_linkage": mean_linkage_nodes}

@@ -2,8 +2,9 @@
 
 - ``threshold``: the foreground p > threshold, its 4-connected cells thinned as the metrics
   thin them (the weakest method in the field's comparisons, kept as the baseline);
-- ``mean_linkage`` (the schema's default) and ``multicut``: fragments of the boundary map
-  1 - p (``fragments``), their region graph, and its partition at an edge threshold (``graph``).
+- ``quantile_linkage`` (the schema's default), ``mean_linkage`` and ``multicut``: fragments of the
+  boundary map 1 - p (``fragments``), their region graph, and its partition at an edge threshold
+  (``graph``).
 
 Each method has one setting that the evaluation chooses on the validation sections
 (``tuned``): the threshold, or the edge threshold. The cells of every method follow the
@@ -21,13 +22,18 @@ import numpy as np
 from ..core.defaults import defaults_from_schema
 from ..core.errors import InputDataError
 from .fragments import FragmentOptions, fragments
-from .graph import PARTITIONS, boundary_levels, edge_table
+from .graph import PARTITIONS, boundary_levels, edge_table, quantile_linkage_nodes
 
 log = logging.getLogger(__name__)
 
 # method -> the setting the evaluation chooses for it. The metrics (numba) are imported where used: the
 # workflow reads this module when it parses the Snakefile.
-TUNED = {"threshold": "threshold", "multicut": "edge_threshold", "mean_linkage": "edge_threshold"}
+TUNED = {
+    "threshold": "threshold",
+    "multicut": "edge_threshold",
+    "mean_linkage": "edge_threshold",
+    "quantile_linkage": "edge_threshold",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class SegmentationOptions:
     threshold: float | None
     edge_threshold: float | None
     method: str
+    quantile: float
     min_size: int
     search: tuple
     fragments: FragmentOptions
@@ -66,6 +73,21 @@ class SegmentationOptions:
 
         return THRESHOLDS if self.method == "threshold" else self.search
 
+    @property
+    def binarised(self) -> bool:
+        """Whether the edge table depends on the setting: quantile linkage sums the boundary binarised at it."""
+        return self.method == "quantile_linkage"
+
+    def edge_levels(self, boundary: np.ndarray, value: float) -> np.ndarray:
+        """The boundary levels whose sums along each edge the method's partition reads, at setting ``value``."""
+        return boundary_levels(boundary, value if self.binarised else None)
+
+    def partition(self, table, value: float) -> np.ndarray:
+        """The method's node partition of an edge table (``graph``) made by ``edge_levels`` at ``value``."""
+        if self.method == "quantile_linkage":
+            return quantile_linkage_nodes(table, self.quantile)
+        return PARTITIONS[self.method](table, value)
+
     def with_setting(self, value: float) -> SegmentationOptions:
         return dataclasses.replace(self, **{self.tuned: value})
 
@@ -91,8 +113,8 @@ def thresholded(probability: np.ndarray, threshold: float) -> np.ndarray:
 def cells_at(probability: np.ndarray, options: SegmentationOptions):
     """A function of the method's setting that gives one section's cells at that setting.
 
-    The fragments and their graph do not depend on the setting: they are made once here, so a
-    search over settings (the evaluation's) pays for them once per section.
+    The fragments do not depend on the setting, nor does their graph except for quantile linkage: they
+    are made once here, so a search over settings (the evaluation's) pays for them once per section.
 
     Args:
         probability: (y, x) float32 foreground probability in [0, 1].
@@ -108,11 +130,15 @@ def cells_at(probability: np.ndarray, options: SegmentationOptions):
         return lambda value: cells_of_proposal(thresholded(probability, value), options.min_size)
     boundary = 1.0 - probability.astype(np.float32)
     pieces = fragments(boundary, options.fragments)
-    table = edge_table(pieces, boundary_levels(boundary))
-    partition = PARTITIONS[options.method]
-    return lambda value: cells_of_proposal(
-        carved(projected(pieces, table.nodes, partition(table, value))), options.min_size
-    )
+    shared = None if options.binarised else edge_table(pieces, boundary_levels(boundary))
+
+    def at(value: float) -> np.ndarray:
+        table = shared if shared is not None else edge_table(pieces, options.edge_levels(boundary, value))
+        return cells_of_proposal(
+            carved(projected(pieces, table.nodes, options.partition(table, value))), options.min_size
+        )
+
+    return at
 
 
 def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np.ndarray:
@@ -121,6 +147,20 @@ def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np
     if value is None:
         raise ValueError(f"segmentation.{options.tuned} is not set (the evaluation chooses it)")
     return cells_at(probability, options)(value)
+
+
+def cells_record(options: SegmentationOptions) -> dict:
+    """How cells were made, as the evaluation summary records it (its ``cells`` entry, less the scores)."""
+    record = {"method": options.method, "tuned": options.tuned, "fragments": dataclasses.asdict(options.fragments)}
+    if options.binarised:
+        record["quantile"] = options.quantile
+    return {**record, "min_size": options.min_size}
+
+
+def made_by(record: dict) -> str:
+    """A ``cells_record``'s method, quantile where it has one, and fragments, in words."""
+    quantile = f" (quantile {record['quantile']})" if "quantile" in record else ""
+    return f"{record.get('method')!r}{quantile} with fragments {record.get('fragments')}"
 
 
 def with_summary_setting(summary: dict, options: SegmentationOptions, where) -> SegmentationOptions:
@@ -134,10 +174,10 @@ def with_summary_setting(summary: dict, options: SegmentationOptions, where) -> 
         value = cells["metrics"]["v_rand"]["threshold"]
     except (KeyError, TypeError) as error:
         raise InputDataError(f"{where}: no V_rand setting of the cells in this evaluation summary ({error!r})")
-    if cells.get("method") != options.method or cells.get("fragments") != dataclasses.asdict(options.fragments):
+    made, configured = made_by(cells), made_by(cells_record(options))
+    if made != configured:
         raise InputDataError(
-            f"{where}: its cells were made by {cells.get('method')!r} with fragments {cells.get('fragments')}, "
-            f"not by the configured {options.method!r} with {dataclasses.asdict(options.fragments)}; rerun the evaluate rule"
+            f"{where}: its cells were made by {made}, not by the configured {configured}; rerun the evaluate rule"
         )
     if options.dimensions == 3:
         log.warning("%s: 3D cells take the setting chosen for 2D cells on the validation sections (%s)", where, value)

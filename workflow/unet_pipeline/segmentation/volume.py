@@ -17,7 +17,7 @@ from ..core.progress import Progress
 from ..data import volume_store
 from .blockwise import Block, beyond, block_fragments, block_pieces, blocks, face_pairs, joined_cells
 from .fragments import relative_spacing
-from .graph import PARTITIONS, EdgeTable, boundary_levels, edge_table, merged
+from .graph import EdgeTable, edge_table, merged
 from .methods import SegmentationOptions, projected, thresholded
 from .proposal import carved
 from .work import SegmentWork
@@ -103,7 +103,7 @@ class Segmenter:
         """One block's edge table (``graph.edge_table``), as the arrays the work folder saves."""
         extended = beyond(block, self.shape(whole))
         inner = tuple(slice(0, s.stop - s.start) for s in block.inner)
-        levels = boundary_levels(self.boundary(whole, extended))
+        levels = self.options.edge_levels(self.boundary(whole, extended), getattr(self.options, self.options.tuned))
         table = edge_table(self.array("fragments")[whole + extended], levels, inner)
         return {"uv": table.uv, "count": table.count, "total": table.total, "nodes": table.nodes}
 
@@ -126,7 +126,7 @@ class Segmenter:
             self.make_fragments(whole)
             table = self.graph(whole)
             value = getattr(self.options, self.options.tuned)
-            return {"nodes": table.nodes, "cluster": PARTITIONS[self.options.method](table, value)}
+            return {"nodes": table.nodes, "cluster": self.options.partition(table, value)}
 
         return self.work.once(f"partition/{whole_name(whole)}", make)
 

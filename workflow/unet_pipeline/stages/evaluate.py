@@ -30,7 +30,7 @@ from ..data import volume_store
 from ..data.volume_store import decode_probability
 from ..metrics import section_scores, summarise
 from ..metrics.scores import threshold_row
-from ..segmentation.methods import cells_at, segment_section
+from ..segmentation.methods import cells_at, cells_record, segment_section
 from ..segmentation.proposal import proposal_of
 from ..transforms.cells import cells_of
 
@@ -146,7 +146,7 @@ def evaluate_cells(prediction_path, volume_path, plan, label_type, cells_csv, op
     chosen on the plan's validation sections as the thresholds are.
 
     Returns:
-        The summary's ``cells`` entry: method, the setting's name (``tuned``), fragments, min_size and
+        The summary's ``cells`` entry: how the cells were made (``segmentation.methods.cells_record``) and
         ``metrics`` (``metrics.summarise``; a metric's ``threshold`` is the chosen value of the setting).
     """
     import pandas as pd
@@ -154,13 +154,7 @@ def evaluate_cells(prediction_path, volume_path, plan, label_type, cells_csv, op
     rows = score_sections(prediction_path, volume_path, plan, label_type, workers, cells=options)
     with atomic_file(cells_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.12g")
-    return {
-        "method": options.method,
-        "tuned": options.tuned,
-        "fragments": asdict(options.fragments),
-        "min_size": options.min_size,
-        "metrics": _summarised(rows, plan),
-    }
+    return {**cells_record(options), "metrics": _summarised(rows, plan)}
 
 
 def evaluate(
