@@ -7,8 +7,8 @@ time of the segment stage on a large volume.
 1. For each ISBI prediction of the run (``isbi2012``, ``isbi2012_test``), the segment stage's cells with the
    schema's defaults (one block per 512 x 512 section) against the cells made in blocks of ``--sides`` pixels:
    the pixels whose cell differs (pixels outside the largest one-to-one overlaps of the two labelings), and
-   the sections where any does. Setting: ``--edge-threshold``, by default the one ``segmentation.py`` chose on
-   20-24 for the schema's method.
+   the sections where any does. Setting: ``--edge-threshold``, by default the one the run's evaluation chose
+   on 20-24 for the schema's method (its summary; rescore the run after a change of the method).
 2. A ``--sections`` x ``--size``^2 prediction store tiled from the 30 held-out ISBI sections (each tile a
    section, turned and flipped in turn), segmented by the stage with the schema's defaults in a child process:
    its wall time and peak resident memory (``ru_maxrss``).
@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 from shipped_workflow import cpu_model
 from unet_pipeline.data import volume_store
-from unet_pipeline.segmentation.methods import SegmentationOptions
+from unet_pipeline.segmentation.methods import SegmentationOptions, with_summary_setting
 from unet_pipeline.stages.segment import segment_volume
 
 
@@ -121,9 +121,11 @@ def main() -> None:
     parser.add_argument("--halo", type=int, default=SegmentationOptions().halo)
     parser.add_argument("--size", type=int, default=16384)
     parser.add_argument("--sections", type=int, default=2)
-    parser.add_argument("--edge-threshold", type=float, default=0.8, help="segmentation.py's choice on 20-24")
+    parser.add_argument("--edge-threshold", type=float, help="default: the run's evaluation's choice on 20-24")
     args = parser.parse_args()
+    summary = args.results / "isbi2012" / "evaluation" / "laptop" / "summary.json"
     options = SegmentationOptions(halo=args.halo, edge_threshold=args.edge_threshold)
+    options = with_summary_setting(json.loads(summary.read_text()), options, summary)
     print(f"CPU: {cpu_model()}\n")
     print(f"| prediction | blocks (halo {args.halo}) | segment s | pixels whose cell differs | sections that differ |")
     print("|---|---|---|---|---|")
