@@ -91,12 +91,10 @@ def candidates(args) -> list[tuple[str, SegmentationOptions]]:
             options = SegmentationOptions(method=method, fragments=FragmentOptions(**variant))
             if args.search and method != "threshold":
                 options = dataclasses.replace(options, search=tuple(args.search))
-            quantiles = [options.quantile] + args.quantiles if method == "quantile_linkage" else [None]
-            for quantile in quantiles:
-                label = method + (f" {json.dumps(variant)}" if variant else "")
-                if quantile is not None and quantile != options.quantile:
-                    label += f" quantile {quantile}"
-                found.append((label, options if quantile is None else dataclasses.replace(options, quantile=quantile)))
+            label = method + (f" {json.dumps(variant)}" if variant else "")
+            found.append((label, options))
+            for quantile in args.quantiles if method == "quantile_linkage" else []:
+                found.append((f"{label} quantile {quantile}", dataclasses.replace(options, quantile=quantile)))
     return found
 
 
@@ -132,7 +130,7 @@ def main():
         entry = evaluate_cells(prediction, volume, plan, "binary", csv, options, args.workers)
         stage, own = stage_and_own(entry)
         chosen = options.with_setting(stage["v_rand"][1])
-        seen = validation_scores(csv, getattr(chosen, chosen.tuned))
+        seen = validation_scores(csv, chosen.setting)
         label += f" (validation: V_rand {seen['v_rand']:.4f}, warping {seen['warping_error']:.4f})"
         print(row(f"{label}: the stage's cells", stage, seconds_per_section(held_out, chosen)))
         print(row(f"{label}: each at its own setting", own))

@@ -123,9 +123,10 @@ def main() -> None:
     parser.add_argument("--sections", type=int, default=2)
     parser.add_argument("--edge-threshold", type=float, help="default: the run's evaluation's choice on 20-24")
     args = parser.parse_args()
-    summary = args.results / "isbi2012" / "evaluation" / "laptop" / "summary.json"
     options = SegmentationOptions(halo=args.halo, edge_threshold=args.edge_threshold)
-    options = with_summary_setting(json.loads(summary.read_text()), options, summary)
+    if options.setting is None:
+        summary = args.results / "isbi2012" / "evaluation" / "laptop" / "summary.json"
+        options = with_summary_setting(json.loads(summary.read_text()), options, summary)
     print(f"CPU: {cpu_model()}\n")
     print(f"| prediction | blocks (halo {args.halo}) | segment s | pixels whose cell differs | sections that differ |")
     print("|---|---|---|---|---|")

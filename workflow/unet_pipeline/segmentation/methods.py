@@ -74,6 +74,11 @@ class SegmentationOptions:
         return THRESHOLDS if self.method == "threshold" else self.search
 
     @property
+    def setting(self) -> float | None:
+        """The value of ``tuned`` (None until chosen)."""
+        return getattr(self, self.tuned)
+
+    @property
     def binarised(self) -> bool:
         """Whether the edge table depends on the setting: quantile linkage sums the boundary binarised at it."""
         return self.method == "quantile_linkage"
@@ -84,7 +89,7 @@ class SegmentationOptions:
 
     def partition(self, table, value: float) -> np.ndarray:
         """The method's node partition of an edge table (``graph``) made by ``edge_levels`` at ``value``."""
-        if self.method == "quantile_linkage":
+        if self.binarised:  # the table's means are shares of the border at or above the setting
             return quantile_linkage_nodes(table, self.quantile)
         return PARTITIONS[self.method](table, value)
 
@@ -143,7 +148,7 @@ def cells_at(probability: np.ndarray, options: SegmentationOptions):
 
 def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np.ndarray:
     """One section's cells at the method's setting (``cells_at``; ``options.tuned`` must be set)."""
-    value = getattr(options, options.tuned)
+    value = options.setting
     if value is None:
         raise ValueError(f"segmentation.{options.tuned} is not set (the evaluation chooses it)")
     return cells_at(probability, options)(value)
@@ -157,27 +162,33 @@ def cells_record(options: SegmentationOptions) -> dict:
     return {**record, "min_size": options.min_size}
 
 
+def _maker(record: dict) -> tuple:
+    """What a ``cells_record``'s setting depends on: method, quantile (None without one) and fragments."""
+    return record.get("method"), record.get("quantile"), record.get("fragments")
+
+
 def made_by(record: dict) -> str:
     """A ``cells_record``'s method, quantile where it has one, and fragments, in words."""
-    quantile = f" (quantile {record['quantile']})" if "quantile" in record else ""
-    return f"{record.get('method')!r}{quantile} with fragments {record.get('fragments')}"
+    method, quantile, fragments = _maker(record)
+    return f"{method!r}{'' if quantile is None else f' (quantile {quantile})'} with fragments {fragments}"
 
 
 def with_summary_setting(summary: dict, options: SegmentationOptions, where) -> SegmentationOptions:
     """``options`` with the V_rand setting of the summary's cells, where the config left it null. The summary's
     cells must have been made by the same method and fragments; the setting was chosen on its validation
     sections (``stages.evaluate``). ``where`` names the summary in errors."""
-    if getattr(options, options.tuned) is not None:
+    if options.setting is not None:
         return options
     try:
         cells = summary["cells"]
         value = cells["metrics"]["v_rand"]["threshold"]
     except (KeyError, TypeError) as error:
         raise InputDataError(f"{where}: no V_rand setting of the cells in this evaluation summary ({error!r})")
-    made, configured = made_by(cells), made_by(cells_record(options))
-    if made != configured:
+    configured = cells_record(options)
+    if _maker(cells) != _maker(configured):
         raise InputDataError(
-            f"{where}: its cells were made by {made}, not by the configured {configured}; rerun the evaluate rule"
+            f"{where}: its cells were made by {made_by(cells)}, not by the configured {made_by(configured)}; "
+            "rerun the evaluate rule"
         )
     if options.dimensions == 3:
         log.warning("%s: 3D cells take the setting chosen for 2D cells on the validation sections (%s)", where, value)

@@ -103,7 +103,7 @@ class Segmenter:
         """One block's edge table (``graph.edge_table``), as the arrays the work folder saves."""
         extended = beyond(block, self.shape(whole))
         inner = tuple(slice(0, s.stop - s.start) for s in block.inner)
-        levels = self.options.edge_levels(self.boundary(whole, extended), getattr(self.options, self.options.tuned))
+        levels = self.options.edge_levels(self.boundary(whole, extended), self.options.setting)
         table = edge_table(self.array("fragments")[whole + extended], levels, inner)
         return {"uv": table.uv, "count": table.count, "total": table.total, "nodes": table.nodes}
 
@@ -125,8 +125,7 @@ class Segmenter:
         def make() -> dict:
             self.make_fragments(whole)
             table = self.graph(whole)
-            value = getattr(self.options, self.options.tuned)
-            return {"nodes": table.nodes, "cluster": self.options.partition(table, value)}
+            return {"nodes": table.nodes, "cluster": self.options.partition(table, self.options.setting)}
 
         return self.work.once(f"partition/{whole_name(whole)}", make)
 

@@ -389,7 +389,7 @@ def plot_cell_overlays(prediction_path, volume_path, path, options, count: int =
         axes[1, column].set_title(f"{int(cells.max())} cells")
         for axis in axes[:, column]:
             axis.set_axis_off()
-    setting = f"{options.tuned} {getattr(options, options.tuned)}"
+    setting = f"{options.tuned} {options.setting}"
     fig.suptitle(f"cells: {options.method} at {setting}")
     fig.savefig(path, dpi=80)
     plt.close(fig)

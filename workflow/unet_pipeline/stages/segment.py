@@ -47,7 +47,7 @@ TABLE_COLUMNS_3D += ["front", "top", "left", "back", "bottom", "right"]
 def chosen_setting(summary_path, options: SegmentationOptions) -> SegmentationOptions:
     """``options`` with its method's setting taken from an evaluation summary file, where the config left it null
     (``with_summary_setting``)."""
-    if getattr(options, options.tuned) is not None:
+    if options.setting is not None:
         return options
     try:
         summary = json.loads(Path(summary_path).read_text())
@@ -179,7 +179,7 @@ def segment_volume(prediction_path, out_path, table_path, options: SegmentationO
         work.remove()  # the input is wrong: nothing in the work folder is worth continuing from
         raise
     work.remove()
-    setting = f"{options.tuned} {getattr(options, options.tuned)}"
+    setting = f"{options.tuned} {options.setting}"
     per = "section" if segmenter.sections else "volume"
     log.info("segmented %s by %s at %s: %d cells (ids per %s)", prediction_path, options.method, setting, count, per)
     return info
