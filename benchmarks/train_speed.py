@@ -147,9 +147,11 @@ def main():
     for preset in args.presets:
         for amp, variant, norm in itertools.product(args.amp, args.variants, args.norm or [None]):
             chosen = copy.deepcopy(presets[preset])
-            chosen["model"] |= {"norm": norm} if norm else {}
+            # a preset names only what departs from the schema: the paper preset has no model section
+            chosen.setdefault("model", {}).update({"norm": norm} if norm else {})
             chosen["input_size"] = args.input_size or chosen["input_size"]
-            chosen["training"]["batch_size"] = args.batch_size or chosen["training"].get("batch_size", 1)
+            training = chosen.setdefault("training", {})
+            training["batch_size"] = args.batch_size or training.get("batch_size", 1)
             r = measure(chosen, amp, args.steps, device, variant)
             fraction = f"  {r['tflops'] / peak[amp]:7.1%}" if amp in peak else ""
             print(
