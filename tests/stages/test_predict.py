@@ -3,7 +3,6 @@
 import dataclasses
 import functools
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -526,41 +525,6 @@ def test_onnx_runtime_predicts_what_pytorch_predicts(model_path, tmp_path):
         volume_store.open_store(tmp_path / name)[volume_store.IMAGE_PATH] for name in ("onnx.zarr", "torch.zarr")
     )
     assert np.abs(decode(onnx[:]) - decode(pytorch[:])).max() <= 1e-3
-
-
-@pytest.mark.measured_tiles
-def test_the_tile_choice_measures_onnx_runtime_and_the_prediction_uses_the_network_it_measured(
-    model_path, tmp_path, monkeypatch, caplog
-):
-    """On the CPU ONNX Runtime predicts, so the tile choice measures it, not PyTorch (whose fastest tile can
-    be ONNX Runtime's slowest): one export for any tile serves the choice and the prediction, checked against
-    PyTorch at the training tile and at the chosen one."""
-    from unet_pipeline.inference import onnx_network as onnx_module
-    from unet_pipeline.inference import tile_choice
-
-    image, _ = volume(tmp_path, shape=(2, 256, 256), seed=13)
-    exports, measured = [], []
-    real_program, real_measure = onnx_module.onnx_program, tile_choice.measure
-    monkeypatch.setattr(onnx_module, "onnx_program", lambda *args: exports.append(args) or real_program(*args))
-    monkeypatch.setattr(
-        tile_choice,
-        "measure",
-        lambda predictor, *args: measured.append(predictor.model) or real_measure(predictor, *args),
-    )
-    options = {"dtype": "float16", "runtime": "onnxruntime"}
-    with caplog.at_level(logging.INFO):
-        info = predict_volume(model_path, image, tmp_path / "onnx.zarr", **options)
-    assert len(exports) == 1, "one export for the choice and the prediction"
-    assert measured and all(isinstance(model, onnx_module.OnnxNetwork) for model in measured)
-    assert measured[0].checked_sizes == {92, info["input_size"]}
-    assert f"tile size {info['input_size']} chosen on cpu with onnxruntime" in caplog.text
-    fixed = predict_volume(
-        model_path, image, tmp_path / "torch.zarr", **options | {"runtime": "torch", "input_size": 92}
-    )
-    onnx, pytorch = (
-        volume_store.open_store(tmp_path / name)[volume_store.IMAGE_PATH][:] for name in ("onnx.zarr", "torch.zarr")
-    )
-    assert fixed["runtime"] == "torch" and np.abs(decode(onnx) - decode(pytorch)).max() <= 1e-3
 
 
 def test_the_runtime_is_resolved_per_device_and_checked(model_path, tmp_path, monkeypatch):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..core.errors import PipelineError
-from ..models.onnx_export import any_tile, checked_difference, onnx_program, session_of
+from ..models.onnx_export import checked_difference, onnx_program, session_of
 
 log = logging.getLogger(__name__)
 
@@ -33,47 +34,34 @@ def resolved_runtime(runtime: str, device: torch.device) -> str:
 
 
 class OnnxNetwork(nn.Module):
-    """A network exported for any batch and tile, called as the network is: (n, c, y, x) float32 CPU tensor in,
-    logits out. ``reference`` is the PyTorch network it was exported from, against which ``checked`` compares."""
+    """A network exported for one tile size (any batch), called as the network is: (n, c, size, size) float32
+    CPU tensor in, logits out."""
 
-    runtime = "onnxruntime"
-
-    def __init__(self, session, reference: nn.Module):
+    def __init__(self, session):
         super().__init__()
-        self.session, self.name, self.reference = session, session.get_inputs()[0].name, reference
-        self.checked_sizes: set[int] = set()
+        self.session, self.name = session, session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {self.name: x.detach().contiguous().numpy()})[0])
 
-    def checked(self, input_size: int, where) -> None:
-        """Compare with PyTorch on two random tiles of ``input_size`` (class probabilities), once per size.
 
-        Raises:
-            PipelineError: naming ``where`` (the model file) when ONNX Runtime's output differs from PyTorch's.
-        """
-        if input_size in self.checked_sizes:
-            return
-        channels = self.reference.config.in_channels
-        example = torch.randn(2, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
-        difference = checked_difference(self.session, self.reference, example.numpy(), where, probabilities=True)
-        self.checked_sizes.add(input_size)
-        log.info("ONNX Runtime on %d-px tiles: max probability |ONNX - PyTorch| %.1e", input_size, difference)
-
-
-def onnx_network(model: nn.Module, threads: int, where, check_size: int) -> OnnxNetwork:
-    """``model`` (eval mode, CPU) exported once for any batch and tile, so that the tile choice measures the
-    runtime that predicts; run by ONNX Runtime on ``threads`` threads and checked at ``check_size`` before use.
+def onnx_network(model: nn.Module, input_size: int, threads: int, where) -> OnnxNetwork:
+    """``model`` (eval mode, CPU) exported for ``input_size`` tiles and any batch, run by ONNX Runtime on
+    ``threads`` threads; checked against PyTorch on a random tile before use (its class probabilities).
 
     Raises:
         PipelineError: naming ``where`` (the model file) when ONNX Runtime's output differs from PyTorch's.
     """
     started = time.perf_counter()
     channels = model.config.in_channels
-    example = torch.randn(2, channels, check_size, check_size, generator=torch.Generator().manual_seed(0))
-    network = OnnxNetwork(
-        session_of(onnx_program(model, example, any_tile()).model_proto.SerializeToString(), threads), model
+    example = torch.randn(2, channels, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    program = onnx_program(model, example, {0: torch.export.Dim("batch", min=1, max=1024)})
+    session = session_of(program.model_proto.SerializeToString(), threads)
+    difference = checked_difference(session, model, example.numpy().astype(np.float32), where, probabilities=True)
+    log.info(
+        "ONNX Runtime predicts %d-px tiles (export and check %.1f s, max probability |ONNX - PyTorch| %.1e)",
+        input_size,
+        time.perf_counter() - started,
+        difference,
     )
-    network.checked(check_size, where)
-    log.info("ONNX Runtime network exported for any tile in %.1f s", time.perf_counter() - started)
-    return network
+    return OnnxNetwork(session)

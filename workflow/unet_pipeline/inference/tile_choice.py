@@ -2,9 +2,8 @@
 
 Which tile is fastest depends on the device: on the 2-core CI CPUs larger tiles gain
 little (``benchmarks/predict_speed.py``: 604-px tiles 7 % faster than 188 px at 2.6x the
-memory), on a GPU they keep the device busy, and PyTorch's fastest tile on the CPU need
-not be ONNX Runtime's. So the choice is measured, once per prediction, on the device and
-with the runtime the job predicts with (``choose``): each candidate predicts one
+memory), on a GPU they keep the device busy. So the choice is measured, once per
+prediction, on the device the job runs on (``choose``): each candidate predicts one
 batch of random tiles after a warm-up batch, and its throughput is the output chunk's
 pixels over the time of the tiles the chunk needs (a step that does not divide the
 chunk pays for the tiles that stick out). Candidates are tried from small to large and
@@ -120,10 +119,9 @@ def choose(predictor, training_size: int, chunk: tuple[int, int], memory_mb: int
     best = max(result["pixels_per_second"] for result in measured)
     chosen = next(r for r in measured if r["pixels_per_second"] >= (1 - TOLERANCE) * best)
     log.info(
-        "tile size %d chosen on %s with %s (%.2f Mpixel/s; measured %s)",
+        "tile size %d chosen on %s (%.2f Mpixel/s; measured %s)",
         chosen["input_size"],
         predictor.device,
-        getattr(predictor.model, "runtime", "torch"),
         chosen["pixels_per_second"] / 1e6,
         ", ".join(f"{r['input_size']}: {r['pixels_per_second'] / 1e6:.2f}" for r in measured),
     )

@@ -18,12 +18,6 @@ OPSET = 18
 TOLERANCE = 1e-4  # max |ONNX - PyTorch| on the check tile
 
 
-def any_tile() -> dict:
-    """The dynamic dimensions of an (n, c, y, x) network input free for any batch and tile: the export fails
-    rather than fixing a size (DYNAMIC, not AUTO; its tracing is also 15-20 % quicker, benchmarks/export_speed.py)."""
-    return {0: torch.export.Dim("batch", min=1, max=1024), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
-
-
 def onnx_program(module: nn.Module, example: torch.Tensor, dynamic: dict):
     """``module`` exported for inputs like ``example``, the dimensions of ``dynamic`` (torch.export ``Dim``s)
     left free; the ONNXProgram (``.save(path)``, ``.model_proto``)."""

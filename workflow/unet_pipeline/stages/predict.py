@@ -47,7 +47,7 @@ from ..data import volume_store
 from ..data.mirror import read_mirrored
 from ..data.volume_store import PROBABILITY_DTYPES, decode_probability
 from ..inference import tile_choice
-from ..inference.onnx_network import OnnxNetwork, onnx_network, resolved_runtime
+from ..inference.onnx_network import onnx_network, resolved_runtime
 from ..inference.overlap_tile import TilePredictor
 from ..inference.work_store import WorkStore
 from ..models.devices import amp_dtype, pick_device
@@ -273,8 +273,6 @@ def _open_work(model_path, image_path, out_path, options: PredictionOptions, cre
             raise PipelineError(f"{work.path}: its setup job did not finish; rerun it")
         try:
             own = own_normalisation(metadata, image_path)
-            if options.input_size is None:  # the tile choice measures the runtime that will predict
-                predictor = _on_runtime(predictor, options.runtime, model_path, metadata["input_size"])
             settings = choose_settings(predictor, metadata, image3d, work, options, own)
             work.settings = settings
         except BaseException:
@@ -292,22 +290,12 @@ def prepare_prediction(model_path, image_path, out_path, options: PredictionOpti
     return _open_work(model_path, image_path, out_path, options or PredictionOptions(), create=True).work.path
 
 
-def _on_runtime(predictor: TilePredictor, runtime: str, model_path, input_size: int) -> TilePredictor:
-    """The predictor with its network run by ``runtime``: ONNX Runtime's is exported once per job (for any tile)
-    and checked against PyTorch at ``input_size``; PyTorch's is the loaded network."""
-    if runtime != "onnxruntime":
-        return predictor
-    if not isinstance(predictor.model, OnnxNetwork):
-        network = onnx_network(predictor.model, torch.get_num_threads(), model_path, input_size)
-        predictor = replace(predictor, model=network)
-    predictor.model.checked(input_size, model_path)
-    return predictor
-
-
 def _predict(run: _Run, shard: int, shards: int) -> int:
-    # only jobs that predict export (not a setup or finishing job), or the one that measured the tiles with it
-    predictor = _on_runtime(run.predictor, run.options.runtime, run.model_path, run.predictor.input_size)
-    work = run.work
+    predictor, work = run.predictor, run.work
+    if run.options.runtime == "onnxruntime":  # only jobs that predict export: not a setup or finishing job
+        # exported for the chosen tile (the tile choice measured PyTorch's speeds)
+        network = onnx_network(predictor.model, predictor.input_size, torch.get_num_threads(), run.model_path)
+        predictor = replace(predictor, model=network)
     blocks = work.pending(shard, shards)
     tiles = f"tiles {predictor.input_size} -> {predictor.geometry.output_size(predictor.input_size)}"
     how = f"{predictor.device} ({run.options.runtime})"
