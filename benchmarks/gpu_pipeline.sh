@@ -16,6 +16,9 @@
 #                                                       # .isbi (the ISBI stacks, packed), both to carry
 #     bash benchmarks/gpu_pipeline.sh [CORES]           # there; CORES default: all
 #
+# Through this workplace's device tool: carry .whl and .isbi, and run
+# `KEEP=$OUT bash benchmarks/gpu_pipeline.sh 16 2>&1 | tee $OUT/gpu_pipeline.log` with timeout_s 600.
+#
 # On the 2026-12-04 H200 the paper preset's train rule alone took 285 s (20000 steps at 90 tiles/s), so the
 # workflow needs about 7 of the 10 minutes a device call may run; steps 2 and 3 fill what is left.
 #
@@ -23,7 +26,9 @@
 # where it is missing, .isbi/isbi2012.tar.gz of gpu_wheels.sh is unpacked in its place),
 # PRESET (default paper), OVERLAY (a further config file, e.g. fewer iterations for a CPU smoke test of this
 # script), DEADLINE (default 570 s), PIPELINE_LIMIT (default 480 s), LARGE (default "4 8192 8192"), HALF_GB
-# (default "2 16384 16384"), TILE (default 508) and BATCH (default 8) for step 3.
+# (default "2 16384 16384"), TILE (default 508) and BATCH (default 8) for step 3, KEEP (a folder: on exit, the
+# run's logs, rule benchmarks and summaries go there as results.tgz, for a machine whose files come back only from
+# one folder, e.g. KEEP=$OUT under a 600-s device call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -59,7 +64,13 @@ python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.cuda.i
 port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 python3 -m http.server "$port" --bind 127.0.0.1 --directory "$isbi" > /dev/null 2>&1 &
 server=$!
-trap 'kill $server 2> /dev/null || true' EXIT
+# the small files of the run (logs, rule benchmarks, summaries, training curves), wherever it stopped
+keep() {
+    [[ -n ${KEEP:-} && -d $results ]] || return 0
+    find "$results" .snakemake/log \( -name '*.log' -o -name '*.tsv' -o -name '*.json' -o -name '*.csv' \) \
+        -not -path '*.zarr/*' -size -2M -print0 | tar czf "$KEEP/results.tgz" --null -T -
+}
+trap 'kill $server 2> /dev/null || true; keep' EXIT
 mkdir -p "$results"
 cat > "$results/overlay.yaml" << EOT
 results: $results
