@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU evidence of the training and prediction issues in one run on one GPU machine, within DEADLINE seconds
 # from the start (install included), in this order of worth:
+#  0. the suite's CUDA tests, which CI (no GPU) skips: the GPU's predictions against the CPU's (about 20 s);
 #  1. the shipped paper preset end to end through snakemake on ISBI 2012 from a loopback server (the real download
 #     rule): ingest, weight maps, augment, train, predict with TTA as shipped, evaluation of the held-out sections,
 #     prediction of the challenge's test volume; then each rule's time, the predict stage's own time per volume, the
@@ -60,6 +61,9 @@ source benchmarks/gpu_env.sh
 echo "install: $(($(date +%s) - start)) s"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, 'CUDA', torch.cuda.is_available())"
+cuda_tests=(tests/models/test_unet.py::test_a_gpu_predicts_what_the_cpu_predicts
+    tests/inference/test_device_path.py::test_a_gpu_predicts_on_the_device_path_what_the_cpu_predicts_on_the_host)
+step 60 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rs "${cuda_tests[@]}"
 
 port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 python3 -m http.server "$port" --bind 127.0.0.1 --directory "$isbi" > /dev/null 2>&1 &
