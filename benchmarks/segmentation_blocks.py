@@ -27,8 +27,8 @@ import numpy as np
 import zarr
 from shipped_workflow import cpu_model
 from unet_pipeline.data import volume_store
-from unet_pipeline.segmentation.methods import SegmentationOptions, with_summary_setting
-from unet_pipeline.stages.segment import segment_volume
+from unet_pipeline.segmentation.methods import SegmentationOptions
+from unet_pipeline.stages.segment import chosen_setting, segment_volume
 
 
 def differing_pixels(a: np.ndarray, b: np.ndarray) -> int:
@@ -124,9 +124,7 @@ def main() -> None:
     parser.add_argument("--edge-threshold", type=float, help="default: the run's evaluation's choice on 20-24")
     args = parser.parse_args()
     options = SegmentationOptions(halo=args.halo, edge_threshold=args.edge_threshold)
-    if options.setting is None:
-        summary = args.results / "isbi2012" / "evaluation" / "laptop" / "summary.json"
-        options = with_summary_setting(json.loads(summary.read_text()), options, summary)
+    options = chosen_setting(args.results / "isbi2012" / "evaluation" / "laptop" / "summary.json", options)
     print(f"CPU: {cpu_model()}\n")
     print(f"| prediction | blocks (halo {args.halo}) | segment s | pixels whose cell differs | sections that differ |")
     print("|---|---|---|---|---|")
