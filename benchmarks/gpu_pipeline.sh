@@ -32,6 +32,7 @@
 # one folder, e.g. KEEP=$OUT under a 600-s device call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 start=$(date +%s)
 cores=${1:-$(nproc)}
 preset=${PRESET:-paper}
@@ -68,8 +69,10 @@ step 60 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rs "${cuda_tests
 port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 python3 -m http.server "$port" --bind 127.0.0.1 --directory "$isbi" > /dev/null 2>&1 &
 server=$!
-# the small files of the run (logs, rule benchmarks, summaries, training curves), wherever it stopped
+# the small files of the run (logs, rule benchmarks, summaries, training curves), wherever it stopped; from the
+# project root, since the trap runs after the benchmarks' `cd`
 keep() {
+    cd "$root" || return 0
     [[ -n ${KEEP:-} && -d $results ]] || return 0
     find "$results" .snakemake/log \( -name '*.log' -o -name '*.tsv' -o -name '*.json' -o -name '*.csv' \) \
         -not -path '*.zarr/*' -size -2M -print0 | tar czf "$KEEP/results.tgz" --null -T -
