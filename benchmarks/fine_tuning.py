@@ -29,8 +29,8 @@ The table gives per model the train rule's time, the best validation V_rand duri
 training curve: the best threshold, no TTA, the stack's validation sections; ``curve.validation_score``), for a fine-tuned model the
 starting model's validation V_rand before its first step (with the normalisation that run uses), and
 the held-out scores on the stack's test sections (thresholds chosen on validation, TTA as shipped).
-The last column says whether a fine-tuned model met the target of issue 28: a best validation V_rand
-at least that of training from scratch, in at most a quarter of its train-rule time.
+The last column says whether a fine-tuned model met the target of issue 36 (``meets_target``): a held-out
+V_rand at least that of training from scratch less 0.003, in at most a third of its train-rule time.
 
 The stacks are written to ``RESULTS/stacks`` and the workflow's outputs to ``RESULTS/workflow``.
 ``--keep`` keeps an existing results folder: its base and finished models are reused even where the code
@@ -58,12 +58,15 @@ BASE = "laptop"
 BASES = ("laptop", "transfer")  # shipped presets of one network, so one fine-tuning preset fits each
 # fine-tuning recipes: the preset's training settings over the laptop preset's, and its init_normalisation
 RECIPES = {
-    # README's recipe since issue 28: the laptop preset's optimiser and rate, warmed up, under a fifth of its
-    # iterations (validations included, within a quarter of its time), the normalisation fitted to the new
-    # stack (the schema's init_normalisation)
+    # README's recipe from issue 28 to stop 45: the laptop preset's optimiser and rate, warmed up, under a fifth
+    # of the 14000 iterations the preset had then (within a quarter of its time), the normalisation fitted to the
+    # new stack (the schema's init_normalisation)
     "default": {"learning_rate": 0.001, "warmup": 250, "iterations": 2500, "validate_every": 250},
     # the same, in 1500 iterations: a third of today's laptop preset (5000 iterations) from scratch
     "short": {"learning_rate": 0.001, "warmup": 250, "iterations": 1500, "validate_every": 250},
+    # under a third of the from-scratch train rule: 1200 iterations validated at steps 600 and 1200, so the
+    # checkpoint choice takes two draws of the validation sections' noise where short takes six
+    "brief": {"learning_rate": 0.001, "warmup": 120, "iterations": 1200, "validate_every": 600},
     # README's recipe before: a third of the rate, the starting model's normalisation kept
     "shipped_before": {
         "learning_rate": 0.0003,
@@ -212,8 +215,20 @@ def model_row(results: Path, stack: str, preset: str, trainset: str) -> dict:
     return row
 
 
+# issue 36's target for a fine-tuned model against the laptop preset from scratch on the same stack
+TARGET_V_RAND_MARGIN = 0.003
+TARGET_TIME_FRACTION = 1 / 3
+
+
+def meets_target(row: dict, scratch: dict) -> bool:
+    """Held-out V_rand at least from scratch's less ``TARGET_V_RAND_MARGIN``, in at most
+    ``TARGET_TIME_FRACTION`` of its train-rule time."""
+    accurate = row["v_rand"] >= scratch["v_rand"] - TARGET_V_RAND_MARGIN
+    return accurate and row["minutes"] <= scratch["minutes"] * TARGET_TIME_FRACTION
+
+
 def table(results: Path, stacks: list[str], recipes: list[str], bases: list[str], scratch: bool) -> str:
-    """One row per model and stack; "target" (issue 28's) needs the from-scratch row."""
+    """One row per model and stack; "target" (``meets_target``) needs the from-scratch row."""
     columns = ["new stack", "model", "iterations (train rule)", "zero-shot val V_rand", "best val V_rand (step)"]
     columns += ["held-out V_rand", "Rand error", "warping error", "target"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
@@ -226,8 +241,7 @@ def table(results: Path, stacks: list[str], recipes: list[str], bases: list[str]
             lines.append(line("", "from scratch", reference, ""))
         for recipe, base in ((recipe, base) for recipe in recipes for base in bases):
             row = model_row(results, stack, tuned(recipe, base, stack), stack)
-            met = reference and row["best_val"] >= reference["best_val"] and row["minutes"] <= reference["minutes"] / 4
-            target = ("met" if met else "missed") if reference else ""
+            target = ("met" if meets_target(row, reference) else "missed") if reference else ""
             lines.append(line("", f"fine-tuned from {base}, {recipe}", row, target))
     return "\n".join(lines)
 
