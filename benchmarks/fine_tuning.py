@@ -2,7 +2,7 @@
 
     python benchmarks/fine_tuning.py [--data DIR] [--results results_fine_tuning] [--keep]
                                      [--proxies blurred inverted harder] [--recipes default short shipped_before]
-                                     [--bases laptop transfer] [--skip-scratch]
+                                     [--bases laptop transfer] [--skip-scratch] [--seed N]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
 
 Each new stack stands in for another microscope's data. The proxies are ISBI 2012's training
@@ -24,6 +24,9 @@ Each is a dataset in a config overlay and everything runs through the workflow (
 - ``scratch``: the laptop preset trained from random weights on the stack (its iterations as shipped), unless
   ``--skip-scratch``;
 - one fine-tuned model per recipe in ``--recipes`` (``RECIPES``) and base, started from it (``init_from``).
+
+``--seed`` trains the from-scratch and fine-tuned models with another ``training.seed`` (initial weights and
+batches; the bases keep theirs), which shows how far one seed decides a row: give it its own ``--results``.
 
 The table gives per model the train rule's time, the best validation V_rand during training (the
 training curve: the best threshold, no TTA, the stack's validation sections; ``curve.validation_score``), for a fine-tuned model the
@@ -167,27 +170,32 @@ def tuned(recipe: str, base: str, stack: str) -> str:
     return f"{recipe}_{stack}" if base == BASE else f"{recipe}_from_{base}_{stack}"
 
 
-def presets(results: Path, name: str, recipes: list[str], bases: list[str]) -> dict:
+def presets(results: Path, name: str, recipes: list[str], bases: list[str], seed: int | None = None) -> dict:
     """The from-scratch preset and one fine-tuning preset per recipe and base of stack ``name``, all laptop
-    networks (a fine-tuning preset is the laptop preset: training on the stack, augmented as the default)."""
+    networks (a fine-tuning preset is the laptop preset: training on the stack, augmented as the default), with
+    ``seed`` as their training seed where given."""
     laptop = SHIPPED["presets"][BASE]
-    chosen = {f"scratch_{name}": copy.deepcopy(laptop) | {"train_dataset": name}}
+    seeded = {} if seed is None else {"seed": seed}
+    scratch = copy.deepcopy(laptop) | {"train_dataset": name, "training": laptop["training"] | seeded}
+    chosen = {f"scratch_{name}": scratch}
     for recipe in recipes:
         for base in bases:
             chosen[tuned(recipe, base, name)] = copy.deepcopy(laptop) | {
                 "train_dataset": name,
                 "init_from": str(results / "isbi2012" / "models" / base / "model.pt"),
-                "training": laptop["training"] | RECIPES[recipe],
+                "training": laptop["training"] | RECIPES[recipe] | seeded,
             }
     return chosen
 
 
-def overlay(results: Path, data: Path, stacks: dict, recipes: list[str], bases: list[str]) -> dict:
+def overlay(
+    results: Path, data: Path, stacks: dict, recipes: list[str], bases: list[str], seed: int | None = None
+) -> dict:
     datasets = {"isbi2012": {"base": str(data)}, "isbi2012_test": {"base": str(data)}}
     chosen = {}
     for name, stack in stacks.items():
         datasets[name] = dataset_entry(results.parent / "stacks", name, stack)
-        chosen |= presets(results, name, recipes, bases)
+        chosen |= presets(results, name, recipes, bases, seed)
     return {
         "results": str(results),
         "preset": BASE,
@@ -265,6 +273,7 @@ def arguments():
     parser.add_argument("--stack-foreground", type=int, choices=(0, 255), default=255, help="the cells' label value")
     parser.add_argument("--bases", nargs="+", choices=BASES, default=[BASE], help="models to fine-tune from")
     parser.add_argument("--skip-scratch", action="store_true", help="no training from scratch (no target column)")
+    parser.add_argument("--seed", type=int, help="training seed of the from-scratch and fine-tuned models")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep an existing results folder (and its models)")
     return parser.parse_args()
@@ -288,7 +297,7 @@ def main():
     targets = [results / name / "evaluation" / p / "summary.json" for name in stacks for p in presets_of(name)]
     start = time.perf_counter()
     options = ["--rerun-triggers", "mtime"] if args.keep else []
-    plan = overlay(results, data, stacks, args.recipes, args.bases)
+    plan = overlay(results, data, stacks, args.recipes, args.bases, args.seed)
     finished = run_shipped(plan, "fine_tuning", args.cores, targets, options)
     if finished.returncode != 0:
         raise SystemExit(f"the workflow failed:\n{finished.stdout[-3000:]}{finished.stderr[-3000:]}")
