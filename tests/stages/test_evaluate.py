@@ -112,6 +112,21 @@ def test_held_out_scores_use_the_threshold_chosen_on_validation(tmp_path):
     assert test_rows.loc[0.3, "v_rand"] < 0.7
 
 
+def test_sections_named_for_test_and_validation_choose_the_threshold_and_are_not_held_out(tmp_path):
+    # fine_tuning.py's --stack-sections default names 20-26 for both; the scores used to fall back to the fixed
+    # threshold while the summary said "chosen on: validation" and "held out"
+    labels = two_cell_volume(tmp_path, {"train": "0", "validation": "1-2", "test": "2"})
+    probability = (labels > 0).astype(np.float32) * 0.8 + 0.1
+    probability[1:, 18:22, 10] = 0.65  # a bridge that thresholds from 0.7 remove, in both sections
+    write_prediction(tmp_path / "prediction.zarr", probability, tmp_path / "volume.zarr")
+    summary = evaluate(tmp_path / "prediction.zarr", tmp_path / "volume.zarr", tmp_path / "s.csv", tmp_path / "s.json")
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert table.groupby("split")["section"].unique().map(list).to_dict() == {"test": [2], "validation": [1, 2]}
+    assert summary["threshold_split"] == "validation" and summary["held_out"] is False
+    assert summary["metrics"]["v_rand"]["threshold"] == 0.7 and summary["metrics"]["v_rand"]["value"] == 1.0
+    assert "(NOT held out; thresholds chosen on: validation)" in describe(summary)
+
+
 def test_the_summary_of_a_fine_tuned_model_says_what_fine_tuning_gained(tmp_path):
     labels = two_cell_volume(tmp_path, {"train": "0", "validation": "1", "test": "2"})
     write_prediction(tmp_path / "prediction.zarr", (labels > 0) * 0.8 + 0.1, tmp_path / "volume.zarr")
@@ -143,6 +158,9 @@ def test_evaluation_plan():
     assert not evaluation_plan(info).held_out
     info["sections"]["validation"] = []
     assert evaluation_plan(info) == EvaluationPlan("all", [0, 1, 2, 3], "all", [0, 1, 2, 3])
+    info["sections"].update(validation=[1, 2], test=[2, 3])
+    assert not evaluation_plan(info).held_out, "section 2 chose the thresholds"
+    assert evaluation_plan(info).splits_of() == {1: ["validation"], 2: ["validation", "test"], 3: ["test"]}
 
 
 def test_refuses_unlabelled_data_and_mismatched_predictions(store_and_prediction, tmp_path):

@@ -3,7 +3,8 @@
 Protocol (``evaluation_plan``): a dataset with ``test`` sections is reported on
 them, at each metric's operating threshold chosen on its ``validation``
 sections (fixed at ``metrics.FIXED_THRESHOLD`` when it has none); nothing
-selects on the test sections, so those are held-out scores. The best value over
+selects on the test sections, so those are held-out scores (unless a section is
+named for both: it then counts for each, and the summary says not held out). The best value over
 thresholds on the test sections, which is what the challenge reported, is given
 beside it and labelled as such. A dataset without test sections is reported on
 its validation sections (else all), where threshold and score come from the same
@@ -50,15 +51,22 @@ class EvaluationPlan:
 
     @property
     def held_out(self) -> bool:
-        """True when nothing was selected on the reported sections."""
-        return self.threshold_split != self.split
+        """True when nothing was selected on the reported sections: another split chose the settings, and no
+        section is in both (a dataset may name the same sections for test and validation)."""
+        shared = set(self.sections) & set(self.threshold_sections)
+        return self.threshold_split != self.split and not shared
 
-    def split_of(self) -> dict[int, str]:
-        """Every section to score, with its split (reported sections win where both name one)."""
-        return {
-            **dict.fromkeys(self.threshold_sections, self.threshold_split),
-            **dict.fromkeys(self.sections, self.split),
-        }
+    def splits_of(self) -> dict[int, list[str]]:
+        """Every section to score, with each split that names it: a section in both is scored once and its
+        rows count for each, so the settings are chosen on every validation section and reported on every
+        test section."""
+        splits: dict[int, list[str]] = {}
+        for split, sections in ((self.threshold_split, self.threshold_sections), (self.split, self.sections)):
+            for section in sections:
+                named = splits.setdefault(section, [])
+                if split not in named:
+                    named.append(split)
+        return splits
 
 
 def evaluation_plan(info: dict) -> EvaluationPlan:
@@ -123,15 +131,15 @@ def score_sections(
 ) -> list[dict]:
     """Every score of every section the plan names, each row with its split: at every threshold of the
     probabilities, or with ``cells`` (``SegmentationOptions``) of the cells at every setting of the method."""
-    split_of = plan.split_of()
+    splits_of = plan.splits_of()
     score = _score_section if cells is None else _score_cells
-    arguments = [(str(prediction_path), str(volume_path), section, label_type, cells) for section in sorted(split_of)]
+    arguments = [(str(prediction_path), str(volume_path), section, label_type, cells) for section in sorted(splits_of)]
     if workers > 1 and len(arguments) > 1:
         with ProcessPoolExecutor(min(workers, len(arguments)), mp_context=get_context("fork")) as pool:
             per_section = list(pool.map(score, *zip(*arguments)))
     else:
         per_section = [score(*args) for args in arguments]
-    return [{"split": split_of[row["section"]], **row} for rows in per_section for row in rows]
+    return [{"split": split, **row} for rows in per_section for row in rows for split in splits_of[row["section"]]]
 
 
 def _summarised(rows: list[dict], plan: EvaluationPlan) -> dict:
