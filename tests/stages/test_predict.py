@@ -287,6 +287,46 @@ def test_provenance_of_the_input_is_recorded_or_its_absence_logged(model_path, t
     assert {axis["unit"] for axis in dataset["axes"]} == {"nanometer"}
 
 
+def test_a_volume_of_another_pixel_size_is_named_in_the_log_and_the_provenance(model_path, tmp_path, caplog):
+    from unet_pipeline.stages.ingest import ingest
+
+    model, metadata = load_model(model_path)
+    trained_at = {"voxel_sizes": {"isbi": {"voxel_size": [50.0, 4.0, 4.0], "unit": "nanometer"}}}
+    save_model(model, tmp_path / "model.pt", metadata | {"data": trained_at})
+    _, data = volume(tmp_path, shape=(1, 40, 40))
+    tifffile.imwrite(tmp_path / "stack.tif", data, photometric="minisblack")
+    warned = []
+    for name, voxel_size, unit in (("near", [30, 0.0048, 0.0048], "micrometer"), ("far", [30, 10, 10], "nanometer")):
+        spec = {"image": {"source": "s"}, "voxel_size": voxel_size, "unit": unit}
+        ingest(name, spec, tmp_path / "stack.tif", None, tmp_path / f"{name}.zarr")
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            info = predict_volume(tmp_path / "model.pt", tmp_path / f"{name}.zarr", tmp_path / f"{name}-p.zarr")
+        warned.append("times those the model was trained on" in caplog.text)
+        assert info["pixel_size"]["training_nm"] == {"isbi": [4.0, 4.0]}
+    assert info["pixel_size"] == {
+        "volume_nm": [10.0, 10.0],
+        "training_nm": {"isbi": [4.0, 4.0]},
+        "ratio": [2.5, 2.5],
+        "matches": False,
+    }
+    assert warned == [False, True], "4.8 nm is within 1.25x of 4 nm, 10 nm is not"
+    assert "far.zarr: pixels of [10.0, 10.0] nm (y, x), [2.5, 2.5] times" in caplog.text
+
+
+def test_pixel_size_check_needs_both_sides():
+    check = predict_module.pixel_size_check
+    trained = {"data": {"voxel_sizes": {"a": {"voxel_size": [1, 4, 4], "unit": "nanometer"}}}}
+    volume_info = {"voxel_size": [1, 2, 2], "unit": "nanometer"}
+    assert check(trained, volume_info)["ratio"] == [0.5, 0.5]
+    assert check({}, volume_info) is None, "a model from before the pixel sizes were recorded"
+    assert check(trained, {"voxel_size": None, "unit": None}) is None, "a volume without a voxel size"
+    assert check(trained, {"voxel_size": [1, 2, 2], "unit": "parsec"}) is None, "a unit it cannot convert"
+    assert check(trained, None) is None, "an input that is not a volume store"
+    both = {"data": {"voxel_sizes": {"a": trained["data"]["voxel_sizes"]["a"], "b": volume_info}}}
+    assert check(both, volume_info)["matches"], "the closest of several training datasets decides"
+
+
 def test_sharded_prediction_equals_one_job_bit_for_bit(model_path, tmp_path, monkeypatch):
     """Setup, 4 shard jobs in any order and the finishing job write exactly what one job writes."""
     monkeypatch.setattr(predict_module.volume_store, "section_chunks", lambda shape: (1, 64, 64))

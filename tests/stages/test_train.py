@@ -400,6 +400,7 @@ def test_two_datasets_train_together_each_normalised_and_validated_as_its_own(sy
     metadata = train(replace(both, augmented=augmented, volume=[*both.volume, inverted / "volume.zarr"]))
     assert metadata["training"]["datasets"] == ["synthetic", "inverted"]
     assert metadata["data"]["augmented_samples"] == [24, 24]
+    assert metadata["data"]["voxel_sizes"].keys() == {"synthetic", "inverted"}, "each dataset's pixels, for predict"
     own = {entry["dataset"]: entry for entry in metadata["normalisations"].values()}
     assert own["synthetic"]["mean"] == metadata["normalisation"]["mean"]
     assert own["inverted"]["mean"] == pytest.approx(1 - own["synthetic"]["mean"], abs=1e-9)

@@ -98,6 +98,7 @@ def test_the_transfer_preset_trains_on_two_datasets_at_once(workdir, tiny_isbi):
     config["datasets"]["other"] = copy.deepcopy(config["datasets"]["tiny"]) | {
         "base": other.as_uri(),
         "image": {"source": "image.tif"},
+        "voxel_size": [50.0, 8.0, 8.0],  # another pixel size: prediction compares with the closest dataset's
     }
     config["datasets"]["other"]["labels"]["source"] = "labels.tif"
     preset = shrunk(SHIPPED["presets"]["transfer"]) | {"train_dataset": ["tiny", "other"]}
@@ -122,3 +123,11 @@ def test_the_transfer_preset_trains_on_two_datasets_at_once(workdir, tiny_isbi):
     prediction = volume_store.open_store(results / "other" / "predictions" / "transfer.zarr")
     used = volume_store.provenance(prediction)["normalisation"]
     assert used["dataset"] == "other" and used["mean"] == own["other"]["mean"]
+    pixels = volume_store.provenance(prediction)["pixel_size"]
+    assert pixels == {"volume_nm": [8.0, 8.0], "training_nm": {"tiny": [4.0, 4.0], "other": [8.0, 8.0]}} | {
+        "ratio": [1.0, 1.0],
+        "matches": True,
+    }
+    assert (
+        "times those the model was trained on" not in (results / "logs" / "predict" / "other.transfer.log").read_text()
+    )

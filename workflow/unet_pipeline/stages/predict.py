@@ -239,6 +239,55 @@ def own_normalisation(metadata: dict, image_path) -> dict | None:
     return by_image.get(volume_store.image_id(volume_store.provenance(store)))
 
 
+# Beyond this factor between a volume's pixel size and the model's training pixel size the log warns: at 2x a
+# model scored far better on the volume resampled to its pixel size (benchmarks/resampling.py).
+MAX_PIXEL_SIZE_RATIO = 1.25
+NANOMETERS_PER = {"angstrom": 0.1, "nanometer": 1.0, "micrometer": 1000.0, "millimeter": 1e6}
+
+
+def _pixel_nm(record: dict | None) -> np.ndarray | None:
+    """The (y, x) pixel size in nanometres of a provenance's voxel size and unit; None where either is unknown."""
+    if not record or record.get("voxel_size") is None or record.get("unit") not in NANOMETERS_PER:
+        return None
+    return np.asarray(record["voxel_size"][1:], np.float64) * NANOMETERS_PER[record["unit"]]
+
+
+def pixel_size_check(metadata: dict, source_info: dict | None) -> dict | None:
+    """The volume's (y, x) pixel size against each training dataset's (the model's ``data.voxel_sizes``).
+
+    Returns:
+        None where either side has no known pixel size (no voxel size configured, a unit not in
+        ``NANOMETERS_PER``, a model from before they were recorded, an input that is not a volume store);
+        else {"volume_nm": [y, x], "training_nm": {dataset: [y, x]}, "ratio": the volume's over the closest
+        training dataset's, per axis, "matches": every ratio within ``MAX_PIXEL_SIZE_RATIO``}.
+    """
+    volume = _pixel_nm(source_info)
+    trained = {name: _pixel_nm(record) for name, record in (metadata.get("data") or {}).get("voxel_sizes", {}).items()}
+    trained = {name: size for name, size in trained.items() if size is not None}
+    if volume is None or not trained:
+        return None
+    closest = min(trained.values(), key=lambda size: float(np.abs(np.log(volume / size)).max()))
+    ratio = volume / closest
+    matches = bool(np.all((ratio <= MAX_PIXEL_SIZE_RATIO) & (ratio >= 1 / MAX_PIXEL_SIZE_RATIO)))
+    training = {name: size.tolist() for name, size in trained.items()}
+    return {"volume_nm": volume.tolist(), "training_nm": training, "ratio": ratio.round(4).tolist(), "matches": matches}
+
+
+def warn_pixel_size(check: dict | None, image_path) -> None:
+    """Log when a volume's pixels differ from the model's training pixels by more than ``MAX_PIXEL_SIZE_RATIO``."""
+    if check is None or check["matches"]:
+        return
+    log.warning(
+        "%s: pixels of %s nm (y, x), %s times those the model was trained on (%s nm); it predicts best at its "
+        "training pixel size: resample the stack by that factor before it is declared, or fine-tune on it "
+        "(README, 'Fine-tuning')",
+        image_path,
+        check["volume_nm"],
+        check["ratio"],
+        check["training_nm"],
+    )
+
+
 def choose_settings(predictor: TilePredictor, metadata: dict, image, work: WorkStore, options, own=None) -> dict:
     """What the first job of a prediction decides for all of them: the normalisation (the training set's, its
     own training dataset's ``own``, or fitted to a sample of the volume) and the tile size (configured, or
@@ -271,6 +320,7 @@ def _open_work(model_path, image_path, out_path, options: PredictionOptions, cre
     if settings is None:  # a new work store: this job decides for every job of the prediction
         if not create:  # a shard job: its setup job was stopped before it decided
             raise PipelineError(f"{work.path}: its setup job did not finish; rerun it")
+        warn_pixel_size(pixel_size_check(metadata, _source_provenance(image_path)), image_path)
         try:
             own = own_normalisation(metadata, image_path)
             settings = choose_settings(predictor, metadata, image3d, work, options, own)
@@ -381,6 +431,7 @@ def output_attrs(info: dict, image_path, levels: int = 1) -> dict:
     source_info = _source_provenance(image_path)
     if source_info:
         info["input_pixel_sha256"] = volume_store.image_id(source_info)  # pixel sha256, or the link it uses
+        info["pixel_size"] = pixel_size_check(info.get("model_metadata") or {}, source_info)
         voxel_size, unit = source_info["voxel_size"], source_info["unit"]
     else:
         log.warning(

@@ -310,9 +310,16 @@ def model_metadata(job: TrainingJob, trainer: Trainer, setup: TrainingSetup) -> 
             "augmentation_seed": attrs["seed"],
             "augmented_samples": attrs["samples"],
             "encoder_weights_sha256": sha256_of_file(encoder) if encoder else None,
+            # what prediction compares a volume's pixel size with (predict.pixel_size_warning)
+            "voxel_sizes": {other["dataset"]: voxel_size_of(other) for other in setup.volume_infos},
         },
         "torch_version": str(torch.__version__),
     }
+
+
+def voxel_size_of(info: dict) -> dict:
+    """A volume store's voxel size (z, y, x) and unit as its provenance records them (None where not configured)."""
+    return {"voxel_size": info.get("voxel_size"), "unit": info.get("unit")}
 
 
 def normalisations_by_image(setup: TrainingSetup) -> dict:
