@@ -2,7 +2,7 @@
 
     python benchmarks/fine_tuning.py [--data DIR] [--results results_fine_tuning] [--keep]
                                      [--proxies blurred inverted harder zoomed] [--recipes default short shipped_before]
-                                     [--bases laptop transfer] [--skip-scratch] [--seed N]
+                                     [--bases laptop transfer] [--skip-scratch] [--seed N] [--resample]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
 
 Each new stack stands in for another microscope's data. The proxies are ISBI 2012's training
@@ -28,6 +28,10 @@ Each is a dataset in a config overlay and everything runs through the workflow (
   ``--skip-scratch``;
 - one fine-tuned model per recipe in ``--recipes`` (``RECIPES``) and base, started from it (``init_from``).
 
+``--resample`` adds each proxy of another pixel size (``PIXEL_SCALE``) a second time as ``NAME_resampled``,
+declared with ``resample_to`` ISBI's pixel size, so that ingest brings it back to the base's pixel size and every
+model of it trains, predicts and is scored on the resampled grid (config/README.md, "Datasets").
+
 ``--seed`` trains the from-scratch and fine-tuned models with another ``training.seed`` (initial weights and
 batches; the bases keep theirs), which shows how far one seed decides a row: give it its own ``--results``.
 
@@ -49,7 +53,7 @@ import copy
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +97,7 @@ class Stack:
     sections: dict
     voxel_size: list
     foreground: int = 255
+    resample_to: list | None = None  # declared with resample_to (ingest resamples it), e.g. ISBI's pixel size
 
 
 def gamma(image: np.ndarray, exponent: float) -> np.ndarray:
@@ -172,7 +177,7 @@ def dataset_entry(folder: Path, name: str, stack: Stack) -> dict:
         "sections": stack.sections,
         "voxel_size": stack.voxel_size,
         "unit": ISBI["unit"],
-    }
+    } | ({"resample_to": stack.resample_to} if stack.resample_to else {})
 
 
 def tuned(recipe: str, base: str, stack: str) -> str:
@@ -286,6 +291,9 @@ def arguments():
     parser.add_argument("--bases", nargs="+", choices=BASES, default=[BASE], help="models to fine-tune from")
     parser.add_argument("--skip-scratch", action="store_true", help="no training from scratch (no target column)")
     parser.add_argument("--seed", type=int, help="training seed of the from-scratch and fine-tuned models")
+    parser.add_argument(
+        "--resample", action="store_true", help="also each proxy of another pixel size with resample_to"
+    )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep an existing results folder (and its models)")
     return parser.parse_args()
@@ -299,6 +307,9 @@ def main():
     results = folder / "workflow"  # the stacks' files go beside it, in stacks/
     results.mkdir(parents=True, exist_ok=True)
     stacks = {name: proxy_stack(data, name) for name in args.proxies}
+    if args.resample:  # the proxies of another pixel size again, declared at ISBI's (resample_to)
+        resampled = {f"{name}_resampled": stacks[name] for name in args.proxies if name in PIXEL_SCALE}
+        stacks |= {name: replace(stack, resample_to=ISBI["voxel_size"][1:]) for name, stack in resampled.items()}
     if args.stack:
         stacks["own"] = own_stack(*args.stack, args.stack_sections, args.stack_foreground)
 

@@ -427,3 +427,63 @@ def test_a_stack_of_three_or_four_sections_saved_as_color_reads_with_axes_zyx(tm
     config["image"]["source"] = str(tmp_path / "contig.tif")
     ingest("f", config, tmp_path / "contig.tif", None, tmp_path / "c.zarr")
     np.testing.assert_array_equal(volume_store.open_store(tmp_path / "c.zarr")[volume_store.IMAGE_PATH][:], stack)
+
+
+def test_resample_to_writes_image_and_labels_at_the_new_pixel_size(tmp_path):
+    """A stack at 2 nm resampled to 4 nm: half the pixels per side, image and labels aligned, the voxel size and
+    the one it came from recorded, the checksums still of the source's pixels, a valid OME-Zarr."""
+    from helpers import valid_ome_zarr
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (2, 40, 60), dtype=np.uint8)
+    labels = np.full((2, 40, 60), 255, np.uint8)
+    labels[:, :, 28:32] = 0  # a 4-px membrane: 2 px at 4 nm
+    tifffile.imwrite(tmp_path / "img.tif", image, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "lab.tif", labels, photometric="minisblack")
+    config = dataset(tmp_path / "img.tif", tmp_path / "lab.tif", voxel_size=[50.0, 2.0, 2.0], resample_to=[4, 4])
+    config["image"]["pixel_sha256"] = hashlib.sha256(image.tobytes()).hexdigest()
+    attrs = ingest("r", config, tmp_path / "img.tif", tmp_path / "lab.tif", tmp_path / "v.zarr")
+    store = volume_store.open_store(tmp_path / "v.zarr")
+    assert attrs["shape"] == [2, 20, 30] and store[volume_store.IMAGE_PATH].shape == (2, 20, 30)
+    assert attrs["voxel_size"] == [50.0, 4.0, 4.0] and attrs["resampled_from"] == [50.0, 2.0, 2.0]
+    expected = resize(image[1], (20, 30), order=1, anti_aliasing=True, preserve_range=True)
+    np.testing.assert_array_equal(store[volume_store.IMAGE_PATH][1], np.rint(expected).astype(np.uint8))
+    written = store[volume_store.LABELS_PATH][:]
+    assert written.shape == (2, 20, 30) and set(np.unique(written)) == {0, 1}
+    assert (written[:, :, 14:16] == 0).all() and written[:, :, :13].all() and written[:, :, 17:].all()
+    assert store.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [
+        50.0,
+        4.0,
+        4.0,
+    ]
+    valid_ome_zarr(tmp_path / "v.zarr")
+
+    ids = np.zeros((2, 40, 60), np.uint16)
+    ids[:, 4:20, 4:40], ids[:, 24:36, 10:50] = 7, 300
+    tifffile.imwrite(tmp_path / "ids.tif", ids)
+    config = dataset(tmp_path / "img.tif", tmp_path / "ids.tif", voxel_size=[50.0, 2.0, 2.0], resample_to=[4, 4])
+    config["labels"]["type"] = "instance"
+    ingest("i", config, tmp_path / "img.tif", tmp_path / "ids.tif", tmp_path / "ids.zarr")
+    instance = volume_store.open_store(tmp_path / "ids.zarr")[volume_store.LABELS_PATH][:]
+    assert set(np.unique(instance)) == {0, 7, 300} and (instance[:, 2:10, 2:20] == 7).all(), "ids, not blends"
+
+
+def test_a_resample_to_without_a_voxel_size_or_too_far_is_refused(small_pair, tmp_path):
+    image, labels = small_pair
+    no_size = {"image": {"source": str(image)}, "resample_to": [4, 4]}
+    with pytest.raises(InputDataError, match=r"r: .*img\.tif: resample_to needs the dataset's voxel_size"):
+        ingest("r", no_size, image, None, tmp_path / "a.zarr")
+    far = dataset(image, labels, voxel_size=[50.0, 0.1, 0.1], resample_to=[4, 4])
+    with pytest.raises(InputDataError, match=r"scales the sections by \[0\.025, 0\.025\]; allowed: 0\.125 to 8"):
+        ingest("r", far, image, labels, tmp_path / "b.zarr")
+    only_output_or_nothing(tmp_path, ["img.tif", "lab.tif"])
+
+
+def test_a_zarr_image_to_resample_is_copied_not_linked(tmp_path):
+    data = np.random.default_rng(2).integers(0, 256, (2, 40, 40), dtype=np.uint8)
+    zarr.create_array(str(tmp_path / "em.zarr"), data=data, chunks=(1, 20, 20))
+    config = dataset(tmp_path / "em.zarr", voxel_size=[50.0, 8.0, 8.0], resample_to=[4.0, 4.0])
+    attrs = ingest("em", config, tmp_path / "em.zarr", None, tmp_path / "v.zarr")
+    assert "linked" not in attrs["image"] and not (tmp_path / "v.zarr" / "0" / "c").is_symlink()
+    assert volume_store.open_store(tmp_path / "v.zarr")[volume_store.IMAGE_PATH].shape == (2, 80, 80)

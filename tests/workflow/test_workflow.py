@@ -273,3 +273,26 @@ def test_sharded_prediction_through_the_workflow_equals_one_job(tiny_isbi, tmp_p
     table = pd.read_csv(tmp_path / "results/tiny_test/segmentation/tiny_cells.csv")
     assert cells.shape == (3, 128, 128) and table["label"].tolist() == list(range(1, cells.max() + 1))
     assert {"front", "back", "centroid_z"} <= set(table.columns) and table["area"].sum() == (cells > 0).sum()
+
+
+def test_a_stack_of_another_pixel_size_is_named_by_predict_and_resampled_by_ingest(tiny_isbi, tmp_path):
+    """The test stack declared at 2 nm: the ISBI-trained (4 nm) model's predict log names the factor and
+    `resample_to`; declared with `resample_to: [4, 4]`, ingest halves its sections and the warning is gone."""
+    config = tiny_config(str(tiny_isbi))
+    config["prediction"]["input_size"] = 92
+    fine = copy.deepcopy(config["datasets"]["tiny_test"]) | {"voxel_size": [50.0, 2.0, 2.0]}
+    config["datasets"] |= {"fine": fine, "fine_resampled": fine | {"resample_to": [4.0, 4.0]}}
+    write_config(tmp_path / "config.yaml", config)
+    targets = [f"results/{name}/predictions/tiny.zarr" for name in ("fine", "fine_resampled")]
+    run_snakemake(tmp_path, *targets, "--configfile", "config.yaml")
+    logs = tmp_path / "results" / "logs"
+    warned = (logs / "predict" / "fine.tiny.log").read_text()
+    assert "pixels of [2.0, 2.0] nm (y, x), [0.5, 0.5] times those the model was trained on" in warned, warned
+    assert "give the dataset `resample_to`" in warned
+    assert "times those the model was trained on" not in (logs / "predict" / "fine_resampled.tiny.log").read_text()
+    assert "sections of [128, 128] resampled to [64, 64]" in (logs / "ingest" / "fine_resampled.log").read_text()
+    volume = volume_store.provenance(volume_store.open_store(tmp_path / "results/fine_resampled/volume.zarr"))
+    assert volume["shape"] == [3, 64, 64] and volume["resampled_from"] == [50.0, 2.0, 2.0]
+    prediction = volume_store.open_store(tmp_path / targets[1])
+    assert prediction[volume_store.IMAGE_PATH].shape == (3, 64, 64)
+    assert volume_store.provenance(prediction)["pixel_size"]["matches"]

@@ -2,6 +2,8 @@
 
 The image becomes uint8 (z, y, x); binary labels become 0/1 with 1 = foreground
 (cell interior) whatever the source's polarity; instance labels keep their ids.
+With ``resample_to``, sections are resampled to that pixel size as they are written
+(``transforms.resampling``); checksums are of the source's pixels.
 Sections are validated and written one at a time, so memory does not grow with
 the volume, and the store appears only once everything passed (see
 ``atomic.atomic_store``).
@@ -29,6 +31,7 @@ from ..core.progress import Progress
 from ..data import volume_store
 from ..data.readers import MemoryLimit, ZarrVolume, open_volume
 from ..data.sources import ROLES, parse_sections, resolve_source
+from ..transforms.resampling import resampled_image, resampled_labels, resampled_shape
 
 log = logging.getLogger(__name__)
 
@@ -179,28 +182,28 @@ def ingest(name: str, dataset: dict, image_path, labels_path, out_path, memory: 
             )
             for split in SPLITS
         }
-        scale = _scale(name, dataset)
+        scale, shape = _scale(name, dataset), image_reader.shape
+        if dataset.get("resample_to"):
+            shape = resampled_shape(shape, scale["voxel_size"], dataset["resample_to"], f"{name}: {image_path}")
+            scale = _resampled_scale(name, scale, dataset["resample_to"], image_reader.shape, shape)
         with atomic_store(out_path) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            attrs = {"dataset": name, "shape": list(image_reader.shape), **scale, "sections": sections}
-            linked = _linkable_array(image_reader, dataset["image"])
+            attrs = {"dataset": name, "shape": list(shape), **scale, "sections": sections}
+            linked = _linkable_array(image_reader, dataset)
             if linked:
                 attrs["image"] = _link_image(Path(tmp), linked, image_reader, dataset, image_path)
             else:
-                attrs["image"] = _write_image(root, image_reader, dataset, image_path)
-            attrs["labels"] = _write_labels(root, labels_reader, dataset, labels_path, scale) if labels_reader else None
+                attrs["image"] = _write_image(root, image_reader, dataset, image_path, shape)
+            if labels_reader:
+                attrs["labels"] = _write_labels(root, labels_reader, dataset, labels_path, scale, shape)
+            else:
+                attrs["labels"] = None
             root.attrs["ome"] = {
                 "version": volume_store.NGFF_VERSION,
                 "multiscales": volume_store.multiscales(name, scale["voxel_size"], scale["unit"]),
             }
             root.attrs[volume_store.PROVENANCE_KEY] = attrs
-    log.info(
-        "wrote %s: %s sections of %s, labels: %s",
-        out_path,
-        *image_reader.shape[:1],
-        image_reader.shape[1:],
-        bool(labels_reader),
-    )
+    log.info("wrote %s: %s sections of %s, labels: %s", out_path, shape[0], shape[1:], bool(labels_reader))
     return attrs
 
 
@@ -237,12 +240,31 @@ def _scale(name: str, dataset: dict) -> dict:
     return {"voxel_size": list(map(float, voxel_size)), "unit": dataset.get("unit", "nanometer")}
 
 
-def _write_image(root, reader, dataset: dict, path: Path) -> dict:
-    """The uint8 image array; returns its provenance."""
+def _resampled_scale(name: str, scale: dict, resample_to, source_shape, shape) -> dict:
+    """The voxel size of a store resampled at ingest (``resample_to``), and the one it was resampled from."""
+    log.info(
+        "%s: sections of %s resampled to %s (pixels of %s -> %s %s)",
+        name,
+        list(source_shape[1:]),
+        list(shape[1:]),
+        scale["voxel_size"][1:],
+        list(map(float, resample_to)),
+        scale["unit"],
+    )
+    voxel_size = [scale["voxel_size"][0], *map(float, resample_to)]
+    return scale | {"voxel_size": voxel_size, "resampled_from": scale["voxel_size"]}
+
+
+def _write_image(root, reader, dataset: dict, path: Path, shape) -> dict:
+    """The uint8 image array at ``shape`` (the source's, or ``resample_to``'s); returns its provenance."""
     spec, rescale = dataset["image"], dataset["image"].get("rescale")
-    chunks = volume_store.section_chunks(reader.shape)
-    image = volume_store.create_level(root, volume_store.IMAGE_PATH, reader.shape, chunks, "uint8")
-    pixel_sha = _copy_sections(reader, image, lambda s, where: to_uint8(s, rescale, where), str(path))
+    chunks = volume_store.section_chunks(shape)
+    image = volume_store.create_level(root, volume_store.IMAGE_PATH, shape, chunks, "uint8")
+
+    def convert(section, where):
+        return resampled_image(to_uint8(section, rescale, where), shape[1:])
+
+    pixel_sha = _copy_sections(reader, image, convert, str(path))  # the source's pixels, before resampling
     _check_pixel_checksum(pixel_sha, spec, path)
     source = resolve_source(dataset, "image").public
     return {
@@ -255,9 +277,12 @@ def _write_image(root, reader, dataset: dict, path: Path) -> dict:
     }
 
 
-def _linkable_array(reader, spec: dict) -> Path | None:
+def _linkable_array(reader, dataset: dict) -> Path | None:
     """The folder of the source array when the image can be used in place, else None (it is copied)."""
+    spec = dataset["image"]
     if not isinstance(reader, ZarrVolume) or not spec.get("link", True) or spec.get("rescale") is not None:
+        return None
+    if dataset.get("resample_to"):
         return None
     array = reader.array
     root = getattr(array.store_path.store, "root", None)  # a LocalStore: a folder on this file system
@@ -290,8 +315,9 @@ def _link_image(tmp: Path, array_dir: Path, reader, dataset: dict, path: Path) -
     return provenance | {"linked": str(array_dir), "metadata_sha256": hashlib.sha256(metadata).hexdigest()}
 
 
-def _write_labels(root, reader, dataset: dict, path: Path, scale: dict) -> dict:
-    """The labels as an OME-Zarr image-label (0/1 uint8, or uint32 instance ids); returns their provenance."""
+def _write_labels(root, reader, dataset: dict, path: Path, scale: dict, shape) -> dict:
+    """The labels as an OME-Zarr image-label (0/1 uint8, or uint32 instance ids) at ``shape``; returns their
+    provenance."""
     spec = dataset["labels"]
     label_type = spec.get("type", "binary")
     binary = label_type == "binary"
@@ -299,16 +325,20 @@ def _write_labels(root, reader, dataset: dict, path: Path, scale: dict) -> dict:
     classes = {"foreground": foreground, "background": background, "threshold": spec.get("threshold")}
     if binary:
         check_threshold(classes, str(path))
-        convert, dtype = (lambda s, where: binary_labels(s, classes, where)), "uint8"
+        labels_of, dtype = (lambda s, where: binary_labels(s, classes, where)), "uint8"
     else:
-        convert, dtype = instance_labels, "uint32"
+        labels_of, dtype = instance_labels, "uint32"
+
+    def convert(section, where):
+        return resampled_labels(labels_of(section, where), shape[1:])
+
     group = root.create_group(volume_store.LABELS_GROUP)
     group.attrs["ome"] = {"version": volume_store.NGFF_VERSION, "labels": [volume_store.LABEL_NAME]}
     cells = group.create_group(volume_store.LABEL_NAME)
     cells.attrs["ome"] = volume_store.image_attrs(volume_store.LABEL_NAME, scale["voxel_size"], scale["unit"]) | {
         "image-label": {"source": {"image": "../../"}}
     }
-    labels = volume_store.create_level(cells, "0", reader.shape, volume_store.section_chunks(reader.shape), dtype)
+    labels = volume_store.create_level(cells, "0", shape, volume_store.section_chunks(shape), dtype)
     pixel_sha = _copy_sections(reader, labels, convert, str(path))
     _check_pixel_checksum(pixel_sha, spec, path)
     provenance = {"source": resolve_source(dataset, "labels").public, "file": str(path), "dtype": str(reader.dtype)}

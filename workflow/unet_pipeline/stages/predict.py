@@ -279,8 +279,7 @@ def warn_pixel_size(check: dict | None, image_path) -> None:
         return
     log.warning(
         "%s: pixels of %s nm (y, x), %s times those the model was trained on (%s nm); it predicts best at its "
-        "training pixel size: resample the stack by that factor before it is declared, or fine-tune on it "
-        "(README, 'Fine-tuning')",
+        "training pixel size: give the dataset `resample_to` (config/README.md, 'Datasets'), or fine-tune on it",
         image_path,
         check["volume_nm"],
         check["ratio"],
