@@ -92,6 +92,20 @@ def test_with_batch_norm_the_prediction_does_not_depend_on_the_tile():
         assert geometry.per_tile_statistics and candidates(geometry, 92, (512, 512)) == [92]
 
 
+def test_validation_tiles_step_by_256_within_the_section_and_never_below_the_training_tile():
+    from unet_pipeline.inference.tile_choice import validation_size
+
+    laptop = UNetConfig(levels=4, base_channels=16, norm="batch").geometry
+    sizes = {section: validation_size(laptop, 188, section) for section in ((512, 512), (768, 1024), (128, 128))}
+    assert sizes == {(512, 512): 348, (768, 1024): 348, (128, 128): 220}
+    assert [laptop.tile_step(size) for size in sizes.values()] == [256, 256, 128]
+    assert validation_size(laptop, 188, (90, 100)) == 188, "a section smaller than a larger tile's step"
+    assert validation_size(UNetConfig(levels=5).geometry, 572, (512, 512)) == 572, "the paper's step is 384"
+    for norm in ("instance", "group"):  # per-tile statistics: the output depends on the tile
+        assert validation_size(UNetConfig(levels=4, norm=norm).geometry, 188, (512, 512)) == 188
+    assert validation_size(UNetConfig(levels=4, padded=True).geometry, 192, (512, 512)) == 192
+
+
 def test_without_a_norm_the_weights_keep_the_papers_names():
     """norm: none adds no layer, so models saved before the option existed load (their names pinned here)."""
     names = list(UNet(UNetConfig(levels=2, base_channels=2)).state_dict())

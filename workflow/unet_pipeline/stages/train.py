@@ -51,6 +51,7 @@ from ..core.atomic import atomic_file
 from ..core.checksums import sha256_of_file
 from ..core.errors import InputDataError, PipelineError
 from ..data import volume_store
+from ..inference import tile_choice
 from ..inference.overlap_tile import TilePredictor
 from ..models.devices import amp_dtype, pick_device
 from ..models.unet import MODEL_FORMAT, UNetConfig, count_parameters, save_model
@@ -203,7 +204,8 @@ def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device) -> C
     def scores(model: torch.nn.Module) -> dict:
         found = {}
         for name, volume, sections, norm in sets:
-            found[name] = validate(validation_predictor(job, setup, device, model, norm), volume, sections)
+            predictor = validation_predictor(job, setup, device, model, norm, section_shape(volume))
+            found[name] = validate(predictor, volume, sections)
         if len(found) > 1:
             log.info("validation per dataset: %s", {name: round(validation_score(s), 6) for name, s in found.items()})
         return {key: sum(s[key] for s in found.values()) / len(found) for key in next(iter(found.values()))}
@@ -211,14 +213,22 @@ def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device) -> C
     return scores
 
 
-def validation_predictor(job: TrainingJob, setup: TrainingSetup, device, model, norm: dict) -> TilePredictor:
-    """The network as the predict stage runs it: its training tiles, the normalisation ``norm`` and amp on this
-    device."""
+def section_shape(volume) -> tuple[int, int]:
+    """The (y, x) shape of a volume store's sections."""
+    return tuple(volume[volume_store.IMAGE_PATH].shape[1:])
+
+
+def validation_predictor(
+    job: TrainingJob, setup: TrainingSetup, device, model, norm: dict, section: tuple[int, int]
+) -> TilePredictor:
+    """The network as the predict stage runs it, on (y, x) ``section`` s: tiles of ``tile_choice.validation_size``
+    (which give what the training tile gives, faster), the normalisation ``norm`` and amp on this device."""
     options = job.options
+    geometry = job.model.geometry
     return TilePredictor(
         model,
-        job.model.geometry,
-        setup.data_attrs["input_size"],
+        geometry,
+        tile_choice.validation_size(geometry, setup.data_attrs["input_size"], section),
         norm,
         device,
         amp_dtype(options.amp, device),
@@ -235,7 +245,11 @@ def choose_tta(job: TrainingJob, setup: TrainingSetup, trainer: Trainer) -> dict
         return None
     trainer.model.eval()  # as prediction runs it: no dropout
     choices = {
-        name: tta_choice(validation_predictor(job, setup, trainer.device, trainer.model, norm), volume, sections)
+        name: tta_choice(
+            validation_predictor(job, setup, trainer.device, trainer.model, norm, section_shape(volume)),
+            volume,
+            sections,
+        )
         for name, volume, sections, norm in sets
     }
     if len(choices) == 1:
