@@ -11,6 +11,7 @@ import zarr
 from helpers import ISBI_PIXEL_SHA256
 from unet_pipeline.core.errors import InputDataError, PipelineError
 from unet_pipeline.data import volume_store
+from unet_pipeline.data.readers import MemoryLimit
 from unet_pipeline.stages.ingest import ingest
 
 
@@ -477,6 +478,9 @@ def test_a_resample_to_without_a_voxel_size_or_too_far_is_refused(small_pair, tm
     far = dataset(image, labels, voxel_size=[50.0, 0.1, 0.1], resample_to=[4, 4])
     with pytest.raises(InputDataError, match=r"scales the sections by \[0\.025, 0\.025\]; allowed: 0\.125 to 8"):
         ingest("r", far, image, labels, tmp_path / "b.zarr")
+    upsampled = dataset(image, labels, voxel_size=[50.0, 32.0, 32.0], resample_to=[4, 4])  # 16 x 16 -> 128 x 128
+    with pytest.raises(InputDataError, match=r"img\.tif: resampling a section to \[128, 128\] needs 0 MB"):
+        ingest("r", upsampled, image, labels, tmp_path / "c.zarr", MemoryLimit(100_000, "ingest"))
     only_output_or_nothing(tmp_path, ["img.tif", "lab.tif"])
 
 

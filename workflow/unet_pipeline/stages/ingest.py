@@ -31,7 +31,7 @@ from ..core.progress import Progress
 from ..data import volume_store
 from ..data.readers import MemoryLimit, ZarrVolume, open_volume
 from ..data.sources import ROLES, parse_sections, resolve_source
-from ..transforms.resampling import resampled_image, resampled_labels, resampled_shape
+from ..transforms.resampling import resampled_image, resampled_labels, resampled_shape, working_bytes
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,9 @@ def ingest(name: str, dataset: dict, image_path, labels_path, out_path, memory: 
         scale, shape = _scale(name, dataset), image_reader.shape
         if dataset.get("resample_to"):
             shape = resampled_shape(shape, scale["voxel_size"], dataset["resample_to"], f"{name}: {image_path}")
+            if memory is not None:  # a far upsampling of large sections: refused before anything is decoded
+                needed = working_bytes(image_reader.shape[1:], shape[1:])
+                memory.check(image_path, needed, f"resampling a section to {list(shape[1:])}")
             scale = _resampled_scale(name, scale, dataset["resample_to"], image_reader.shape, shape)
         with atomic_store(out_path) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -280,9 +283,8 @@ def _write_image(root, reader, dataset: dict, path: Path, shape) -> dict:
 def _linkable_array(reader, dataset: dict) -> Path | None:
     """The folder of the source array when the image can be used in place, else None (it is copied)."""
     spec = dataset["image"]
-    if not isinstance(reader, ZarrVolume) or not spec.get("link", True) or spec.get("rescale") is not None:
-        return None
-    if dataset.get("resample_to"):
+    converted = spec.get("rescale") is not None or dataset.get("resample_to")
+    if not isinstance(reader, ZarrVolume) or not spec.get("link", True) or converted:
         return None
     array = reader.array
     root = getattr(array.store_path.store, "root", None)  # a LocalStore: a folder on this file system

@@ -324,7 +324,7 @@ def model_metadata(job: TrainingJob, trainer: Trainer, setup: TrainingSetup) -> 
             "augmentation_seed": attrs["seed"],
             "augmented_samples": attrs["samples"],
             "encoder_weights_sha256": sha256_of_file(encoder) if encoder else None,
-            # what prediction compares a volume's pixel size with (predict.pixel_size_warning)
+            # what prediction compares a volume's pixel size with (predict.pixel_size_check)
             "voxel_sizes": {other["dataset"]: voxel_size_of(other) for other in setup.volume_infos},
         },
         "torch_version": str(torch.__version__),

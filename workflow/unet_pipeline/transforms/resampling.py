@@ -35,6 +35,12 @@ def resampled_shape(shape, voxel_size, resample_to, where: str) -> tuple[int, in
     return (shape[0], height, width)
 
 
+def working_bytes(source: tuple[int, int], target: tuple[int, int]) -> int:
+    """The memory resampling one section takes: scikit-image works in float64, on an anti-aliased copy of the
+    source and on the output."""
+    return 8 * (source[0] * source[1] + target[0] * target[1])
+
+
 def resampled_image(section: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A uint8 (y, x) section at ``shape``: linear, anti-aliased where it shrinks, rounded."""
     from skimage.transform import resize
