@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from unet_pipeline.metrics import FIJI_THRESHOLDS, FIXED_THRESHOLD, THRESHOLDS, section_scores, summarise
 from unet_pipeline.metrics.scores import information_scores, rand_counts, validation_scores
-from unet_pipeline.metrics.summary import per_threshold
+from unet_pipeline.metrics.summary import per_threshold, smoothed
 from unet_pipeline.metrics.thinning import thinned_cells, unthinned_cells, watershed_fiji
 from unet_pipeline.metrics.warping import simple_point_table, warping_mismatches
 from unet_pipeline.transforms.cells import cells_of
@@ -266,6 +266,29 @@ def test_summary_chooses_thresholds_on_validation_and_reports_the_best_beside():
     )
     fixed = summarise(rows, None)
     assert {fixed[name]["threshold"] for name in fixed} == {FIXED_THRESHOLD}
+
+
+def scored(section: int, threshold: float, value: float) -> dict:
+    """A section's row at a threshold whose every score is ``value`` (counts: one true pair)."""
+    counts = {f"{kind}_{key}": int(key == "tp") for kind in ("vrand", "rand", "pixel") for key in ("tp", "fp", "fn")}
+    means = {name: value for name in ("v_rand", "v_info", "v_info_split", "v_info_merge")}
+    return {"section": section, "threshold": threshold, **counts, **means, "pixel_tn": 0, "warping_error": 1 - value}
+
+
+def test_a_window_chooses_a_plateau_over_a_spike_between_two_dips():
+    curve = {0.2: 0.85, 0.3: 0.99, 0.4: 0.80, 0.5: 0.95, 0.6: 0.97, 0.7: 0.92}
+    validation = [scored(1, t, v) for t, v in curve.items()]
+    reported = [scored(0, t, 0.5 + t) for t in curve]
+    assert summarise(reported, validation)["v_rand"]["threshold"] == 0.3, "no window: the best single setting"
+    summary = summarise(reported, validation, window=0.1)
+    assert summary["v_rand"]["threshold"] == 0.6, "(0.95 + 0.97 + 0.92) / 3 beats (0.85 + 0.99 + 0.80) / 3"
+    assert summary["v_rand"]["value"] == pytest.approx(1.1), "the reported value is the unsmoothed one"
+    assert summary["warping_error"]["threshold"] == 0.6, "lower is better: the same window"
+    assert summary["v_rand_split"]["threshold"] == 0.6
+    assert {entry["threshold"] for entry in summarise(reported, None, 0.1).values()} == {FIXED_THRESHOLD}
+    assert smoothed(curve, 0.1)[0.2] == pytest.approx((0.85 + 0.99) / 2), "an end averages the settings it has"
+    assert smoothed({0.3: math.nan, 0.4: 0.9}, 0.1) == {0.3: 0.9, 0.4: 0.9}, "NaN is skipped"
+    assert smoothed(curve, 0) == curve
 
 
 def test_validation_scores_match_the_evaluation_at_the_fixed_threshold():

@@ -81,7 +81,16 @@ def best_threshold(values: dict, higher: bool):
     return best
 
 
-def summarise(rows: list[dict], selection_rows: list[dict] | None = None) -> dict:
+def smoothed(values: dict, window: float) -> dict:
+    """threshold -> the mean of ``values`` over the thresholds within ``window`` of it (NaN ignored; NaN where
+    all are): a curve whose best point is also good around it. ``window`` 0 gives ``values`` back."""
+    if window <= 0:
+        return values
+    near = {t: [values[u] for u in values if abs(u - t) <= window + 1e-9 and not math.isnan(values[u])] for t in values}
+    return {t: sum(found) / len(found) if found else math.nan for t, found in near.items()}
+
+
+def summarise(rows: list[dict], selection_rows: list[dict] | None = None, window: float = 0.0) -> dict:
     """Per score: the value at an operating threshold chosen on other sections, and the best over thresholds.
 
     Args:
@@ -89,6 +98,8 @@ def summarise(rows: list[dict], selection_rows: list[dict] | None = None) -> dic
         selection_rows: the same for the sections that choose each score's operating threshold (the
             validation sections; the reported ones themselves when there are no others). None: the
             operating threshold is ``FIXED_THRESHOLD``.
+        window: the operating threshold is the best of the selection rows' scores averaged over the
+            thresholds within ``window`` of it (``smoothed``; 0: the best single threshold, Fiji's way).
 
     Returns:
         name -> {value (reported sections at the operating threshold), threshold, per_threshold,
@@ -102,7 +113,7 @@ def summarise(rows: list[dict], selection_rows: list[dict] | None = None) -> dic
         values = {t: scores[name] for t, scores in table.items()}
         operating = FIXED_THRESHOLD
         if choosing:
-            operating = best_threshold({t: scores[name] for t, scores in choosing.items()}, higher)
+            operating = best_threshold(smoothed({t: scores[name] for t, scores in choosing.items()}, window), higher)
         best = best_threshold(values, higher)
         summary[name] = _entry(values, operating, best)
     for part, of in PARTS.items():

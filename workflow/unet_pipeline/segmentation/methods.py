@@ -48,6 +48,7 @@ class SegmentationOptions:
     quantile: float
     min_size: int
     search: tuple
+    choice_window: float
     fragments: FragmentOptions
     dimensions: int
     block: int
@@ -156,7 +157,12 @@ def segment_section(probability: np.ndarray, options: SegmentationOptions) -> np
 
 def cells_record(options: SegmentationOptions) -> dict:
     """How cells were made, as the evaluation summary records it (its ``cells`` entry, less the scores)."""
-    record = {"method": options.method, "tuned": options.tuned, "fragments": dataclasses.asdict(options.fragments)}
+    record = {
+        "method": options.method,
+        "tuned": options.tuned,
+        "choice_window": options.choice_window,
+        "fragments": dataclasses.asdict(options.fragments),
+    }
     if options.binarised:
         record["quantile"] = options.quantile
     return {**record, "min_size": options.min_size}

@@ -142,16 +142,18 @@ def score_sections(
     return [{"split": split, **row} for rows in per_section for row in rows for split in splits_of[row["section"]]]
 
 
-def _summarised(rows: list[dict], plan: EvaluationPlan) -> dict:
-    """``metrics.summarise`` of the reported rows, each setting chosen on the plan's choosing rows."""
+def _summarised(rows: list[dict], plan: EvaluationPlan, window: float = 0.0) -> dict:
+    """``metrics.summarise`` of the reported rows, each setting chosen on the plan's choosing rows (averaged
+    over the settings within ``window``)."""
     reported = [row for row in rows if row["split"] == plan.split]
     selecting = [row for row in rows if row["split"] == plan.threshold_split] if plan.threshold_split else None
-    return summarise(reported, selecting)
+    return summarise(reported, selecting, window)
 
 
 def evaluate_cells(prediction_path, volume_path, plan, label_type, cells_csv, options, workers: int = 1) -> dict:
     """The cells' scores at every setting of the method (written to ``cells_csv``), each metric's setting
-    chosen on the plan's validation sections as the thresholds are.
+    chosen on the plan's validation sections as the thresholds are, but by its scores averaged over the settings
+    within ``options.choice_window`` (``metrics.summary.smoothed``).
 
     Returns:
         The summary's ``cells`` entry: how the cells were made (``segmentation.methods.cells_record``) and
@@ -162,7 +164,7 @@ def evaluate_cells(prediction_path, volume_path, plan, label_type, cells_csv, op
     rows = score_sections(prediction_path, volume_path, plan, label_type, workers, cells=options)
     with atomic_file(cells_csv) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.12g")
-    return {**cells_record(options), "metrics": _summarised(rows, plan)}
+    return {**cells_record(options), "metrics": _summarised(rows, plan, options.choice_window)}
 
 
 def evaluate(
@@ -228,7 +230,9 @@ def describe(summary: dict) -> str:
     lines += _metric_lines(summary["metrics"], "threshold")
     if "cells" in summary:
         cells = summary["cells"]
-        lines.append(f"the cells ({cells['method']}; {cells['tuned']} chosen on: {chosen}):")
+        window = cells.get("choice_window") or 0  # summaries before choice_window chose the best single setting
+        around = f", its scores averaged within +-{window}" if window and summary["threshold_split"] else ""
+        lines.append(f"the cells ({cells['method']}; {cells['tuned']} chosen on: {chosen}{around}):")
         lines += _metric_lines(cells["metrics"], cells["tuned"])
     tta = (summary["model"].get("training") or {}).get("tta")
     if tta:
