@@ -47,7 +47,7 @@ from unet_pipeline.models.unet import UNetConfig, build_model
 # tile, nnU-Net's way), a one-cycle shape (warm-up to a 3x higher peak, then cosine down), larger tiles at fewer
 # per batch (more output pixels per FLOP: the unpadded border is a smaller share), and half the samples drawn by
 # their loss weight sum (``batches.sample_chances``: tiles with gaps between touching cells more often); and the
-# laptop preset from other initial weights and batches (seed_1), which shows how far one seed decides.
+# laptop preset from other initial weights and batches (seed_1, seed_2), which shows how far one seed decides.
 CANDIDATES = {
     "laptop": {},
     "group_norm": {"model": {"norm": "group"}, "training": {"learning_rate": 0.003, "warmup": 200}},
@@ -56,6 +56,7 @@ CANDIDATES = {
     "large_tiles": {"input_size": 284, "training": {"batch_size": 2}},
     "border_sampling": {"training": {"border_sampling": 0.5}},
     "seed_1": {"training": {"seed": 1}},
+    "seed_2": {"training": {"seed": 2}},
 }
 MILESTONES = (0.95, 0.96, 0.97)
 

@@ -16,6 +16,7 @@ from ome_zarr_models.v05.image import Image
 from ome_zarr_models.v05.labels import Labels
 from unet_pipeline.data import volume_store
 from unet_pipeline.metrics.scores import threshold_row
+from unet_pipeline.metrics.summary import best_threshold, smoothed
 from unet_pipeline.segmentation.methods import SegmentationOptions
 from unet_pipeline.segmentation.proposal import proposal_of
 from unet_pipeline.transforms.cells import cells_of
@@ -113,8 +114,12 @@ def test_tiny_pipeline_runs_end_to_end(serve, tiny_isbi, tmp_path):
     truth = cells_of(volume_store.open_store(results / "tiny" / "volume.zarr")[volume_store.LABELS_PATH][2])
     scored = threshold_row(truth, proposal_of(cells[2]).astype(np.float32), 0.5)
     assert scored["v_rand"] == summary["cells"]["metrics"]["v_rand"]["value"]
-    searched = pd.read_csv(results / "tiny" / "evaluation" / "tiny" / "cells.csv")["threshold"].tolist()
-    assert searched == list(SegmentationOptions().search), "the schema's search, on the one validation section"
+    searched = pd.read_csv(results / "tiny" / "evaluation" / "tiny" / "cells.csv")
+    assert searched["threshold"].tolist() == list(SegmentationOptions().search), "the schema's search, one section"
+    window = summary["cells"]["choice_window"]
+    assert window == SegmentationOptions().choice_window > 0
+    curve = smoothed(searched.set_index("threshold")["v_rand"].to_dict(), window)
+    assert summary["cells"]["metrics"]["v_rand"]["threshold"] == best_threshold(curve, True), "chosen in the window"
     submitted = tifffile.imread(results / "tiny_test" / "segmentation" / "tiny.tif")
     assert submitted.dtype == np.float32 and submitted.shape == (3, 128, 128)
     cell_rows = pd.read_csv(results / "tiny" / "segmentation" / "tiny_cells.csv")
