@@ -67,7 +67,7 @@ def scored(predictions: list[Path], out: Path) -> dict:
         volume = dataset / "volume.zarr"
         info = volume_store.provenance(volume_store.open_store(volume))
         plan = evaluation_plan(info)
-        if plan.split != "test" or set(plan.sections) & set(plan.threshold_sections):
+        if not (plan.held_out and plan.threshold_split):  # the rules choose on validation, report on test
             print(f"skipped {prediction}: its validation sections do not hold the test sections out")
             continue
         csv = out / f"{number:02d}_{dataset.name}_{prediction.stem}.csv"

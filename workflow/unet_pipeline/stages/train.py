@@ -204,8 +204,7 @@ def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device) -> C
     def scores(model: torch.nn.Module) -> dict:
         found = {}
         for name, volume, sections, norm in sets:
-            predictor = validation_predictor(job, setup, device, model, norm, section_shape(volume))
-            found[name] = validate(predictor, volume, sections)
+            found[name] = validate(validation_predictor(job, setup, device, model, norm, volume), volume, sections)
         if len(found) > 1:
             log.info("validation per dataset: %s", {name: round(validation_score(s), 6) for name, s in found.items()})
         return {key: sum(s[key] for s in found.values()) / len(found) for key in next(iter(found.values()))}
@@ -213,18 +212,13 @@ def validator(job: TrainingJob, setup: TrainingSetup, device: torch.device) -> C
     return scores
 
 
-def section_shape(volume) -> tuple[int, int]:
-    """The (y, x) shape of a volume store's sections."""
-    return tuple(volume[volume_store.IMAGE_PATH].shape[1:])
-
-
-def validation_predictor(
-    job: TrainingJob, setup: TrainingSetup, device, model, norm: dict, section: tuple[int, int]
-) -> TilePredictor:
-    """The network as the predict stage runs it, on (y, x) ``section`` s: tiles of ``tile_choice.validation_size``
-    (which give what the training tile gives, faster), the normalisation ``norm`` and amp on this device."""
+def validation_predictor(job: TrainingJob, setup: TrainingSetup, device, model, norm: dict, volume) -> TilePredictor:
+    """The network as the predict stage runs it, on the sections of the volume store ``volume``: tiles of
+    ``tile_choice.validation_size`` (which give what the training tile gives, faster), the normalisation ``norm``
+    and amp on this device."""
     options = job.options
     geometry = job.model.geometry
+    section = volume[volume_store.IMAGE_PATH].shape[1:]
     return TilePredictor(
         model,
         geometry,
@@ -246,9 +240,7 @@ def choose_tta(job: TrainingJob, setup: TrainingSetup, trainer: Trainer) -> dict
     trainer.model.eval()  # as prediction runs it: no dropout
     choices = {
         name: tta_choice(
-            validation_predictor(job, setup, trainer.device, trainer.model, norm, section_shape(volume)),
-            volume,
-            sections,
+            validation_predictor(job, setup, trainer.device, trainer.model, norm, volume), volume, sections
         )
         for name, volume, sections, norm in sets
     }
