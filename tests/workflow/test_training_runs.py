@@ -53,14 +53,14 @@ def readme_fine_tuning_preset() -> dict:
 
 
 def test_a_fine_tuning_preset_starts_from_the_model_of_another(workdir, tiny_isbi):
-    """README's fine-tuning preset, shrunk: snakemake trains the model it names first, then fine-tunes from it
-    with the input normalisation fitted to the new stack."""
+    """README's fine-tuning preset, shrunk: snakemake trains the model it names (the transfer preset) first, then
+    fine-tunes from it with the input normalisation fitted to the new stack."""
     config = tiny_config(tiny_isbi.as_uri())
-    base = shrunk(SHIPPED["presets"]["laptop"])
+    base = shrunk(SHIPPED["presets"]["transfer"])
     readme = readme_fine_tuning_preset()
     assert (
         base["model"] | readme["model"] == base["model"]
-        and readme["init_from"] == "results/isbi2012/models/laptop/model.pt"
+        and readme["init_from"] == "results/isbi2012/models/transfer/model.pt"
     )
     tuned = shrunk(readme | {"train_dataset": "tiny", "init_from": "results/tiny/models/base/model.pt"})
     tuned["input_size"], tuned["training"]["iterations"], tuned["training"]["warmup"] = base["input_size"], 3, 2
