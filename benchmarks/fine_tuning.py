@@ -241,7 +241,8 @@ def model_row(results: Path, stack: str, preset: str, trainset: str) -> dict:
     metadata = json.loads((model / "model.json").read_text())
     benchmark = (results / "benchmarks" / "train" / f"{trainset}.{preset}.tsv").read_text()
     row = {name: summary["metrics"][name]["value"] for name in ("v_rand", "rand_error", "warping_error")}
-    row |= {"cells_v_rand": summary["cells"]["metrics"]["v_rand"]["value"]}  # the segment rule's cells
+    if "cells" in summary:  # the segment rule's cells; an evaluation from before issue 34 (--keep) has none
+        row |= {"cells_v_rand": summary["cells"]["metrics"]["v_rand"]["value"]}
     row |= {"held_out": summary["held_out"]}  # not where --stack-sections names a section for both
     row |= {"iterations": metadata["training"]["options"]["iterations"]}
     row |= {"minutes": float(benchmark.splitlines()[1].split()[0]) / 60}
@@ -267,6 +268,13 @@ def meets_target(row: dict, scratch: dict, score: str = "v_rand") -> bool:
     return accurate and row["minutes"] <= scratch["minutes"] * TARGET_TIME_FRACTION
 
 
+def verdict(row: dict, scratch: dict, score: str) -> str:
+    """``meets_target`` in words; "-" where either evaluation lacks the score."""
+    if score not in row or score not in scratch:
+        return "-"
+    return "met" if meets_target(row, scratch, score) else "missed"
+
+
 def table(results: Path, stacks: list[str], recipes: list[str], bases: list[str], scratch: bool) -> str:
     """One row per model and stack; "target" (``meets_target`` by the probabilities' V_rand, then by the cells')
     needs the from-scratch row."""
@@ -282,7 +290,7 @@ def table(results: Path, stacks: list[str], recipes: list[str], bases: list[str]
             lines.append(line("", "from scratch", reference, ""))
         for recipe, base in ((recipe, base) for recipe in recipes for base in bases):
             row = model_row(results, stack, tuned(recipe, base, stack), stack)
-            verdicts = ("met" if meets_target(row, reference, score) else "missed" for score in SCORES)
+            verdicts = (verdict(row, reference, score) for score in SCORES)
             target = " / ".join(verdicts) if reference else ""
             lines.append(line("", f"fine-tuned from {base}, {recipe}", row, target))
     return "\n".join(lines)
@@ -294,7 +302,7 @@ def line(stack: str, model: str, row: dict, target: str) -> str:
     best = f"{row['best_val']:.4f} ({row['best_step']})" if "best_val" in row else ""
     held = "" if row["held_out"] else " (not held out)"
     scores = f"{row['v_rand']:.4f}{held} | {row['rand_error']:.4f} | {row['warping_error']:.4f}"
-    scores += f" | {row['cells_v_rand']:.4f}"
+    scores += f" | {row['cells_v_rand']:.4f}" if "cells_v_rand" in row else " | "
     return f"| {stack} | {model} | {took} | {zero} | {best} | {scores} | {target} |"
 
 
