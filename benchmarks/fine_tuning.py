@@ -1,7 +1,8 @@
 """Fine-tuning the ISBI laptop model on new labelled stacks against training the laptop preset from scratch.
 
     python benchmarks/fine_tuning.py [--data DIR] [--results results_fine_tuning] [--keep]
-                                     [--proxies blurred inverted harder zoomed fib_scale] [--recipes default short shipped_before]
+                                     [--proxies blurred inverted harder zoomed fib_scale]
+                                     [--recipes default short brief brisk shipped_before]
                                      [--bases laptop transfer] [--skip-scratch] [--seed N] [--resample]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
 
@@ -152,7 +153,7 @@ def fib_scale(image, labels):
 
 
 PROXIES = {"blurred": blurred, "inverted": inverted, "harder": harder, "zoomed": zoomed, "fib_scale": fib_scale}
-PIXEL_SCALE = {"harder": 1.5, "zoomed": 2.0, "fib_scale": 0.8}  # the voxel size in y and x shrinks by the zoom
+PIXEL_SCALE = {"harder": 1.5, "zoomed": 2.0, "fib_scale": 0.8}  # the y and x voxel size is divided by the zoom
 
 
 def proxy_stack(data: Path, name: str) -> Stack:
