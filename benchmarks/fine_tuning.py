@@ -2,7 +2,8 @@
 
     python benchmarks/fine_tuning.py [--data DIR] [--results results_fine_tuning] [--keep]
                                      [--proxies blurred inverted harder zoomed fib_scale]
-                                     [--recipes default short brief brisk shipped_before]
+                                     [--recipes default short brief brisk brief_augmented
+                                               shipped_before]
                                      [--bases laptop transfer] [--skip-scratch] [--seed N] [--resample]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
 
@@ -29,7 +30,8 @@ Each is a dataset in a config overlay and everything runs through the workflow (
   fine-tuning, the same network) trained on ISBI 2012 and evaluated on the stack as it is (zero-shot);
 - ``scratch``: the laptop preset trained from random weights on the stack (its iterations as shipped), unless
   ``--skip-scratch``;
-- one fine-tuned model per recipe in ``--recipes`` (``RECIPES``) and base, started from it (``init_from``).
+- one fine-tuned model per recipe in ``--recipes`` (``RECIPES``; ``brief`` is README's preset as users copy it)
+  and base, started from it (``init_from``).
 
 ``--resample`` adds each proxy of another pixel size (``PIXEL_SCALE``) a second time as ``NAME_resampled``,
 declared with ``resample_to`` ISBI's pixel size, so that ingest brings it back to the base's pixel size and every
@@ -64,14 +66,15 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from scipy import ndimage
-from shipped_workflow import ISBI_DATA, REPO, cpu_model, run_shipped, shipped_config
+from shipped_workflow import ISBI_DATA, REPO, cpu_model, readme_fine_tuning_preset, run_shipped, shipped_config
 from unet_pipeline.training.curve import validation_score
 
 SHIPPED = shipped_config()
 ISBI = SHIPPED["datasets"]["isbi2012"]
 BASE = "laptop"
 BASES = ("laptop", "transfer")  # shipped presets of one network, so one fine-tuning preset fits each
-# fine-tuning recipes: the preset's training settings over the laptop preset's, and its init_normalisation
+# fine-tuning recipes: training settings over the laptop preset's (with its init_normalisation), or None for
+# README's preset whole (``README_RECIPES``)
 RECIPES = {
     # README's recipe from issue 28 to stop 48: the laptop preset's optimiser and rate, warmed up, under a fifth
     # of the 14000 iterations the preset had then (within a quarter of its time), the normalisation fitted to the
@@ -79,12 +82,16 @@ RECIPES = {
     "default": {"learning_rate": 0.001, "warmup": 250, "iterations": 2500, "validate_every": 250},
     # the same, in 1500 iterations: a third of today's laptop preset (5000 iterations) from scratch
     "short": {"learning_rate": 0.001, "warmup": 250, "iterations": 1500, "validate_every": 250},
-    # README's recipe since stop 49 (from the transfer base): under a third of the from-scratch train rule, 1200
-    # iterations validated at steps 600 and 1200, so the checkpoint choice takes two draws of the validation
-    # sections' noise where short takes six
-    "brief": {"learning_rate": 0.001, "warmup": 120, "iterations": 1200, "validate_every": 600},
+    # README's recipe since stop 49 (from the transfer base), read from README ("Fine-tuning the ISBI model on
+    # your own labelled stack") so that this measures what users copy: 1200 iterations validated at steps 600 and
+    # 1200 (two draws of the validation sections' noise for the checkpoint choice where short takes six), under a
+    # third of the from-scratch train rule
+    "brief": None,
     # brief at the laptop preset's own rate (3e-3): another pixel size is more to relearn than 1e-3 moves in 1200
     "brisk": {"learning_rate": 0.003, "warmup": 120, "iterations": 1200, "validate_every": 600},
+    # README's recipe with its base's own augmentations (the transfer base's scale, gray values, blur, noise and
+    # resolution), as nnU-Net fine-tunes with the augmentation pipeline it pretrained with
+    "brief_augmented": None,
     # README's recipe before: a third of the rate, the starting model's normalisation kept
     "shipped_before": {
         "learning_rate": 0.0003,
@@ -93,6 +100,8 @@ RECIPES = {
         "init_normalisation": "keep",
     },
 }
+README_RECIPES = {"brief", "brief_augmented"}  # README's preset whole (``readme_fine_tuning_preset``)
+KEEPS_AUGMENTATION = {"brief_augmented"}  # recipes whose presets take the base preset's augmentation block
 
 
 @dataclass(frozen=True)
@@ -200,21 +209,33 @@ def tuned(recipe: str, base: str, stack: str) -> str:
     return f"{recipe}_{stack}" if base == BASE else f"{recipe}_from_{base}_{stack}"
 
 
+def recipe_preset(recipe: str, base: str) -> dict:
+    """The preset that fine-tunes by ``recipe`` from ``base``, before its stack and starting model are named:
+    README's preset as users copy it (``README_RECIPES``), or the laptop preset with ``RECIPES[recipe]``'s
+    training options; augmented as the schema's default, or as ``base`` where the recipe keeps its augmentation."""
+    if recipe in README_RECIPES:
+        preset = copy.deepcopy(readme_fine_tuning_preset())
+    else:
+        laptop = copy.deepcopy(SHIPPED["presets"][BASE])
+        preset = laptop | {"training": laptop["training"] | RECIPES[recipe]}
+    if recipe in KEEPS_AUGMENTATION and "augmentation" in SHIPPED["presets"][base]:
+        preset["augmentation"] = copy.deepcopy(SHIPPED["presets"][base]["augmentation"])
+    return preset
+
+
 def presets(results: Path, name: str, recipes: list[str], bases: list[str], seed: int | None = None) -> dict:
-    """The from-scratch preset and one fine-tuning preset per recipe and base of stack ``name``, all laptop
-    networks (a fine-tuning preset is the laptop preset: training on the stack, augmented as the default), with
-    ``seed`` as their training seed where given."""
+    """The from-scratch preset (the laptop preset) and one fine-tuning preset per recipe and base
+    (``recipe_preset``) of stack ``name``, all laptop networks, with ``seed`` as their training seed where given."""
     laptop = SHIPPED["presets"][BASE]
     seeded = {} if seed is None else {"seed": seed}
     scratch = copy.deepcopy(laptop) | {"train_dataset": name, "training": laptop["training"] | seeded}
     chosen = {f"scratch_{name}": scratch}
     for recipe in recipes:
         for base in bases:
-            chosen[tuned(recipe, base, name)] = copy.deepcopy(laptop) | {
-                "train_dataset": name,
-                "init_from": str(results / "isbi2012" / "models" / base / "model.pt"),
-                "training": laptop["training"] | RECIPES[recipe] | seeded,
-            }
+            preset = recipe_preset(recipe, base)
+            preset["training"] |= seeded
+            preset |= {"train_dataset": name, "init_from": str(results / "isbi2012" / "models" / base / "model.pt")}
+            chosen[tuned(recipe, base, name)] = preset
     return chosen
 
 

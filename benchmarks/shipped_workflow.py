@@ -25,6 +25,14 @@ def shipped_config() -> dict:
     return config
 
 
+def readme_fine_tuning_preset() -> dict:
+    """The preset of README's "Fine-tuning the ISBI model on your own labelled stack", as users copy it."""
+    section = (REPO / "README.md").read_text().split("## Fine-tuning the ISBI model", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (preset,) = yaml.safe_load(block)["presets"].values()
+    return preset
+
+
 def run_shipped(overlay: dict, name: str, cores: int, targets=(), options=()) -> subprocess.CompletedProcess:
     """``snakemake`` with config/config.yaml and ``overlay`` (written to ``overlay['results']/name.yaml``).
 
