@@ -2,7 +2,7 @@
 
     python benchmarks/fine_tuning.py [--data DIR] [--results results_fine_tuning] [--keep]
                                      [--proxies blurred inverted harder zoomed fib_scale]
-                                     [--recipes default short brief brief_1000 brisk
+                                     [--recipes default short brief brief_1200 brisk
                                                brief_augmented shipped_before]
                                      [--bases laptop transfer] [--skip-scratch] [--seed N] [--resample]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
@@ -74,7 +74,7 @@ ISBI = SHIPPED["datasets"]["isbi2012"]
 BASE = "laptop"
 BASES = ("laptop", "transfer")  # shipped presets of one network, so one fine-tuning preset fits each
 # fine-tuning recipes: training settings over the laptop preset's (with its init_normalisation), or None for
-# README's preset whole (``README_RECIPES``)
+# README's preset whole (``readme_fine_tuning_preset``)
 RECIPES = {
     # README's recipe from issue 28 to stop 48: the laptop preset's optimiser and rate, warmed up, under a fifth
     # of the 14000 iterations the preset had then (within a quarter of its time), the normalisation fitted to the
@@ -82,19 +82,18 @@ RECIPES = {
     "default": {"learning_rate": 0.001, "warmup": 250, "iterations": 2500, "validate_every": 250},
     # the same, in 1500 iterations: a third of today's laptop preset (5000 iterations) from scratch
     "short": {"learning_rate": 0.001, "warmup": 250, "iterations": 1500, "validate_every": 250},
-    # README's recipe since stop 49 (from the transfer base), read from README ("Fine-tuning the ISBI model on
-    # your own labelled stack") so that this measures what users copy: 1200 iterations validated at steps 600 and
-    # 1200 (two draws of the validation sections' noise for the checkpoint choice where short takes six), under a
-    # third of the from-scratch train rule
+    # README's recipe (from the transfer base), read from README ("Fine-tuning the ISBI model on your own labelled
+    # stack") so that this measures what users copy; since stop 50 1000 iterations validated at steps 500 and 1000,
+    # a quarter of the from-scratch train rule where a validation is cheap and under 0.3 where it is not
     "brief": None,
-    # brief in 1000 iterations (validated at 500 and 1000): more room under a third of the from-scratch time where
-    # validation costs more per section (the zoomed copy's 768 x 1024 sections: brief took 0.30-0.32x)
-    "brief_1000": {"learning_rate": 0.001, "warmup": 100, "iterations": 1000, "validate_every": 500},
-    # brief at the laptop preset's own rate (3e-3): another pixel size is more to relearn than 1e-3 moves in 1200
+    # README's recipe in stops 49-50: 1200 iterations validated at 600 and 1200 (0.30-0.32x of from scratch on
+    # the zoomed copy's 768 x 1024 sections, whose validations cost more)
+    "brief_1200": {"learning_rate": 0.001, "warmup": 120, "iterations": 1200, "validate_every": 600},
+    # brief_1200 at the laptop preset's own rate (3e-3): another pixel size is more to relearn than 1e-3 moves
     "brisk": {"learning_rate": 0.003, "warmup": 120, "iterations": 1200, "validate_every": 600},
-    # README's recipe with its base's own augmentations (the transfer base's scale, gray values, blur, noise and
+    # brief_1200 with its base's own augmentations (the transfer base's scale, gray values, blur, noise and
     # resolution), as nnU-Net fine-tunes with the augmentation pipeline it pretrained with
-    "brief_augmented": None,
+    "brief_augmented": {"learning_rate": 0.001, "warmup": 120, "iterations": 1200, "validate_every": 600},
     # README's recipe before: a third of the rate, the starting model's normalisation kept
     "shipped_before": {
         "learning_rate": 0.0003,
@@ -103,7 +102,6 @@ RECIPES = {
         "init_normalisation": "keep",
     },
 }
-README_RECIPES = {"brief", "brief_augmented"}  # README's preset whole (``readme_fine_tuning_preset``)
 KEEPS_AUGMENTATION = {"brief_augmented"}  # recipes whose presets take the base preset's augmentation block
 
 
@@ -214,9 +212,9 @@ def tuned(recipe: str, base: str, stack: str) -> str:
 
 def recipe_preset(recipe: str, base: str) -> dict:
     """The preset that fine-tunes by ``recipe`` from ``base``, before its stack and starting model are named:
-    README's preset as users copy it (``README_RECIPES``), or the laptop preset with ``RECIPES[recipe]``'s
+    README's preset as users copy it (a recipe of None), or the laptop preset with ``RECIPES[recipe]``'s
     training options; augmented as the schema's default, or as ``base`` where the recipe keeps its augmentation."""
-    if recipe in README_RECIPES:
+    if RECIPES[recipe] is None:
         preset = copy.deepcopy(readme_fine_tuning_preset())
     else:
         laptop = copy.deepcopy(SHIPPED["presets"][BASE])
