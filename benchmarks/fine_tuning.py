@@ -73,6 +73,9 @@ SHIPPED = shipped_config()
 ISBI = SHIPPED["datasets"]["isbi2012"]
 BASE = "laptop"
 BASES = ("laptop", "transfer")  # shipped presets of one network, so one fine-tuning preset fits each
+# README's recipe in stops 49-50: 1200 iterations validated at 600 and 1200 (0.30-0.32x of from scratch on the
+# zoomed copy's 768 x 1024 sections, whose validations cost more); brief_1200 and its variants below
+BRIEF_1200 = {"learning_rate": 0.001, "warmup": 120, "iterations": 1200, "validate_every": 600}
 # fine-tuning recipes: training settings over the laptop preset's (with its init_normalisation), or None for
 # README's preset whole (``readme_fine_tuning_preset``)
 RECIPES = {
@@ -86,14 +89,12 @@ RECIPES = {
     # stack") so that this measures what users copy; since stop 50 1000 iterations validated at steps 500 and 1000,
     # a quarter of the from-scratch train rule where a validation is cheap and under 0.3 where it is not
     "brief": None,
-    # README's recipe in stops 49-50: 1200 iterations validated at 600 and 1200 (0.30-0.32x of from scratch on
-    # the zoomed copy's 768 x 1024 sections, whose validations cost more)
-    "brief_1200": {"learning_rate": 0.001, "warmup": 120, "iterations": 1200, "validate_every": 600},
+    "brief_1200": BRIEF_1200,
     # brief_1200 at the laptop preset's own rate (3e-3): another pixel size is more to relearn than 1e-3 moves
-    "brisk": {"learning_rate": 0.003, "warmup": 120, "iterations": 1200, "validate_every": 600},
+    "brisk": BRIEF_1200 | {"learning_rate": 0.003},
     # brief_1200 with its base's own augmentations (the transfer base's scale, gray values, blur, noise and
-    # resolution), as nnU-Net fine-tunes with the augmentation pipeline it pretrained with
-    "brief_augmented": {"learning_rate": 0.001, "warmup": 120, "iterations": 1200, "validate_every": 600},
+    # resolution), as nnU-Net fine-tunes with the augmentation pipeline it pretrained with (``KEEPS_AUGMENTATION``)
+    "brief_augmented": BRIEF_1200,
     # README's recipe before: a third of the rate, the starting model's normalisation kept
     "shipped_before": {
         "learning_rate": 0.0003,
