@@ -29,9 +29,14 @@ def chosen_rows(folder: Path, cells: bool) -> tuple[float, dict[int, dict]]:
     if not (folder / "summary.json").is_file():
         raise SystemExit(f"{folder}: no evaluation of that model on this stack (summary.json)")
     summary = json.loads((folder / "summary.json").read_text())
+    if cells and "cells" not in summary:
+        raise SystemExit(f"{folder}: this evaluation scored no cells (from before issue 34?); leave out --cells")
     metrics = summary["cells"]["metrics"] if cells else summary["metrics"]
     threshold = metrics["v_rand"]["threshold"]
-    with open(folder / ("cells.csv" if cells else "sections.csv"), newline="") as handle:
+    scores_csv = folder / ("cells.csv" if cells else "sections.csv")
+    if not scores_csv.is_file():
+        raise SystemExit(f"{scores_csv}: missing, though its summary.json is there")
+    with open(scores_csv, newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["split"] == summary["split"]]
     chosen = {int(row["section"]): row for row in rows if math.isclose(float(row["threshold"]), threshold)}
     if sorted(chosen) != sorted(summary["sections"]):
