@@ -10,7 +10,15 @@ import torch
 from helpers import shipped_config
 from unet_pipeline.core.errors import PipelineError
 from unet_pipeline.inference.overlap_tile import TilePredictor, mirrored_reader
-from unet_pipeline.models.unet import UNet, UNetConfig, build_model, count_parameters, load_model, save_model
+from unet_pipeline.models.unet import (
+    UNet,
+    UNetConfig,
+    build_model,
+    center_crop,
+    count_parameters,
+    load_model,
+    save_model,
+)
 from unet_pipeline.training.loss import weighted_cross_entropy
 
 
@@ -173,6 +181,27 @@ def test_dropout_sits_at_the_end_of_the_contracting_path():
     assert not torch.equal(net(x), net(x)), "training mode drops"
     net.eval()
     assert torch.equal(net(x), net(x))
+
+
+@pytest.mark.parametrize("excess", [0, 1, 2, 7])
+def test_the_skip_crop_keeps_channels_last_in_its_gradient(excess):
+    """The crop is slicing's values, and its gradient (from the concatenation's, a channel slice) stays
+    channels_last, which the ReLU backward before it needs to run fast on the CPU (center_crop)."""
+    leaf = torch.randn(2, 3, 20 + excess, 20 + excess).to(memory_format=torch.channels_last).requires_grad_()
+    skip = leaf.clone()  # a layer's output: the leaf's .grad would be copied into the leaf's layout
+    gradients = []
+    skip.register_hook(gradients.append)
+    upsampled = torch.randn(2, 3, 20, 20).to(memory_format=torch.channels_last)
+    cropped = center_crop(skip, 20, 20)
+    top = excess // 2
+    assert torch.equal(cropped, skip[..., top : top + 20, top : top + 20])
+    joined = torch.cat([cropped, upsampled], dim=1)
+    joined.backward(torch.ones_like(joined).to(memory_format=torch.channels_last))
+    (gradient,) = gradients
+    assert gradient.is_contiguous(memory_format=torch.channels_last)
+    assert gradient.sum() == 2 * 3 * 20 * 20
+    if excess:
+        assert gradient[..., -1].sum() == 0, "the odd pixel is cropped after, as the slicing did"
 
 
 def tiny_metadata(config):
