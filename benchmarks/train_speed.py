@@ -4,6 +4,7 @@
                                      [--peak-tflops none=494.7 bf16=989.4]   # H100 SXM: dense TF32, dense bf16
                                      [--variants plain channels_last compile]
                                      [--norm none batch instance group] [--input-size 284 --batch-size 2]
+                                     [--profile 12]
 
 Runs the training step of unet_pipeline.stages.train (forward, weighted cross-entropy,
 backward, optimiser step) on random tiles of each preset's size and batch, after
@@ -19,7 +20,9 @@ CPU's bf16 instructions where it has them, avx512_bf16 or AMX, see ``lscpu``) an
 each variant: plain, channels_last memory format, torch.compile (the first steps,
 which compile, are warm-up). ``--norm`` measures each preset with each ``model.norm`` in turn; ``--input-size``
 and ``--batch-size`` replace the presets' tile and batch. The output pixels per second column compares tiles of
-different sizes (an unpadded network's border is a smaller share of a larger tile).
+different sizes (an unpadded network's border is a smaller share of a larger tile). ``--profile N`` adds, under
+each row, the N operators that took most of 5 more steps (torch.profiler, self time: the time of each kernel
+itself, the share of the steps' total).
 """
 
 import argparse
@@ -50,7 +53,18 @@ def step_flops(model, batch, size) -> int:
     return counter.get_total_flops()
 
 
-def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: str = "plain") -> dict:
+def operator_shares(one_step, top: int, steps: int = 5) -> list[tuple[str, float, float]]:
+    """The ``top`` operators by self time over ``steps`` calls of ``one_step``: (name, ms per step, share)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            one_step()
+    events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
+    total = sum(event.self_cpu_time_total for event in events)
+    events.sort(key=lambda event: event.self_cpu_time_total, reverse=True)
+    return [(e.key, e.self_cpu_time_total / steps / 1e3, e.self_cpu_time_total / total) for e in events[:top]]
+
+
+def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: str = "plain", profile: int = 0) -> dict:
     config = UNetConfig(**preset["model"])
     size, batch = preset["input_size"], preset["training"].get("batch_size", 1)
     out = config.geometry.output_size(size)
@@ -107,6 +121,7 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: s
         "size": size,
         "out": out,
         "batch": batch,
+        "operators": operator_shares(one_step, profile) if profile else [],
     }
 
 
@@ -130,6 +145,7 @@ def main():
     parser.add_argument("--norm", nargs="+", choices=["none", "batch", "instance", "group"], help="model.norm")
     parser.add_argument("--input-size", type=int, help="the tile, in place of each preset's")
     parser.add_argument("--batch-size", type=int, help="tiles per step, in place of each preset's")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="the N costliest operators per row")
     args = parser.parse_args()
     peak = peaks(args.peak_tflops, args.amp) if args.peak_tflops else {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,7 +168,7 @@ def main():
             chosen["input_size"] = args.input_size or chosen["input_size"]
             training = chosen.setdefault("training", {})
             training["batch_size"] = args.batch_size or training.get("batch_size", 1)
-            r = measure(chosen, amp, args.steps, device, variant)
+            r = measure(chosen, amp, args.steps, device, variant, args.profile)
             fraction = f"  {r['tflops'] / peak[amp]:7.1%}" if amp in peak else ""
             print(
                 f"{preset:8s} {amp:5s} {variant:13s} {chosen['model'].get('norm', 'none'):8s} "
@@ -161,6 +177,8 @@ def main():
                 f"{r['tflops']:8.3f} {r['peak_mib']:9.0f}{fraction}",
                 flush=True,
             )
+            for operator, milliseconds, share in r["operators"]:
+                print(f"    {operator:48s} {milliseconds:8.2f} ms/step {share:6.1%}")
 
 
 if __name__ == "__main__":
