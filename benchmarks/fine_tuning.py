@@ -4,7 +4,7 @@
                                      [--proxies blurred inverted harder zoomed fib_scale]
                                      [--recipes default short brief brief_1200 brisk
                                                brief_augmented shipped_before]
-                                     [--bases laptop transfer] [--skip-scratch] [--seed N] [--resample]
+                                     [--bases laptop transfer scale_only] [--skip-scratch] [--seed N] [--resample]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
 
 Each new stack stands in for another microscope's data. The proxies are ISBI 2012's training
@@ -27,7 +27,9 @@ Each is a dataset in a config overlay and everything runs through the workflow (
 "Fine-tuning the ISBI model on your own labelled stack" describes. Models per stack:
 
 - each base of ``--bases`` (default ``laptop``, the shipped default; ``transfer``, the preset trained for
-  fine-tuning, the same network) trained on ISBI 2012 and evaluated on the stack as it is (zero-shot);
+  fine-tuning, the same network; ``scale_only``, this benchmark's, the laptop preset with the transfer preset's
+  scale augmentation alone, ``BENCHMARK_BASES``) trained on ISBI 2012 and evaluated on the stack as it is
+  (zero-shot);
 - ``scratch``: the laptop preset trained from random weights on the stack (its iterations as shipped), unless
   ``--skip-scratch``;
 - one fine-tuned model per recipe in ``--recipes`` (``RECIPES``; ``brief`` is README's preset as users copy it)
@@ -72,7 +74,12 @@ from unet_pipeline.training.curve import validation_score
 SHIPPED = shipped_config()
 ISBI = SHIPPED["datasets"]["isbi2012"]
 BASE = "laptop"
-BASES = ("laptop", "transfer")  # shipped presets of one network, so one fine-tuning preset fits each
+SHIPPED_BASES = ("laptop", "transfer")  # shipped presets of one network, so one fine-tuning preset fits each
+# bases of this benchmark alone, the laptop network too: the transfer preset's other pixel sizes (scale) without its
+# gray-value, blur, noise and resolution augmentations, to tell which of them the fine-tuned models owe their
+# results to
+BENCHMARK_BASES = {"scale_only": SHIPPED["presets"]["laptop"] | {"augmentation": {"scale": {"enabled": True}}}}
+BASES = (*SHIPPED_BASES, *BENCHMARK_BASES)
 # README's recipe in stops 49-50: 1200 iterations validated at 600 and 1200 (0.30-0.32x of from scratch on the
 # zoomed copy's 768 x 1024 sections, whose validations cost more); brief_1200 and its variants below
 BRIEF_1200 = {"learning_rate": 0.001, "warmup": 120, "iterations": 1200, "validate_every": 600}
@@ -220,9 +227,14 @@ def recipe_preset(recipe: str, base: str) -> dict:
     else:
         laptop = copy.deepcopy(SHIPPED["presets"][BASE])
         preset = laptop | {"training": laptop["training"] | RECIPES[recipe]}
-    if recipe in KEEPS_AUGMENTATION and "augmentation" in SHIPPED["presets"][base]:
-        preset["augmentation"] = copy.deepcopy(SHIPPED["presets"][base]["augmentation"])
+    if recipe in KEEPS_AUGMENTATION and "augmentation" in base_preset(base):
+        preset["augmentation"] = copy.deepcopy(base_preset(base)["augmentation"])
     return preset
+
+
+def base_preset(base: str) -> dict:
+    """The preset that trains ``base`` on ISBI 2012: a shipped one, or one of ``BENCHMARK_BASES``."""
+    return BENCHMARK_BASES[base] if base in BENCHMARK_BASES else SHIPPED["presets"][base]
 
 
 def presets(results: Path, name: str, recipes: list[str], bases: list[str], seed: int | None = None) -> dict:
@@ -249,6 +261,7 @@ def overlay(
     for name, stack in stacks.items():
         datasets[name] = dataset_entry(results.parent / "stacks", name, stack)
         chosen |= presets(results, name, recipes, bases, seed)
+    chosen |= {base: copy.deepcopy(BENCHMARK_BASES[base]) for base in bases if base in BENCHMARK_BASES}
     return {
         "results": str(results),
         "preset": BASE,
