@@ -4,7 +4,7 @@
                                      [--proxies blurred inverted harder zoomed fib_scale]
                                      [--recipes default short brief brief_1200 brisk
                                                brief_augmented shipped_before]
-                                     [--bases laptop transfer scale_only] [--skip-scratch] [--seed N] [--resample]
+                                     [--bases laptop transfer all_augmentations] [--skip-scratch] [--seed N] [--resample]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
 
 Each new stack stands in for another microscope's data. The proxies are ISBI 2012's training
@@ -27,9 +27,9 @@ Each is a dataset in a config overlay and everything runs through the workflow (
 "Fine-tuning the ISBI model on your own labelled stack" describes. Models per stack:
 
 - each base of ``--bases`` (default ``laptop``, the shipped default; ``transfer``, the preset trained for
-  fine-tuning, the same network; ``scale_only``, this benchmark's, the laptop preset with the transfer preset's
-  scale augmentation alone, ``BENCHMARK_BASES``) trained on ISBI 2012 and evaluated on the stack as it is
-  (zero-shot);
+  fine-tuning, the same network, its set zoomed to other pixel sizes; ``all_augmentations``, this benchmark's, the
+  transfer preset until stop 51, with gray values, blur, noise and resolution augmented too, ``BENCHMARK_BASES``)
+  trained on ISBI 2012 and evaluated on the stack as it is (zero-shot);
 - ``scratch``: the laptop preset trained from random weights on the stack (its iterations as shipped), unless
   ``--skip-scratch``;
 - one fine-tuned model per recipe in ``--recipes`` (``RECIPES``; ``brief`` is README's preset as users copy it)
@@ -75,10 +75,13 @@ SHIPPED = shipped_config()
 ISBI = SHIPPED["datasets"]["isbi2012"]
 BASE = "laptop"
 SHIPPED_BASES = ("laptop", "transfer")  # shipped presets of one network, so one fine-tuning preset fits each
-# bases of this benchmark alone, the laptop network too: the transfer preset's other pixel sizes (scale) without its
-# gray-value, blur, noise and resolution augmentations, to tell which of them the fine-tuned models owe their
-# results to
-BENCHMARK_BASES = {"scale_only": SHIPPED["presets"]["laptop"] | {"augmentation": {"scale": {"enabled": True}}}}
+# bases of this benchmark alone, the laptop network too: the transfer preset until stop 51, with nnU-Net's gray-value
+# (gamma 0.7-1.5, contrast 0.75-1.25), blur, noise and resolution augmentations beside its other pixel sizes
+ALL_AUGMENTATIONS = {
+    "intensity": {"gamma": 0.4, "contrast": 0.25},
+    **{name: {"enabled": True} for name in ("scale", "noise", "blur", "low_resolution")},
+}
+BENCHMARK_BASES = {"all_augmentations": SHIPPED["presets"]["laptop"] | {"augmentation": ALL_AUGMENTATIONS}}
 BASES = (*SHIPPED_BASES, *BENCHMARK_BASES)
 # README's recipe in stops 49-50: 1200 iterations validated at 600 and 1200 (0.30-0.32x of from scratch on the
 # zoomed copy's 768 x 1024 sections, whose validations cost more); brief_1200 and its variants below

@@ -81,8 +81,9 @@ def test_a_fine_tuning_preset_starts_from_the_model_of_another(workdir, tiny_isb
 
 def test_the_transfer_preset_trains_on_two_datasets_at_once(workdir, tiny_isbi):
     """The transfer preset, shrunk, with train_dataset [tiny, other] (other: tiny's training stack with inverted
-    gray values): each dataset augmented with the preset's own augmentations, one model under
-    results/tiny+other/, which predicts each training dataset with that dataset's normalisation."""
+    gray values) and every augmentation for transfer on: each dataset augmented with the preset's own
+    augmentations, one model under results/tiny+other/, which predicts each training dataset with that dataset's
+    normalisation."""
     other = workdir / "other_data"
     other.mkdir(exist_ok=True)
     tifffile.imwrite(
@@ -97,6 +98,9 @@ def test_the_transfer_preset_trains_on_two_datasets_at_once(workdir, tiny_isbi):
     }
     config["datasets"]["other"]["labels"]["source"] = "labels.tif"
     preset = shrunk(SHIPPED["presets"]["transfer"]) | {"train_dataset": ["tiny", "other"]}
+    assert preset["augmentation"]["scale"]["enabled"], "the shipped transfer preset zooms"
+    # noise, blur and low resolution are options of a preset's augmentation: run them through the workflow too
+    preset["augmentation"] |= {name: {"enabled": True} for name in TRANSFER}
     preset["training"]["border_sampling"] = 0.5  # the joined sets' weights decide the draws
     config["preset"], config["presets"] = "transfer", {"transfer": preset}
     write_config(workdir / "two_datasets.yaml", config)
