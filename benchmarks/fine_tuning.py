@@ -4,7 +4,8 @@
                                      [--proxies blurred inverted harder zoomed fib_scale]
                                      [--recipes default short brief brief_1200 brisk
                                                brief_augmented shipped_before]
-                                     [--bases laptop transfer all_augmentations] [--skip-scratch] [--seed N] [--resample]
+                                     [--bases laptop transfer all_augmentations] [--skip-scratch] [--seed N]
+                                     [--resample]
                                      [--stack IMAGE LABELS --stack-sections TRAIN VALIDATION TEST]
 
 Each new stack stands in for another microscope's data. The proxies are ISBI 2012's training

@@ -93,8 +93,8 @@ def center_crop(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
     Cropped by a negative pad, not by slicing: given its share of the concatenation's gradient, slicing's
     backward returns the skip's gradient in the default memory format, and in a channels_last network the
-    ReLU backward that meets it then runs a strided kernel about 15x slower; pad's backward keeps the memory
-    format (the laptop step in bf16 1.2x faster, benchmarks/train_speed.py)."""
+    ReLU backward that meets it then runs PyTorch's slow strided kernel; pad's backward keeps the memory
+    format (benchmarks/README.md, "The skip crop's memory layout")."""
     top, bottom = _margins(tensor.shape[-2] - height)
     left, right = _margins(tensor.shape[-1] - width)
     return F.pad(tensor, (-left, -right, -top, -bottom))
