@@ -38,7 +38,7 @@ import torch
 import yaml
 from shipped_workflow import cpu_model
 from torch.utils.flop_counter import FlopCounterMode
-from unet_pipeline.models.devices import AMP_DTYPES
+from unet_pipeline.models.devices import AMP_DTYPES, autocast
 from unet_pipeline.models.unet import UNetConfig, build_model, count_parameters
 from unet_pipeline.training.loss import weighted_cross_entropy
 from unet_pipeline.training.optimisation import make_optimizer
@@ -64,7 +64,8 @@ def operator_shares(one_step, top: int, steps: int = 5) -> list[tuple[str, float
     return [(e.key, e.self_cpu_time_total / steps / 1e3, e.self_cpu_time_total / total) for e in events[:top]]
 
 
-def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: str = "plain", profile: int = 0) -> dict:
+def training_step(preset: dict, amp: str, device: torch.device, variant: str):
+    """The train stage's step on random tiles of ``preset``'s size and batch: (model, step function, FLOPs per step)."""
     config = UNetConfig(**preset["model"])
     size, batch = preset["input_size"], preset["training"].get("batch_size", 1)
     out = config.geometry.output_size(size)
@@ -86,16 +87,18 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: s
     dtype = AMP_DTYPES[amp]  # on the CPU too: what autocast gains there is what this measures
 
     def one_step():
-        if dtype is not None:
-            with torch.autocast(device.type, dtype=dtype):
-                logits = forward(x)
-        else:
+        with autocast(device, dtype):
             logits = forward(x)
         loss = weighted_cross_entropy(logits, y, w)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
+    return model, one_step, flops
+
+
+def timed(one_step, steps: int, device: torch.device) -> tuple[float, float]:
+    """Seconds for ``steps`` steps after 3 warm-up steps, and the peak memory in MiB (the GPU's, or the process's)."""
     for _ in range(3):
         one_step()
     if device.type == "cuda":
@@ -107,11 +110,15 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: s
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
+    if device.type == "cuda":
+        return elapsed, torch.cuda.max_memory_allocated() / 2**20
+    return elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: str = "plain", profile: int = 0) -> dict:
+    model, one_step, flops = training_step(preset, amp, device, variant)
+    elapsed, peak = timed(one_step, steps, device)
+    size, batch = preset["input_size"], preset["training"].get("batch_size", 1)
     return {
         "parameters": count_parameters(model),
         "tiles_per_s": steps * batch / elapsed,
@@ -119,7 +126,7 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: s
         "tflops": flops * steps / elapsed / 1e12,
         "peak_mib": peak,
         "size": size,
-        "out": out,
+        "out": UNetConfig(**preset["model"]).geometry.output_size(size),
         "batch": batch,
         "operators": operator_shares(one_step, profile) if profile else [],
     }
