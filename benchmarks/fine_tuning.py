@@ -55,7 +55,8 @@ of its train-rule time.
 The stacks are written to ``RESULTS/stacks`` and the workflow's outputs to ``RESULTS/workflow``.
 ``--keep`` keeps an existing results folder: its base and finished models are reused even where the code
 changed since they were made (Snakemake's ``--rerun-triggers mtime``), and a stack file that is already
-there with the same pixels is not rewritten.
+there with the same pixels is not rewritten. A model there whose recorded training options differ from its
+preset's (a recipe changed since) stops the run before the workflow starts, named with what differs.
 """
 
 import argparse
@@ -275,6 +276,26 @@ def overlay(
     }
 
 
+def stale_models(results: Path, presets: dict) -> list[str]:
+    """Models already in ``results`` whose recorded training options differ from those their preset sets: with
+    ``--keep`` (Snakemake's mtime trigger alone) the workflow would keep them, and the table would describe another
+    recipe under this one's name (a 1200-iteration brief once printed as 1000's)."""
+    stale = []
+    for name, preset in presets.items():
+        record = results / preset.get("train_dataset", "isbi2012") / "models" / name / "model.json"
+        if not record.exists():
+            continue
+        recorded = json.loads(record.read_text())["training"]["options"]
+        changed = [
+            f"{key} {recorded[key]} (this run: {value})"
+            for key, value in preset.get("training", {}).items()
+            if key in recorded and recorded[key] != value
+        ]
+        if changed:
+            stale.append(f"{record.parent}: {', '.join(changed)}")
+    return stale
+
+
 def model_row(results: Path, stack: str, preset: str, trainset: str) -> dict:
     """One model's figures: train-rule minutes, validation curve's best, zero-shot, held-out scores."""
     summary = json.loads((results / stack / "evaluation" / preset / "summary.json").read_text())
@@ -390,6 +411,11 @@ def main():
     start = time.perf_counter()
     options = ["--rerun-triggers", "mtime"] if args.keep else []
     plan = overlay(results, data, stacks, args.recipes, args.bases, args.seed)
+    if args.keep and (stale := stale_models(results, plan["presets"])):
+        raise SystemExit(
+            "trained by other settings than this run's (move each away with its predictions and evaluation, or run "
+            "without --keep):\n" + "\n".join(stale)
+        )
     finished = run_shipped(plan, "fine_tuning", args.cores, targets, options)
     if finished.returncode != 0:
         raise SystemExit(f"the workflow failed:\n{finished.stdout[-3000:]}{finished.stderr[-3000:]}")
