@@ -324,11 +324,15 @@ TARGET_TIME_FRACTION = 1 / 3
 SCORES = ("v_rand", "cells_v_rand")  # the thresholded probabilities' V_rand (the issue's) and the cells'
 
 
+def accurate_enough(row: dict, reference: dict, score: str = "v_rand") -> bool:
+    """Held-out V_rand (``score``: of the thresholded probabilities, or ``cells_v_rand``) at least the reference's
+    less ``TARGET_V_RAND_MARGIN``: the target's accuracy half."""
+    return row[score] >= reference[score] - TARGET_V_RAND_MARGIN
+
+
 def meets_target(row: dict, scratch: dict, score: str = "v_rand") -> bool:
-    """Held-out V_rand (``score``: of the thresholded probabilities, or ``cells_v_rand``) at least from scratch's
-    less ``TARGET_V_RAND_MARGIN``, in at most ``TARGET_TIME_FRACTION`` of its train-rule time."""
-    accurate = row[score] >= scratch[score] - TARGET_V_RAND_MARGIN
-    return accurate and row["minutes"] <= scratch["minutes"] * TARGET_TIME_FRACTION
+    """``accurate_enough`` against from scratch, in at most ``TARGET_TIME_FRACTION`` of its train-rule time."""
+    return accurate_enough(row, scratch, score) and row["minutes"] <= scratch["minutes"] * TARGET_TIME_FRACTION
 
 
 def verdict(row: dict, scratch: dict, score: str) -> str:
