@@ -305,7 +305,8 @@ def model_row(results: Path, stack: str, preset: str, trainset: str) -> dict:
     if "cells" in summary:  # the segment rule's cells; an evaluation from before issue 34 (--keep) has none
         row |= {"cells_v_rand": summary["cells"]["metrics"]["v_rand"]["value"]}
     row |= {"held_out": summary["held_out"]}  # not where --stack-sections names a section for both
-    row |= {"iterations": metadata["training"]["options"]["iterations"]}
+    options = metadata["training"]["options"]
+    row |= {"iterations": options["iterations"], "seed": options.get("seed")}  # older records lack seed
     if trainset == stack:  # a base's train rule (on ISBI 2012) is not timed in the table
         benchmark = (results / "benchmarks" / "train" / f"{trainset}.{preset}.tsv").read_text()
         row |= {"minutes": float(benchmark.splitlines()[1].split()[0]) / 60}

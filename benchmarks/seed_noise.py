@@ -19,22 +19,19 @@ Both by the thresholded probabilities' V_rand and by the cells' (``cells_v_rand`
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 from fine_tuning import SCORES, accurate_enough, model_row
 
 
 def scratch_runs(folders: list[Path], stack: str) -> dict[int, dict]:
-    """Seed -> the from-scratch model's row, with its folder, from the first folder that has the stack's."""
+    """Seed -> the evaluated from-scratch model's row, with its folder, from the first folder that has the stack's."""
     runs = {}
     for folder in folders:
         results = folder / "workflow"
-        model = results / stack / "models" / f"scratch_{stack}" / "model.json"
-        if not model.exists():
-            continue
-        seed = json.loads(model.read_text())["training"]["options"]["seed"]
-        runs.setdefault(seed, model_row(results, stack, f"scratch_{stack}", stack) | {"results": results})
+        if (results / stack / "evaluation" / f"scratch_{stack}" / "summary.json").exists():
+            row = model_row(results, stack, f"scratch_{stack}", stack) | {"results": results}
+            runs.setdefault(row["seed"], row)
     return runs
 
 
@@ -46,18 +43,23 @@ def tuned_row(results: Path, stack: str, presets: list[str]) -> dict | None:
     return None
 
 
-def counts(stack: str, runs: dict[int, dict], models: dict[str, list[str]]) -> dict[str, list[list[bool]]]:
+def tuned_rows(stack: str, runs: dict[int, dict], models: dict[str, list[str]]) -> dict[str, dict[int, dict]]:
+    """Label -> seed -> the fine-tuned model's row, for the seeds whose folder has one."""
+    found = {}
+    for label, presets in models.items():
+        rows = {seed: tuned_row(run["results"], stack, presets) for seed, run in sorted(runs.items())}
+        found[label] = {seed: row for seed, row in rows.items() if row}
+    return found
+
+
+def counts(runs: dict[int, dict], tuned: dict[str, dict[int, dict]]) -> dict[str, list[list[bool]]]:
     """Score -> [the seeds' ordered pairs, then each model against its seed's from scratch]: target met or not."""
     pairs = list(itertools.permutations(sorted(runs), 2))
-    rows = {
-        label: {seed: tuned_row(run["results"], stack, presets) for seed, run in runs.items()}
-        for label, presets in models.items()
-    }
     result = {}
     for score in SCORES:
         hits = [[accurate_enough(runs[a], runs[b], score) for a, b in pairs if score in runs[a] and score in runs[b]]]
-        for found in rows.values():
-            scored = {seed: row for seed, row in found.items() if row and score in row and score in runs[seed]}
+        for rows in tuned.values():
+            scored = {seed: row for seed, row in rows.items() if score in row and score in runs[seed]}
             hits.append([accurate_enough(row, runs[seed], score) for seed, row in scored.items()])
         result[score] = hits
     return result
@@ -68,18 +70,14 @@ def table_line(stack: str, score: str, seeds: str, hits: list[list[bool]]) -> st
     return f"| {stack} | {score} | {seeds} | " + " | ".join(rates) + " |"
 
 
-def used_models(stack: str, runs: dict[int, dict], models: dict[str, list[str]]) -> list[str]:
+def used_models(stack: str, runs: dict[int, dict], tuned: dict[str, dict[int, dict]]) -> list[str]:
     """Which preset each model entry found per seed, with its held-out V_rand and iterations."""
-    notes = []
-    for label, presets in models.items():
-        for seed, run in sorted(runs.items()):
-            row = tuned_row(run["results"], stack, presets)
-            if row:
-                notes.append(
-                    f"{stack} seed {seed} {label}: {row['preset']} in {run['results']}, {row['iterations']} "
-                    f"iterations, V_rand {row['v_rand']:.4f} against {run['v_rand']:.4f}"
-                )
-    return notes
+    return [
+        f"{stack} seed {seed} {label}: {row['preset']} in {runs[seed]['results']}, {row['iterations']} iterations, "
+        f"V_rand {row['v_rand']:.4f} against {runs[seed]['v_rand']:.4f}"
+        for label, rows in tuned.items()
+        for seed, row in rows.items()
+    ]
 
 
 def arguments():
@@ -97,6 +95,8 @@ def arguments():
 
 def main():
     args = arguments()
+    if missing := [str(folder) for folder in args.results if not (folder / "workflow").is_dir()]:
+        raise SystemExit(f"not fine_tuning.py results folders (no workflow/ inside): {', '.join(missing)}")
     models = {label: presets.split(",") for label, presets in (entry.split("=", 1) for entry in args.models)}
     header = ["stack", "score", "seeds", "from scratch, pairs of seeds", *models]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -105,11 +105,12 @@ def main():
         runs = scratch_runs(args.results, stack)
         if not runs:
             continue
-        for score, hits in counts(stack, runs, models).items():
+        tuned = tuned_rows(stack, runs, models)
+        for score, hits in counts(runs, tuned).items():
             lines.append(table_line(stack, score, ", ".join(map(str, sorted(runs))), hits))
             for total, part in zip(totals[score], hits):
                 total += part
-        notes += used_models(stack, runs, models)
+        notes += used_models(stack, runs, tuned)
     lines += [table_line("all", score, "", hits) for score, hits in totals.items()]
     print("\n".join(lines + [""] + notes))
 

@@ -64,12 +64,16 @@ def operator_shares(one_step, top: int, steps: int = 5) -> list[tuple[str, float
     return [(e.key, e.self_cpu_time_total / steps / 1e3, e.self_cpu_time_total / total) for e in events[:top]]
 
 
+def step_shape(preset: dict) -> tuple[int, int, int]:
+    """The preset's input tile, tiles per step and output tile."""
+    size = preset["input_size"]
+    return size, preset["training"].get("batch_size", 1), UNetConfig(**preset["model"]).geometry.output_size(size)
+
+
 def training_step(preset: dict, amp: str, device: torch.device, variant: str):
     """The train stage's step on random tiles of ``preset``'s size and batch: (model, step function, FLOPs per step)."""
-    config = UNetConfig(**preset["model"])
-    size, batch = preset["input_size"], preset["training"].get("batch_size", 1)
-    out = config.geometry.output_size(size)
-    model = build_model(config).to(device)
+    size, batch, out = step_shape(preset)
+    model = build_model(UNetConfig(**preset["model"])).to(device)
     channels_last = variant == "channels_last" or (device.type == "cuda" and variant != "plain")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -118,7 +122,7 @@ def timed(one_step, steps: int, device: torch.device) -> tuple[float, float]:
 def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: str = "plain", profile: int = 0) -> dict:
     model, one_step, flops = training_step(preset, amp, device, variant)
     elapsed, peak = timed(one_step, steps, device)
-    size, batch = preset["input_size"], preset["training"].get("batch_size", 1)
+    size, batch, out = step_shape(preset)
     return {
         "parameters": count_parameters(model),
         "tiles_per_s": steps * batch / elapsed,
@@ -126,7 +130,7 @@ def measure(preset: dict, amp: str, steps: int, device: torch.device, variant: s
         "tflops": flops * steps / elapsed / 1e12,
         "peak_mib": peak,
         "size": size,
-        "out": UNetConfig(**preset["model"]).geometry.output_size(size),
+        "out": out,
         "batch": batch,
         "operators": operator_shares(one_step, profile) if profile else [],
     }
